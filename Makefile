@@ -1,0 +1,17 @@
+# ticketlab: the README's commands. VENV may point at another environment (CI keeps one in a cache).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export VENV
+
+.PHONY: setup test test-all bench
+setup:
+	@bash scripts/setup.sh
+
+test: setup  ## the default test suite (minutes)
+	$(PY) -m pytest
+
+test-all: setup  ## every test, the slow ones too
+	$(PY) -m pytest -m ""
+
+bench: setup  ## speed benchmarks (ratios against a bare PyTorch loop)
+	$(PY) bench/masked_step.py

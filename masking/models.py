@@ -1,0 +1,145 @@
+"""The paper's networks as plain torch modules, buildable dense, masked or as a Supermask from a seed.
+
+An architecture is data (``ArchSpec``): conv channels with ``"M"`` for a 2x2 max-pool, then fc widths; 3x3 'same'
+convs, ReLU, a 10-way output layer, Glorot-normal weights and zero biases, no batch norm or dropout. Layers are
+initialized in order (convs, then fcs) from one generator seeded with ``seed``, so the same seed gives the same
+initial weights whichever ``kind`` is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from masking.initializers import glorot_normal_
+from masking.layers import MaskedConv2d, MaskedLinear
+from masking.registry import Registry
+from masking.rng import seeded
+from masking.supermask import SupermaskConv2d, SupermaskLinear, set_signed_constant
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    name: str
+    dataset: str  # the paper's data set for this net
+    input_shape: tuple[int, int, int]
+    conv: tuple[int | str, ...]
+    fc: tuple[int, ...]
+    rates: dict[str, float]  # per-round prune fraction by layer role: conv, fc, output
+    lr: float  # the paper's Adam learning rate
+    iterations: int  # the paper's training iterations at batch 60
+    num_classes: int = 10
+
+
+ARCHS: Registry[ArchSpec] = Registry("architecture")
+
+
+def register(spec: ArchSpec) -> ArchSpec:
+    return ARCHS.add(spec.name, spec)
+
+
+register(ArchSpec("lenet300_100", "mnist", (1, 28, 28), (), (300, 100), {"fc": 0.2, "output": 0.1}, 1.2e-3, 50_000))
+register(ArchSpec("conv2", "cifar10", (3, 32, 32), (64, 64, "M"), (256, 256),
+                  {"conv": 0.1, "fc": 0.2, "output": 0.1}, 2e-4, 20_000))
+register(ArchSpec("conv4", "cifar10", (3, 32, 32), (64, 64, "M", 128, 128, "M"), (256, 256),
+                  {"conv": 0.1, "fc": 0.2, "output": 0.1}, 3e-4, 25_000))
+register(ArchSpec("conv6", "cifar10", (3, 32, 32), (64, 64, "M", 128, 128, "M", 256, 256, "M"), (256, 256),
+                  {"conv": 0.15, "fc": 0.2, "output": 0.1}, 3e-4, 30_000))
+
+
+names = ARCHS.names
+spec = ARCHS.get  # the ArchSpec of a name; a ValueError naming the valid choices otherwise
+
+
+KINDS = ("dense", "masked", "supermask")
+
+
+def _layer_types(kind: str, score_init: float, rescale: bool) -> tuple[Callable, Callable]:
+    if kind == "dense":
+        return nn.Linear, nn.Conv2d
+    if kind == "masked":
+        return MaskedLinear, MaskedConv2d
+    if kind == "supermask":
+        return (lambda *a, **k: SupermaskLinear(*a, score_init=score_init, rescale=rescale, **k),
+                lambda *a, **k: SupermaskConv2d(*a, score_init=score_init, rescale=rescale, **k))
+    raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(KINDS)}")
+
+
+class Net(nn.Module):
+    """Convs (each followed by ReLU, pools where the spec says) then fully connected layers."""
+
+    def __init__(self, arch: ArchSpec, linear: Callable, conv: Callable):
+        super().__init__()
+        self.arch = arch
+        channels, height, width = arch.input_shape
+        self.convs = nn.ModuleList()
+        self.pool_after: list[bool] = []
+        for item in arch.conv:
+            if item == "M":
+                self.pool_after[-1] = True
+                height, width = height // 2, width // 2
+            else:
+                self.convs.append(conv(channels, item, kernel_size=3, padding=1))
+                self.pool_after.append(False)
+                channels = item
+        widths = (channels * height * width, *arch.fc, arch.num_classes)
+        self.fcs = nn.ModuleList(linear(i, o) for i, o in zip(widths[:-1], widths[1:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, pool in zip(self.convs, self.pool_after):
+            x = F.relu(conv(x))
+            if pool:
+                x = F.max_pool2d(x, 2)
+        x = x.flatten(1)
+        last = len(self.fcs) - 1
+        for i, fc in enumerate(self.fcs):
+            x = fc(x)
+            if i < last:
+                x = F.relu(x)
+        return x
+
+    def layer_roles(self) -> dict[str, str]:
+        """Role of each prunable weight by parameter/buffer name: ``conv``, ``fc`` or ``output``."""
+        roles = {f"convs.{i}.weight": "conv" for i in range(len(self.convs))}
+        roles.update({f"fcs.{i}.weight": "fc" for i in range(len(self.fcs) - 1)})
+        roles[f"fcs.{len(self.fcs) - 1}.weight"] = "output"
+        return roles
+
+    def prunable_layers(self) -> dict[str, nn.Module]:
+        """The layers whose weights are pruned, by weight name."""
+        modules = dict(self.named_modules())
+        return {name: modules[name.rsplit(".", 1)[0]] for name in self.layer_roles()}
+
+
+def build(
+    name: str,
+    seed: int = 0,
+    kind: str = "dense",
+    *,
+    score_init: float = 0.0,
+    rescale: bool = False,
+    signed_constant: bool = False,
+) -> Net:
+    """Architecture ``name`` with Glorot-normal weights drawn from ``seed`` and zero biases.
+
+    ``kind`` is ``dense`` (stock layers), ``masked`` (MaskedLinear/MaskedConv2d, all weights kept) or
+    ``supermask`` (frozen weights with scores starting at ``score_init``; ``rescale`` turns on dynamic weight
+    rescaling, ``signed_constant`` replaces the weights by std * sign).
+    """
+    arch = spec(name)
+    linear, conv = _layer_types(kind, score_init, rescale)
+    net = Net(arch, linear, conv)
+    generator = seeded(seed)
+    with torch.no_grad():
+        for layer in net.prunable_layers().values():
+            glorot_normal_(layer.weight, generator)
+            layer.bias.zero_()
+    if signed_constant:
+        if kind != "supermask":
+            raise ValueError("signed_constant applies to kind='supermask' only")
+        set_signed_constant(net)
+    return net
