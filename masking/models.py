@@ -72,10 +72,12 @@ def _layer_types(kind: str, score_init: float, rescale: bool) -> tuple[Callable,
 class Net(nn.Module):
     """Convs (each followed by ReLU, pools where the spec says) then fully connected layers."""
 
-    def __init__(self, arch: ArchSpec, linear: Callable, conv: Callable):
+    def __init__(self, arch: ArchSpec, linear: Callable, conv: Callable,
+                 input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None):
         super().__init__()
         self.arch = arch
-        channels, height, width = arch.input_shape
+        self.input_shape = tuple(input_shape or arch.input_shape)
+        channels, height, width = self.input_shape
         self.convs = nn.ModuleList()
         self.pool_after: list[bool] = []
         for item in arch.conv:
@@ -86,7 +88,7 @@ class Net(nn.Module):
                 self.convs.append(conv(channels, item, kernel_size=3, padding=1))
                 self.pool_after.append(False)
                 channels = item
-        widths = (channels * height * width, *arch.fc, arch.num_classes)
+        widths = (channels * height * width, *arch.fc, num_classes or arch.num_classes)
         self.fcs = nn.ModuleList(linear(i, o) for i, o in zip(widths[:-1], widths[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,16 +125,19 @@ def build(
     score_init: float = 0.0,
     rescale: bool = False,
     signed_constant: bool = False,
+    input_shape: tuple[int, int, int] | None = None,
+    num_classes: int | None = None,
 ) -> Net:
     """Architecture ``name`` with Glorot-normal weights drawn from ``seed`` and zero biases.
 
     ``kind`` is ``dense`` (stock layers), ``masked`` (MaskedLinear/MaskedConv2d, all weights kept) or
     ``supermask`` (frozen weights with scores starting at ``score_init``; ``rescale`` turns on dynamic weight
-    rescaling, ``signed_constant`` replaces the weights by std * sign).
+    rescaling, ``signed_constant`` replaces the weights by std * sign). ``input_shape`` (C, H, W) and
+    ``num_classes`` default to the paper's data set for the net; any other data set's shape fits the same layers.
     """
     arch = spec(name)
     linear, conv = _layer_types(kind, score_init, rescale)
-    net = Net(arch, linear, conv)
+    net = Net(arch, linear, conv, input_shape, num_classes)
     generator = seeded(seed)
     with torch.no_grad():
         for layer in net.prunable_layers().values():
@@ -143,3 +148,10 @@ def build(
             raise ValueError("signed_constant applies to kind='supermask' only")
         set_signed_constant(net)
     return net
+
+
+def weight_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of every layer's weight and bias (parameters or, in Supermask layers, frozen buffers): the state a
+    run's hashes and artifacts describe, the same names for every ``kind``."""
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()
+            if name.endswith((".weight", ".bias"))}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 
@@ -23,3 +25,15 @@ def random_signs(like: torch.Tensor, generator: torch.Generator | None) -> torch
 def seeded(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A fresh generator on ``device`` seeded with ``seed``."""
     return torch.Generator(device=device).manual_seed(int(seed))
+
+
+def derive(seed: int, *tags: object) -> int:
+    """A 63-bit seed derived from ``seed`` and ``tags`` (e.g. ``derive(3, "prune", 2)``): independent streams for
+    each purpose and round, the same in every process and on every platform."""
+    text = "/".join(map(str, (int(seed), *tags)))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def stream(seed: int, *tags: object) -> torch.Generator:
+    """A CPU generator seeded with ``derive(seed, *tags)``."""
+    return seeded(derive(seed, *tags))

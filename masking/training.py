@@ -1,4 +1,4 @@
-"""The training step of every ticketlab net: optimizer registry, seeded batch order, and the loop.
+"""Training every ticketlab net: optimizer registry, seeded batch order, the step, and ``fit`` with early stopping.
 
 ``make_optimizer`` builds the optimizer over the trainable parameters only (a Supermask's scores, a masked net's
 weights and biases) with the fastest stock settings (``fused=True`` where torch has it), and guards masked layers
@@ -7,12 +7,15 @@ weights and biases) with the fastest stock settings (``fused=True`` where torch 
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from masking.evaluation import evaluate
 from masking.layers import guard_optimizer, masked_layers
 from masking.registry import Registry
 
@@ -59,3 +62,58 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What ``fit`` found: the early-stopping point (minimum validation loss) and the learning curve."""
+
+    best_iteration: int  # iteration of minimum validation loss (the early-stopping iteration)
+    best_val_loss: float
+    best_val_acc: float
+    best_state: dict[str, torch.Tensor]  # a copy of the model's state at best_iteration
+    curve: list[dict[str, float]]  # one entry per evaluation: iteration, train_loss, val_loss, val_acc
+    seconds: float  # wall time of the whole fit, evaluations included
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    iterations: int,
+    batch_size: int,
+    eval_every: int,
+    generator: torch.Generator | None,
+    on_eval: Callable[[dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``iterations`` steps on in-memory data, evaluating validation loss/accuracy every ``eval_every`` steps
+    (and after the last); keep a copy of the state with the lowest validation loss.
+
+    Only what early stopping needs is evaluated here: test the returned ``best_state`` (and the final state) once.
+    """
+    if iterations < 1 or eval_every < 1:
+        raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
+    start = time.perf_counter()
+    x, y = train
+    order = batch_indices(len(x), batch_size, generator)
+    best: tuple[float, float, int, dict] | None = None
+    curve = []
+    loss_sum, loss_count = torch.zeros(()), 0
+    model.train()
+    for it in range(1, iterations + 1):
+        idx = next(order)
+        loss_sum += train_step(model, optimizer, x[idx], y[idx])
+        loss_count += 1
+        if it % eval_every == 0 or it == iterations:
+            val_loss, val_acc = evaluate(model, *val)
+            point = {"iteration": it, "train_loss": float(loss_sum) / loss_count, "val_loss": val_loss,
+                     "val_acc": val_acc}
+            curve.append(point)
+            loss_sum, loss_count = torch.zeros(()), 0
+            if best is None or val_loss < best[0]:
+                best = (val_loss, val_acc, it, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            if on_eval is not None:
+                on_eval(point)
+    assert best is not None
+    return FitResult(best[2], best[0], best[1], best[3], curve, time.perf_counter() - start)

@@ -1,0 +1,75 @@
+"""What every ticketlab Sacred experiment shares: settings, the observer upgrade, and run-record helpers.
+
+* Host info without the CPU/GPU probes (they cost seconds per run), output captured in-process, and the captured
+  output filtered like a terminal would show it (no progress-bar spam in the run document).
+* ``-m HOST:PORT:DB`` attaches a ``ResilientMongoObserver`` (Sacred's option builds a plain MongoObserver; it is
+  swapped for ours, with the same arguments, before the run starts). Observers are attached only from the command
+  line: library calls (``ex.run(...)``) and tests choose their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from sacred import SETTINGS, Experiment
+from sacred.observers import MongoObserver
+from sacred.observers.mongo import parse_mongo_db_arg
+from sacred.utils import apply_backspaces_and_linefeeds
+
+from experiments.observers import ResilientMongoObserver
+
+SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
+SETTINGS.HOST_INFO.INCLUDE_CPU_INFO = False
+SETTINGS.CAPTURE_MODE = "sys"
+
+# config keys that say how a run executes, not what it computes: left out of the condition hash
+EXECUTION_KEYS = {("data", "root"), ("training", "threads")}
+
+
+class TicketlabExperiment(Experiment):
+    def __init__(self, name: str, ingredients=()):
+        super().__init__(name, ingredients=list(ingredients))
+        self.captured_out_filter = apply_backspaces_and_linefeeds
+
+    def _create_run(self, *args, **kwargs):
+        run = super()._create_run(*args, **kwargs)
+        spec = run.meta_info.get("options", {}).get("--mongo_db")
+        if spec:
+            run.observers = [ResilientMongoObserver(**parse_mongo_db_arg(spec)) if type(o) is MongoObserver else o
+                             for o in run.observers]
+        return run
+
+
+def condition_hash(config: Mapping) -> str:
+    """A stable hash of what a run computes: its whole config minus execution settings (data root, threads).
+
+    Two runs with the same hash are the same experiment (the same seed included); the sweep uses it to skip
+    finished runs.
+    """
+    def strip(node, path=()):
+        if isinstance(node, Mapping):
+            return {k: strip(v, path + (k,)) for k, v in sorted(node.items()) if path + (k,) not in EXECUTION_KEYS}
+        return node
+
+    return hashlib.sha256(json.dumps(strip(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class ArtifactWriter:
+    """Saves tensors to a temporary folder and hands them to Sacred as artifacts (observers copy them)."""
+
+    def __init__(self, run):
+        self.run = run
+        self._dir = tempfile.TemporaryDirectory(prefix="ticketlab-artifacts-")
+
+    def save(self, name: str, obj) -> None:
+        path = Path(self._dir.name) / name
+        torch.save(obj, path)
+        self.run.add_artifact(str(path), name=name, content_type="application/x-pytorch")
+
+    def close(self) -> None:
+        self._dir.cleanup()

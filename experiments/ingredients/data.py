@@ -1,0 +1,44 @@
+"""The ``data`` ingredient: which data set, where it lives, and the fixed validation split."""
+
+import os
+
+from sacred import Ingredient
+
+from experiments import datasets
+from experiments.errors import check_choice, check_number
+
+data_ingredient = Ingredient("data")
+
+
+@data_ingredient.config
+def config():
+    name = "mnist"  # data set: mnist, fashion_mnist, cifar10 or synthetic
+    root = os.environ.get("TICKETLAB_DATA", "~/.ticketlab/data")  # torchvision layout: <root>/MNIST/raw, ...
+    val_size = 5000  # training images split off for validation (early stopping)
+    split_seed = 0  # seed of the validation split: the same split for every run
+    synthetic_shape = "mnist"  # synthetic only: mnist (1x28x28) or cifar (3x32x32)
+    synthetic_train = 6000  # synthetic only: training images, validation included
+    synthetic_test = 1000  # synthetic only: test images
+
+
+@data_ingredient.named_config
+def fast():
+    val_size = 1000  # a smaller validation set, evaluated faster
+    synthetic_train = 3000
+
+
+@data_ingredient.config_hook
+def validate(config, command_name, logger):
+    cfg = config["data"]
+    check_choice("data.name", cfg["name"], datasets.names())
+    check_choice("data.synthetic_shape", cfg["synthetic_shape"], datasets.SYNTHETIC_SHAPES)
+    check_number("data.val_size", cfg["val_size"], low=1, integer=True)
+    check_number("data.synthetic_train", cfg["synthetic_train"], low=cfg["val_size"] + 1, integer=True)
+    check_number("data.synthetic_test", cfg["synthetic_test"], low=1, integer=True)
+    return {}
+
+
+@data_ingredient.capture
+def load(name, root, val_size, split_seed, synthetic_shape, synthetic_train, synthetic_test) -> datasets.Splits:
+    return datasets.load(name, root, val_size, split_seed, synthetic_shape=synthetic_shape,
+                         synthetic_train=synthetic_train, synthetic_test=synthetic_test)

@@ -1,0 +1,62 @@
+"""The ``training`` ingredient: optimizer, learning rate, iterations, batch size, evaluation cadence, threads."""
+
+from sacred import Ingredient
+
+from experiments.errors import check_choice, check_number
+from experiments.ingredients.arch import spec
+from masking import training
+
+training_ingredient = Ingredient("training")
+
+SUPERMASK_LR = 0.1  # Adam on the Supermask scores (scores start at 0, so steps must be large)
+
+
+@training_ingredient.config
+def config():
+    optimizer = "adam"  # adam (fused) or sgd
+    lr = None  # learning rate; None: the paper's for the arch (lottery) or 0.1 on the scores (supermask)
+    iterations = None  # training steps per round; None: the paper's for the arch (50k fc, 20k/25k/30k conv)
+    batch_size = 60  # examples per step
+    eval_every = 100  # steps between validation evaluations (early stopping keeps the best)
+    threads = 0  # torch intra-op threads; 0: torch's default. Pin 1 per process in parallel sweeps
+
+
+@training_ingredient.named_config
+def fast():
+    iterations = 100
+    eval_every = 25
+
+
+@training_ingredient.config_hook
+def resolve(config, command_name, logger):
+    """Fill None defaults from the arch (the paper's settings) and check every value."""
+    cfg, arch = config["training"], spec(config)
+    updates = {}
+    if cfg["lr"] is None:
+        updates["lr"] = SUPERMASK_LR if "supermask" in config else arch.lr
+    if cfg["iterations"] is None:
+        updates["iterations"] = arch.iterations
+    cfg = {**cfg, **updates}
+    check_choice("training.optimizer", cfg["optimizer"], training.optimizer_names())
+    check_number("training.lr", cfg["lr"], low=0, low_open=True)
+    check_number("training.iterations", cfg["iterations"], low=1, integer=True)
+    check_number("training.batch_size", cfg["batch_size"], low=1, integer=True)
+    check_number("training.eval_every", cfg["eval_every"], low=1, integer=True)
+    check_number("training.threads", cfg["threads"], low=0, integer=True)
+    return updates
+
+
+@training_ingredient.capture
+def make_optimizer(model, optimizer, lr):
+    return training.make_optimizer(model, optimizer, lr)
+
+
+@training_ingredient.capture
+def fit(model, optimizer_, data, generator, iterations, batch_size, eval_every, on_eval=None):
+    return training.fit(model, optimizer_, data.train, data.val, iterations, batch_size, eval_every, generator,
+                        on_eval)
+
+
+@training_ingredient.capture
+def cpu_settings(threads):
+    training.cpu_settings(threads)

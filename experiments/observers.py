@@ -1,0 +1,192 @@
+"""A MongoObserver that never loses a finished run, and the command that uploads runs it had to keep on disk.
+
+Sacred's MongoObserver stops observing after its first failed write (metrics, artifact) and, when the final save
+fails, pickles only the run document. ``ResilientMongoObserver`` instead keeps what it could not write (metrics,
+artifacts copied to a spool) and, when the database is still down at the end of the run, writes a recovery
+bundle to ``failure_dir``::
+
+    <failure_dir>/<experiment>_<run id>_<UTC time>/
+        run.pickle        the run document, as it would be stored (status COMPLETED/FAILED, info, config, ...)
+        metrics.pickle    {name: {"steps": [...], "values": [...], "timestamps": [...]}}: every metric, in full
+        artifacts.json    [{"name", "file", "metadata", "content_type"}] not yet stored; files beside it
+
+``upload_failed_runs`` (``python -m experiments.upload -m HOST:PORT:DB``) writes the bundles into a database the
+way the observer would have, and moves each uploaded bundle to ``<failure_dir>/uploaded/``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pickle
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import gridfs
+import pymongo
+import pymongo.errors
+from sacred.observers import MongoObserver
+
+DEFAULT_FAILURE_DIR = "~/.ticketlab/failed_runs"
+SERVER_TIMEOUT_MS = 5000  # how long one database call waits for an unreachable server
+
+
+def default_failure_dir() -> Path:
+    return Path(os.environ.get("TICKETLAB_FAILURE_DIR", DEFAULT_FAILURE_DIR)).expanduser()
+
+
+class ResilientMongoObserver(MongoObserver):
+    """MongoObserver with a ``failure_dir`` always set and nothing dropped while the database is unreachable."""
+
+    def __init__(self, url: str | None = None, db_name: str = "sacred", failure_dir: str | Path | None = None,
+                 **kwargs):
+        if "client" not in kwargs:
+            kwargs.setdefault("serverSelectionTimeoutMS", SERVER_TIMEOUT_MS)
+        super().__init__(url=url, db_name=db_name, failure_dir=str(failure_dir or default_failure_dir()), **kwargs)
+        self.pending_metrics: dict[str, dict[str, list]] = {}  # logged, not yet stored
+        self.metric_history: dict[str, dict[str, list]] = {}  # everything logged, for a recovery bundle
+        self.pending_artifacts: list[dict] = []
+        self._spool: Path | None = None
+
+    # --------------------------------------------------------------- events that may meet a database that is down
+
+    def log_metrics(self, metrics_by_name, info):
+        for store in (self.pending_metrics, self.metric_history):
+            _extend(store, metrics_by_name)
+        try:
+            self._flush_metrics(info)
+        except pymongo.errors.PyMongoError:
+            pass  # kept in pending_metrics; retried on the next heartbeat and at the end
+
+    def _flush_metrics(self, info) -> None:
+        if self.pending_metrics:
+            super().log_metrics(self.pending_metrics, info)
+            self.pending_metrics = {}
+
+    def heartbeat_event(self, info, captured_out, beat_time, result):
+        try:
+            super().heartbeat_event(info, captured_out, beat_time, result)
+        except pymongo.errors.PyMongoError:
+            pass  # the run entry is updated in memory; the final save writes it
+
+    def artifact_event(self, name, filename, metadata=None, content_type=None):
+        try:
+            self._flush_artifacts()
+            super().artifact_event(name, filename, metadata, content_type)
+        except pymongo.errors.PyMongoError:
+            if self._spool is None:
+                self._spool = Path(tempfile.mkdtemp(prefix="ticketlab-spool-"))
+            copy = self._spool / f"{len(self.pending_artifacts):04d}_{Path(name).name}"
+            shutil.copyfile(filename, copy)
+            self.pending_artifacts.append({"name": name, "file": str(copy), "metadata": metadata,
+                                           "content_type": content_type})
+
+    def _flush_artifacts(self) -> None:
+        while self.pending_artifacts:
+            item = self.pending_artifacts[0]
+            MongoObserver.artifact_event(self, item["name"], item["file"], item["metadata"], item["content_type"])
+            self.pending_artifacts.pop(0)
+
+    def final_save(self, attempts):
+        try:
+            self._flush_metrics(self.run_entry.setdefault("info", {}))
+            self._flush_artifacts()
+            self.runs.replace_one({"_id": self.run_entry["_id"]}, self.run_entry, upsert=True)
+        except pymongo.errors.PyMongoError as error:
+            bundle = self.write_bundle()
+            print(f"ticketlab: the run database is unreachable ({type(error).__name__}); run "
+                  f"{self.run_entry['_id']} is kept in {bundle}. Upload it later with: "
+                  f"python -m experiments.upload -m HOST:PORT:DB --failure-dir {self.failure_dir}", file=sys.stderr)
+            return
+        if self._spool is not None:
+            shutil.rmtree(self._spool, ignore_errors=True)
+
+    def write_bundle(self) -> Path:
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        experiment = self.run_entry.get("experiment", {}).get("name", "run")
+        bundle = Path(self.failure_dir) / f"{experiment}_{self.run_entry['_id']}_{stamp}"
+        partial = bundle.with_name(bundle.name + ".partial")
+        (partial / "artifacts").mkdir(parents=True, exist_ok=True)
+        with open(partial / "run.pickle", "wb") as f:
+            pickle.dump(self.run_entry, f)
+        with open(partial / "metrics.pickle", "wb") as f:
+            pickle.dump(self.metric_history, f)
+        listed = []
+        for item in self.pending_artifacts:
+            target = partial / "artifacts" / Path(item["file"]).name
+            shutil.move(item["file"], target)
+            listed.append({**item, "file": f"artifacts/{target.name}"})
+        (partial / "artifacts.json").write_text(json.dumps(listed, indent=1, default=str))
+        partial.rename(bundle)  # a bundle appears whole or not at all
+        return bundle
+
+
+def _extend(store: dict[str, dict[str, list]], metrics_by_name: dict[str, dict[str, list]]) -> None:
+    for name, values in metrics_by_name.items():
+        series = store.setdefault(name, {"steps": [], "values": [], "timestamps": []})
+        for key in series:
+            series[key].extend(values[key])
+
+
+# ------------------------------------------------------------------------------------------------ recovery
+
+
+def failed_run_bundles(failure_dir: str | Path | None = None) -> list[Path]:
+    root = Path(failure_dir or default_failure_dir()).expanduser()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "run.pickle").is_file()
+                  and not p.name.endswith(".partial"))
+
+
+def upload_bundle(bundle: Path, database) -> int:
+    """Write one recovery bundle into ``database`` (a pymongo Database); returns the run's _id there."""
+    with open(bundle / "run.pickle", "rb") as f:
+        entry = pickle.load(f)
+    with open(bundle / "metrics.pickle", "rb") as f:
+        metrics = pickle.load(f)
+    artifacts = json.loads((bundle / "artifacts.json").read_text())
+    runs, fs = database["runs"], gridfs.GridFS(database)
+
+    existing = runs.find_one({"_id": entry["_id"]}, {"start_time": 1, "experiment.name": 1})
+    same_run = existing is not None and existing.get("start_time") == entry.get("start_time") and \
+        existing.get("experiment", {}).get("name") == entry.get("experiment", {}).get("name")
+    if existing is not None and not same_run:  # that id was taken by another run: append under a new id
+        last = runs.find_one(sort=[("_id", pymongo.DESCENDING)], projection={"_id": 1})
+        entry["_id"] = last["_id"] + 1
+    # the bundle holds every metric in full: set the series (idempotent), then point info.metrics at them
+    for name, series in metrics.items():
+        database["metrics"].update_one({"run_id": entry["_id"], "name": name}, {"$set": series}, upsert=True)
+    info = entry.setdefault("info", {})
+    info["metrics"] = [{"name": doc["name"], "id": str(doc["_id"])}
+                       for doc in database["metrics"].find({"run_id": entry["_id"]}, {"name": 1})]
+    for item in artifacts:
+        with open(bundle / item["file"], "rb") as f:
+            file_id = fs.put(f, filename=f"artifact://runs/{entry['_id']}/{item['name']}",
+                             metadata=item["metadata"], content_type=item["content_type"])
+        entry.setdefault("artifacts", []).append({"name": item["name"], "file_id": file_id})
+    runs.replace_one({"_id": entry["_id"]}, entry, upsert=True)
+    return entry["_id"]
+
+
+def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = None) -> list[tuple[Path, int]]:
+    """Upload every bundle in ``failure_dir``; each uploaded bundle moves to ``<failure_dir>/uploaded/``."""
+    bundles = failed_run_bundles(failure_dir)
+    if not bundles:
+        return []
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    database = client[db_name]
+    done = []
+    try:
+        for bundle in bundles:
+            run_id = upload_bundle(bundle, database)
+            target = bundle.parent / "uploaded" / bundle.name
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(str(bundle), target)
+            done.append((target, run_id))
+    finally:
+        client.close()
+    return done

@@ -1,0 +1,129 @@
+"""Learned Supermasks: weights frozen at initialization, one trainable score per weight.
+
+    python -m experiments.supermask with arch.name=lenet300_100 data.name=fashion_mnist seed=1 \\
+        -m 127.0.0.1:27017:lottery
+    python -m experiments.supermask with fast data.name=synthetic supermask.signed_constant=True
+
+Every forward pass samples a mask m ~ Bernoulli(sigmoid(score)); the gradient passes straight through the sample.
+Early stopping keeps the scores of minimum validation loss; test accuracy is the mean (and std) over
+``supermask.eval_samples`` mask samples, each scoring the whole test set.
+
+Run record: ``info`` holds test_acc_mean, test_acc_std, expected_density (mean keep probability), final_*
+(the same at the end of training), untrained_test_acc_mean (scores at their initial value), early_stop_iteration,
+init_hash (the seed's initialization, as in lottery runs) and final_hash (weights, biases and scores).
+Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifact: ``scores.pt``.
+"""
+
+from __future__ import annotations
+
+from experiments.base import ArtifactWriter, TicketlabExperiment, condition_hash
+from experiments.ingredients import arch as arch_ing
+from experiments.ingredients import data as data_ing
+from experiments.ingredients import training as training_ing
+from experiments.ingredients.supermask import supermask_ingredient
+from masking import hashing, models, rng
+from masking import supermask as supermask_lib
+
+ex = TicketlabExperiment("supermask", ingredients=[
+    arch_ing.arch_ingredient, data_ing.data_ingredient, supermask_ingredient, training_ing.training_ingredient,
+])
+
+
+@ex.config
+def config():
+    save_artifacts = True  # store the final scores as an artifact
+
+
+@ex.named_config
+def fast():
+    # Seconds per run, for smoke tests.
+    training = {"iterations": 100, "eval_every": 25}
+    data = {"val_size": 1000, "synthetic_train": 3000}
+    supermask = {"eval_samples": 3}
+
+
+@ex.named_config
+def reduced():
+    # A CPU-sized run of a few minutes: 5,000 steps.
+    training = {"iterations": 5000, "eval_every": 250}
+
+
+@ex.named_config
+def paper_fc():
+    # lenet300_100 on MNIST with the paper's 50k iterations.
+    arch = {"name": "lenet300_100"}
+    data = {"name": "mnist"}
+    training = {"iterations": 50_000}
+
+
+@ex.named_config
+def paper_conv2():
+    # Conv2 on CIFAR-10 with the paper's 20k iterations.
+    arch = {"name": "conv2"}
+    data = {"name": "cifar10"}
+    training = {"iterations": 20_000}
+
+
+@ex.named_config
+def paper_conv4():
+    # Conv4 on CIFAR-10 with the paper's 25k iterations.
+    arch = {"name": "conv4"}
+    data = {"name": "cifar10"}
+    training = {"iterations": 25_000}
+
+
+@ex.named_config
+def paper_conv6():
+    # Conv6 on CIFAR-10 with the paper's 30k iterations.
+    arch = {"name": "conv6"}
+    data = {"name": "cifar10"}
+    training = {"iterations": 30_000}
+
+
+@ex.main
+def main(seed, supermask: dict, save_artifacts, _run, _config):
+    training_ing.cpu_settings()
+    data = data_ing.load()
+    net = arch_ing.build(seed=seed, kind="supermask", input_shape=data.input_shape, num_classes=data.num_classes,
+                         score_init=supermask["score_init"], rescale=supermask["rescale"])
+    init_hash = hashing.state_hash(models.weight_state(net))
+    if supermask["signed_constant"]:
+        supermask_lib.set_signed_constant(net)
+    supermask_lib.set_generator(net, rng.stream(seed, "mask samples"))
+    samples = supermask["eval_samples"]
+    evaluate = lambda: supermask_lib.evaluate(net, *data.test, samples=samples,  # noqa: E731
+                                              generator=rng.stream(seed, "evaluation"))
+    untrained_mean, _ = evaluate()
+
+    def log_point(point):
+        for key in ("train_loss", "val_loss", "val_acc"):
+            _run.log_scalar(key, point[key], point["iteration"])
+        _run.log_scalar("expected_density", supermask_lib.expected_density(net), point["iteration"])
+
+    result = training_ing.fit(net, training_ing.make_optimizer(net), data, rng.stream(seed, "data order"),
+                              on_eval=log_point)
+    final = {"final_test_acc_mean": None, "final_test_acc_std": None}
+    final["final_test_acc_mean"], final["final_test_acc_std"] = evaluate()
+    final["final_expected_density"] = supermask_lib.expected_density(net)
+    final["final_hash"] = hashing.state_hash(net.state_dict())
+    net.load_state_dict(result.best_state)
+    mean, std = evaluate()
+    _run.info.update({
+        "condition_hash": condition_hash(_config), "data_source": data.source, "init_hash": init_hash,
+        "test_acc_mean": mean, "test_acc_std": std, "expected_density": supermask_lib.expected_density(net),
+        "early_stop_iteration": result.best_iteration, "val_acc": result.best_val_acc,
+        "untrained_test_acc_mean": untrained_mean, "eval_samples": samples, "train_seconds": result.seconds, **final,
+    })
+    if save_artifacts:
+        artifacts = ArtifactWriter(_run)
+        artifacts.save("scores.pt", {name: layer.scores.detach().clone()
+                                     for name, layer in supermask_lib.supermask_layers(net).items()})
+        artifacts.close()
+    print(f"supermask: test acc {mean:.4f} +- {std:.4f} over {samples} masks (early stop at "
+          f"{result.best_iteration}), expected density {_run.info['expected_density']:.3f}, untrained "
+          f"{untrained_mean:.4f}, {1000 * result.seconds / _config['training']['iterations']:.2f} s/1k it")
+    return mean
+
+
+if __name__ == "__main__":
+    ex.run_commandline()
