@@ -31,7 +31,8 @@ import pymongo.errors
 from sacred.observers import MongoObserver
 
 DEFAULT_FAILURE_DIR = "~/.ticketlab/failed_runs"
-SERVER_TIMEOUT_MS = 5000  # how long one database call waits for an unreachable server
+# how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)
+SERVER_TIMEOUT_MS = int(os.environ.get("TICKETLAB_DB_TIMEOUT_MS", "5000"))
 
 
 def default_failure_dir() -> Path:
@@ -142,6 +143,11 @@ def failed_run_bundles(failure_dir: str | Path | None = None) -> list[Path]:
                   and not p.name.endswith(".partial"))
 
 
+def _millis(moment):
+    """A datetime at BSON's precision (milliseconds), for comparing a stored time with one kept in memory."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000) if moment is not None else None
+
+
 def upload_bundle(bundle: Path, database) -> int:
     """Write one recovery bundle into ``database`` (a pymongo Database); returns the run's _id there."""
     with open(bundle / "run.pickle", "rb") as f:
@@ -152,8 +158,8 @@ def upload_bundle(bundle: Path, database) -> int:
     runs, fs = database["runs"], gridfs.GridFS(database)
 
     existing = runs.find_one({"_id": entry["_id"]}, {"start_time": 1, "experiment.name": 1})
-    same_run = existing is not None and existing.get("start_time") == entry.get("start_time") and \
-        existing.get("experiment", {}).get("name") == entry.get("experiment", {}).get("name")
+    same_run = existing is not None and _millis(existing.get("start_time")) == _millis(entry.get("start_time")) \
+        and existing.get("experiment", {}).get("name") == entry.get("experiment", {}).get("name")
     if existing is not None and not same_run:  # that id was taken by another run: append under a new id
         last = runs.find_one(sort=[("_id", pymongo.DESCENDING)], projection={"_id": 1})
         entry["_id"] = last["_id"] + 1

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Create or refresh the project's virtual environment: VENV (default .venv) with the pinned dependencies of
-# pyproject.toml, and this checkout installed in it (editable). Re-running is cheap: dependencies are installed
-# again only when pyproject.toml changes (its hash is kept in $VENV/.ticketlab-key).
+# Set up a machine for ticketlab. Re-running is cheap; each step is skipped when its result is there.
+#  1. Debian packages (as root, when missing): dataset-fashion-mnist, the real data of the tests and main job.
+#  2. The virtual environment VENV (default .venv) with the pinned dependencies of pyproject.toml, reinstalled only
+#     when pyproject.toml changes (its hash is kept in $VENV/.ticketlab-key), and this checkout installed editable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian's dataset-fashion-mnist"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+      || echo "setup: could not install dataset-fashion-mnist; tests on real data will be skipped" >&2
+  else
+    echo "setup: Fashion-MNIST missing; as root run: apt-get install dataset-fashion-mnist" >&2
+  fi
+fi
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 key=$(sha256sum pyproject.toml | cut -c1-16)
