@@ -15,3 +15,4 @@ test-all: setup  ## every test, the slow ones too
 
 bench: setup  ## speed benchmarks (ratios against a bare PyTorch loop)
 	$(PY) bench/masked_step.py
+	$(PY) bench/load_runs.py

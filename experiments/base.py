@@ -9,11 +9,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from sacred import SETTINGS, Experiment
@@ -27,10 +24,6 @@ SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
 SETTINGS.HOST_INFO.INCLUDE_CPU_INFO = False
 SETTINGS.CAPTURE_MODE = "sys"
 
-# config keys that say how a run executes, not what it computes: left out of the condition hash
-EXECUTION_KEYS = {("data", "root"), ("training", "threads")}
-
-
 class TicketlabExperiment(Experiment):
     def __init__(self, name: str, ingredients=()):
         super().__init__(name, ingredients=list(ingredients))
@@ -43,20 +36,6 @@ class TicketlabExperiment(Experiment):
             run.observers = [ResilientMongoObserver(**parse_mongo_db_arg(spec)) if type(o) is MongoObserver else o
                              for o in run.observers]
         return run
-
-
-def condition_hash(config: Mapping) -> str:
-    """A stable hash of what a run computes: its whole config minus execution settings (data root, threads).
-
-    Two runs with the same hash are the same experiment (the same seed included); the sweep uses it to skip
-    finished runs.
-    """
-    def strip(node, path=()):
-        if isinstance(node, Mapping):
-            return {k: strip(v, path + (k,)) for k, v in sorted(node.items()) if path + (k,) not in EXECUTION_KEYS}
-        return node
-
-    return hashlib.sha256(json.dumps(strip(config), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class ArtifactWriter:

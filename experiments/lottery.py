@@ -24,7 +24,8 @@ of training, "mask": the round's mask}).
 
 from __future__ import annotations
 
-from experiments.base import ArtifactWriter, TicketlabExperiment, condition_hash
+from analysis.conditions import condition_hash
+from experiments.base import ArtifactWriter, TicketlabExperiment
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing

@@ -30,6 +30,8 @@ import pymongo
 import pymongo.errors
 from sacred.observers import MongoObserver
 
+from analysis import run_index
+
 DEFAULT_FAILURE_DIR = "~/.ticketlab/failed_runs"
 # how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)
 SERVER_TIMEOUT_MS = int(os.environ.get("TICKETLAB_DB_TIMEOUT_MS", "5000"))
@@ -67,11 +69,21 @@ class ResilientMongoObserver(MongoObserver):
             super().log_metrics(self.pending_metrics, info)
             self.pending_metrics = {}
 
+    def started_event(self, *args, **kwargs):
+        _id = super().started_event(*args, **kwargs)
+        self._write_index()
+        return _id
+
     def heartbeat_event(self, info, captured_out, beat_time, result):
         try:
             super().heartbeat_event(info, captured_out, beat_time, result)
+            self._write_index()
         except pymongo.errors.PyMongoError:
             pass  # the run entry is updated in memory; the final save writes it
+
+    def _write_index(self) -> None:
+        """Keep the run's ``run_index`` entry (what ``analysis.load_runs`` reads) in step with the run."""
+        run_index.write(self.runs.database, self.run_entry)
 
     def artifact_event(self, name, filename, metadata=None, content_type=None):
         try:
@@ -96,6 +108,7 @@ class ResilientMongoObserver(MongoObserver):
             self._flush_metrics(self.run_entry.setdefault("info", {}))
             self._flush_artifacts()
             self.runs.replace_one({"_id": self.run_entry["_id"]}, self.run_entry, upsert=True)
+            self._write_index()
         except pymongo.errors.PyMongoError as error:
             bundle = self.write_bundle()
             print(f"ticketlab: the run database is unreachable ({type(error).__name__}); run "
@@ -175,6 +188,7 @@ def upload_bundle(bundle: Path, database) -> int:
                              metadata=item["metadata"], content_type=item["content_type"])
         entry.setdefault("artifacts", []).append({"name": item["name"], "file_id": file_id})
     runs.replace_one({"_id": entry["_id"]}, entry, upsert=True)
+    run_index.write(database, entry)
     return entry["_id"]
 
 

@@ -7,8 +7,8 @@ The grid is the product of ``--criteria``, ``--mask1``, ``--mask0``, ``--seeds``
 everything after ``with`` applies to every run (config updates and named configs, as for the experiment).
 Each run is ``python -m experiments.<experiment> with ... -m DB`` in its own process, pinned to
 ``--threads`` threads (default 1: two single-thread processes beat one two-thread process). Every point is
-configured, and so validated, before anything starts; a point whose config hash (``base.condition_hash``: the
-whole config but data root and threads) matches a COMPLETED run in the database is skipped, so an interrupted
+configured, and so validated, before anything starts; a point whose config hash (``analysis.conditions.condition_hash``:
+the whole config but data root and threads) matches a COMPLETED run in the database is skipped, so an interrupted
 sweep resumes where it stopped. Runs kept on disk while the database was down are uploaded first.
 Worker output goes to ``--logs`` (one file per run); a progress bar shows the sweep.
 """
@@ -31,7 +31,7 @@ from sacred.arg_parser import get_config_updates
 from sacred.initialize import create_run
 from tqdm import tqdm
 
-from experiments.base import condition_hash
+from analysis.conditions import condition_hash
 from experiments.dbspec import parse_db_spec
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
 

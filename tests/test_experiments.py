@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from masking import hashing, models, pruning
-from tests.conftest import DatabaseServer, run_cli
+from experiments.localdb import DatabaseServer
+from tests.conftest import run_cli
 
 FAST = ["fast", "data.name=synthetic"]
 ROUND_KEYS = {"round", "percent_remaining", "init_hash", "start_hash", "final_hash", "mask_hash", "val_acc",

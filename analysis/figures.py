@@ -1,0 +1,181 @@
+"""Figures of the paper's studies: accuracy vs percent of weights remaining, with 95% confidence bands.
+
+Every line is the mean over seeds with a t-based 95% band; the x-axis is logarithmic with 100% on the left; the
+baseline is black and dashed; a marker ``*`` above a point says the condition differs from the baseline there
+(``stats.compare``, Holm-corrected). Each name keeps one color in every figure (``color``). One function per
+study of the paper; each writes PNG and PDF and returns the paths.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
+from scipy import stats as scipy_stats  # noqa: E402
+
+from analysis.stats import PERCENT_DECIMALS, ComparisonError, check_comparable, compare  # noqa: E402
+
+_PALETTE = plt.get_cmap("tab20").colors + plt.get_cmap("Dark2").colors
+# the paper's vocabulary, each name with its own color in every figure (criteria, mask-1, mask-0 actions)
+_NAMES = [
+    "large_final", "small_final", "large_init", "small_init", "large_init_large_final", "small_init_small_final",
+    "magnitude_increase", "movement", "large_final_same_sign", "large_final_diff_sign",
+    "reinit", "reshuffle", "constant", "signed_reinit", "signed_reshuffle", "signed_constant",
+    "init", "zero_if_toward_zero", "random_zero",
+]
+COLORS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(_NAMES)}
+NICE_TICKS = [100, 70, 50, 30, 20, 10, 7, 5, 3, 2, 1, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01]
+BASELINE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 2.2, "zorder": 5}
+
+
+def color(name: str):
+    """The color of a condition name: fixed for the paper's names, a stable hash-picked one otherwise."""
+    if name in COLORS:
+        return COLORS[name]
+    return _PALETTE[int(hashlib.md5(name.encode()).hexdigest(), 16) % len(_PALETTE)]
+
+
+def mean_and_band(df: pd.DataFrame, by: str, metric: str) -> pd.DataFrame:
+    """Mean, n and 95% t-interval of ``metric`` per (``by``, percent_remaining)."""
+    grouped = df.assign(_p=df["percent_remaining"].round(PERCENT_DECIMALS)).groupby([by, "_p"])[metric]
+    out = grouped.agg(["mean", "std", "count"]).reset_index().rename(columns={"_p": "percent_remaining"})
+    half = scipy_stats.t.ppf(0.975, np.maximum(out["count"] - 1, 1)) * out["std"] / np.sqrt(out["count"])
+    out["low"], out["high"] = out["mean"] - half.fillna(0), out["mean"] + half.fillna(0)
+    return out
+
+
+def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metric: str, ax, ylabel: str,
+                      significance: pd.DataFrame | None = None) -> None:
+    """Draw one line per value of ``factor`` on ``ax``."""
+    bands = mean_and_band(df, factor, metric)
+    for name, line in bands.groupby(factor, sort=True):
+        line = line.sort_values("percent_remaining", ascending=False)
+        is_base = name == baseline
+        style = BASELINE_STYLE if is_base else {"color": color(name), "linewidth": 1.6}
+        ax.plot(line["percent_remaining"], line["mean"], marker="o", markersize=3,
+                label=f"{name} (baseline)" if is_base else name, **style)
+        ax.fill_between(line["percent_remaining"], line["low"], line["high"], color=style["color"],
+                        alpha=0.12 if is_base else 0.2, linewidth=0)
+        if significance is not None and not is_base:
+            hits = significance[(significance["condition"] == name) & significance["significant"]]
+            marked = line[line["percent_remaining"].isin(hits["percent_remaining"])]
+            ax.scatter(marked["percent_remaining"], marked["high"], marker="*", s=60, color=style["color"],
+                       edgecolors="black", linewidths=0.4, zorder=6)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    low, high = bands["percent_remaining"].min(), bands["percent_remaining"].max()
+    ax.xaxis.set_major_locator(FixedLocator([t for t in NICE_TICKS if low * 0.9 <= t <= high * 1.1] or [high]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("percent of weights remaining")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="both", alpha=0.25)
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def study_figure(df: pd.DataFrame, factor: str, baseline: str, metric: str, title: str, ylabel: str,
+                 out_dir: Path, stem: str, significance: pd.DataFrame | None = None) -> list[Path]:
+    """Accuracy vs percent remaining for one study; ``significance`` (a ``compare`` table) adds the markers."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plot_vs_remaining(df, factor, baseline, metric, ax, ylabel, significance)
+    ax.set_title(f"{title}\n{_subtitle(df, factor)}", fontsize=10)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    if significance is not None:
+        ax.text(0.99, 0.01, "* differs from baseline (Holm, p < 0.05)", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7)
+    return _save(fig, out_dir, stem)
+
+
+def _subtitle(df: pd.DataFrame, factor: str) -> str:
+    """``arch=..., data=..., N seeds`` (N per condition; a range where they differ)."""
+    parts = [f"{c}={df[c].iloc[0]}" for c in ("arch", "data") if df[c].nunique() == 1]
+    seeds = df.groupby(factor)["seed"].nunique()
+    low, high = int(seeds.min()), int(seeds.max())
+    return ", ".join(parts + [f"{low} seeds" if low == high else f"{low}-{high} seeds"])
+
+
+# ------------------------------------------------------------------------------------------------ the studies
+# Each study selects its runs (the others' factors at their paper defaults) and returns [] when the data do not
+# support it: fewer than two conditions, or no baseline.
+
+STUDIES = {
+    # name: (factor, baseline, fixed config, metric, title, y label)
+    "criteria": ("criterion", "random", {"mask1": "original", "mask0": "zero"}, "test_acc",
+                 "Mask criteria: test accuracy at early stopping", "test accuracy"),
+    "mask1": ("mask1", "original", {"criterion": "large_final", "mask0": "zero"}, "test_acc",
+              "Mask-1 actions (kept weights' start values), large_final masks", "test accuracy"),
+    "mask0": ("mask0", "zero", {"criterion": "large_final", "mask1": "original"}, "test_acc",
+              "Mask-0 actions (pruned weights' values), large_final masks", "test accuracy"),
+    "untrained": ("criterion", "random", {"mask0": "zero"}, "untrained_test_acc",
+                  "Untrained Supermasks: test accuracy of masked initial weights, no training",
+                  "untrained test accuracy"),
+}
+
+
+def select(df: pd.DataFrame, fixed: dict) -> pd.DataFrame:
+    keep = pd.Series(True, index=df.index)
+    for column, value in fixed.items():
+        keep &= df[column] == value
+    return df[keep & (df["status"] == "COMPLETED")]
+
+
+def study_runs(df: pd.DataFrame, name: str) -> pd.DataFrame | None:
+    """The completed runs of study ``name``, or None when they do not support it (fewer than two conditions, no
+    baseline). ComparisonError when they mix settings the study does not vary."""
+    factor, baseline, fixed, *_ = STUDIES[name]
+    runs = select(df, fixed)
+    if name == "untrained" and runs["mask1"].nunique() > 1:  # one mask-1 action per figure: the most common
+        runs = runs[runs["mask1"] == runs["mask1"].mode().iloc[0]]
+    if runs[factor].nunique() < 2 or baseline not in set(runs[factor]):
+        return None
+    check_comparable(runs, factor)
+    return runs
+
+
+def study(df: pd.DataFrame, name: str, out_dir: Path) -> tuple[list[Path], pd.DataFrame | None]:
+    """Figure (and comparison table, None when there are too few seeds for tests) of study ``name``; ([], None)
+    when the data do not support it."""
+    factor, baseline, _, metric, title, ylabel = STUDIES[name]
+    runs = study_runs(df, name)
+    if runs is None:
+        return [], None
+    if name == "untrained":
+        title += f" (mask1={runs['mask1'].iloc[0]})"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # what is left out is in table.attrs["skipped"]
+        try:
+            table = compare(runs, factor, baseline, metric)
+        except ComparisonError:
+            table = None  # too few seeds for tests: lines and bands only
+    return study_figure(runs, factor, baseline, metric, title, ylabel, out_dir, f"study_{name}", table), table
+
+
+def early_stopping_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Early-stopping iteration vs percent remaining per criterion (the "tickets train faster" plot), over the
+    criteria study's runs (mask1=original, mask0=zero)."""
+    runs = select(df, STUDIES["criteria"][2])
+    if runs.empty:
+        return []
+    check_comparable(runs, "criterion")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    plot_vs_remaining(runs, "criterion", None, "early_stop_iteration", ax, "early-stopping iteration")
+    ax.set_title(f"Early-stopping iteration (minimum validation loss)\n{_subtitle(runs, 'criterion')}",
+                 fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out_dir, "early_stopping")
