@@ -3,9 +3,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup test test-all bench
+.PHONY: setup study db-stop test test-all bench
 setup:
 	@bash scripts/setup.sh
+
+study: setup  ## the main job: a small real study into a local database, analysed into figures
+	$(PY) -m experiments.study
+
+db-stop:  ## stop the local run database started by `make study` (its data stay)
+	$(PY) -m experiments.localdb stop
 
 test: setup  ## the default test suite (minutes)
 	$(PY) -m pytest

@@ -77,9 +77,9 @@ def compare(df: pd.DataFrame, factor: str = "criterion", baseline: str = "random
     """One row per (percent_remaining, condition != baseline); see the module docstring.
 
     Columns: ``COLUMNS`` (``diff`` = condition mean - baseline mean with its 95% CI; ``significant`` is
-    p_holm < alpha with ``correction='holm'``; with ``correction=None`` there is no p_holm and p decides). Comparisons that cannot be
-    made (fewer than 2 runs in a group, constant groups) are left out and listed, with the reason, in
-    ``result.attrs["skipped"]`` (and warned about); if none can be made, ComparisonError says why.
+    p_holm < alpha with ``correction='holm'``; with ``correction=None`` there is no p_holm and p decides).
+    Comparisons that cannot be made (fewer than 2 runs in a group, constant groups) are left out and listed, with
+    the reason, in ``result.attrs["skipped"]`` (and warned about); if none can be made, ComparisonError says why.
     """
     for column in (factor, metric, "percent_remaining", "seed", "init_hash"):
         if column not in df:

@@ -3,10 +3,11 @@
     python bench/masked_step.py [--steps 300] [--repeats 7] [--threads 2] [--percent-pruned 50]
 
 lenet300_100 on in-memory MNIST-shaped data at batch 60. The baseline is the fastest stock loop: plain
-nn.Linear layers, ``Adam(fused=True)``, ``zero_grad(set_to_none=True)``, denormals flushed to zero (all variants). The masked net (built by masking/ with
-``percent-pruned`` of its weights pruned at random, mask-0 'init' so pruned weights are nonzero and frozen) trains
-with ``masking.training``; so does the learned Supermask (scores only). The three are timed in interleaved
-blocks and each block's time is divided by the dense block run right before it, so drift in machine speed cancels.
+nn.Linear layers, ``Adam(fused=True)``, ``zero_grad(set_to_none=True)``, denormals flushed to zero (all
+variants). The masked net (built by masking/ with ``percent-pruned`` of its weights pruned at random, mask-0
+'init' so pruned weights are nonzero and frozen) trains with ``masking.training``; so does the learned
+Supermask (scores only). The three are timed in interleaved blocks and each block's time is divided by the dense
+block run right before it, so drift in machine speed cancels.
 Prints the median ratio (goal: masked <= 1.10 x dense) and absolute ms per step.
 """
 

@@ -1,11 +1,19 @@
 """A local MongoDB-compatible run database: SecantusDB (``secantusd-py``, installed in the venv) as a process.
 
 Used by the tests, the benchmarks and the one-command study; a lab server runs real MongoDB instead (docker/).
+As a command, it keeps one server in the background with its data in a folder (default ``~/.ticketlab/db``):
+
+    python -m experiments.localdb start [--home ~/.ticketlab] [--port 27017]   # prints the address
+    python -m experiments.localdb status
+    python -m experiments.localdb stop      # clean shutdown; the data stay for the next start
 """
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -45,13 +53,14 @@ class DatabaseServer:
     def uri(self) -> str:
         return f"mongodb://{self.address}"
 
-    def start(self, timeout: float = 60) -> "DatabaseServer":
+    def start(self, timeout: float = 60, detach: bool = False) -> "DatabaseServer":
+        """Start the server and wait until it answers; ``detach`` lets it outlive this process."""
         self.storage.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.storage.with_suffix(".log"), "ab")
         self.process = subprocess.Popen(
             [server_executable(), "--host", self.host, "--port", str(self.port), "--storage-path",
              str(self.storage), "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL, start_new_session=detach)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -81,3 +90,82 @@ class DatabaseServer:
 
     def client(self) -> pymongo.MongoClient:
         return pymongo.MongoClient(self.address, serverSelectionTimeoutMS=5000)
+
+
+# ------------------------------------------------------------------------------------------------ the command
+
+DEFAULT_HOME = "~/.ticketlab"
+DEFAULT_PORT = 27017
+
+
+def home_dir(home: str | Path | None = None) -> Path:
+    return Path(home or os.environ.get("TICKETLAB_HOME", DEFAULT_HOME)).expanduser()
+
+
+def _state(home: Path) -> tuple[int, int] | None:
+    """(pid, port) of the background server of ``home`` when it is alive."""
+    try:
+        pid, port = map(int, (home / "db.pid").read_text().split())
+        os.kill(pid, 0)
+        return pid, port
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_running(home: str | Path | None = None, port: int = DEFAULT_PORT) -> str:
+    """The address of ``home``'s background server, started (detached) when it is not running."""
+    home = home_dir(home)
+    state = _state(home)
+    if state and DatabaseServer(home / "db", state[1]).ping():
+        return f"127.0.0.1:{state[1]}"
+    server = DatabaseServer(home / "db", port).start(detach=True)
+    (home / "db.pid").write_text(f"{server.process.pid} {server.port}\n")
+    return server.address
+
+
+def stop(home: str | Path | None = None, timeout: float = 30) -> bool:
+    """Stop ``home``'s background server cleanly (SIGTERM, then wait); False when none was running."""
+    home = home_dir(home)
+    state = _state(home)
+    if not state:
+        return False
+    os.kill(state[0], signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(state[0], 0)
+        except OSError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(state[0], signal.SIGKILL)
+    (home / "db.pid").unlink(missing_ok=True)
+    return True
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.localdb",
+                                     description="A local run database (SecantusDB) in the background.")
+    parser.add_argument("command", choices=["start", "stop", "status"])
+    parser.add_argument("--home", default=None, help=f"folder of the data (default $TICKETLAB_HOME or {DEFAULT_HOME})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    args = parser.parse_args(argv)
+    home = home_dir(args.home)
+    if args.command == "start":
+        try:
+            address = ensure_running(home, args.port)
+        except (RuntimeError, FileNotFoundError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(f"run database at {address} (data in {home / 'db'}); runs: -m {address}:lottery")
+    elif args.command == "stop":
+        print("stopped" if stop(home) else "no run database was running")
+    else:
+        state = _state(home)
+        print(f"running at 127.0.0.1:{state[1]} (pid {state[0]}, data in {home / 'db'})" if state else "not running")
+        return 0 if state else 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -164,8 +164,8 @@ def main(seed, criterion, treatment, pruning: dict, training: dict, save_artifac
             if artifacts:
                 artifacts.save(f"round_{k:02d}.pt", {"final": final_weights, "mask": dict(mask)})
             print(f"round {k:2d}: {record['percent_remaining']:6.2f}% left, test acc {test_acc:.4f} "
-                      f"(early stop at {result.best_iteration}), untrained {untrained_acc:.4f}, "
-                      f"{1000 * result.seconds / iterations:.2f} s/1k it")
+                  f"(early stop at {result.best_iteration}), untrained {untrained_acc:.4f}, "
+                  f"{1000 * result.seconds / iterations:.2f} s/1k it")
     finally:
         if artifacts:
             artifacts.close()

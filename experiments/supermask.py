@@ -103,10 +103,10 @@ def main(seed, supermask: dict, save_artifacts, _run, _config):
 
     result = training_ing.fit(net, training_ing.make_optimizer(net), data, rng.stream(seed, "data order"),
                               on_eval=log_point)
-    final = {"final_test_acc_mean": None, "final_test_acc_std": None}
-    final["final_test_acc_mean"], final["final_test_acc_std"] = evaluate()
-    final["final_expected_density"] = supermask_lib.expected_density(net)
-    final["final_hash"] = hashing.state_hash(net.state_dict())
+    final_mean, final_std = evaluate()
+    final = {"final_test_acc_mean": final_mean, "final_test_acc_std": final_std,
+             "final_expected_density": supermask_lib.expected_density(net),
+             "final_hash": hashing.state_hash(net.state_dict())}
     net.load_state_dict(result.best_state)
     mean, std = evaluate()
     _run.info.update({

@@ -7,10 +7,10 @@ The grid is the product of ``--criteria``, ``--mask1``, ``--mask0``, ``--seeds``
 everything after ``with`` applies to every run (config updates and named configs, as for the experiment).
 Each run is ``python -m experiments.<experiment> with ... -m DB`` in its own process, pinned to
 ``--threads`` threads (default 1: two single-thread processes beat one two-thread process). Every point is
-configured, and so validated, before anything starts; a point whose config hash (``analysis.conditions.condition_hash``:
-the whole config but data root and threads) matches a COMPLETED run in the database is skipped, so an interrupted
-sweep resumes where it stopped. Runs kept on disk while the database was down are uploaded first.
-Worker output goes to ``--logs`` (one file per run); a progress bar shows the sweep.
+configured, and so validated, before anything starts; a point whose config hash
+(``analysis.conditions.condition_hash``: the whole config but data root and threads) matches a COMPLETED run in
+the database is skipped, so an interrupted sweep resumes where it stopped. Runs kept on disk while the database
+was down are uploaded first. Worker output goes to ``--logs`` (one file per run); a progress bar shows the sweep.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def run_one(experiment: str, updates: list[str], db_spec: str, threads: int, log
     with open(log_path, "w") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
-        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL).returncode
+        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                              stdin=subprocess.DEVNULL).returncode
 
 
 def parse_args(argv):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import incense
 import pytest
@@ -145,7 +144,7 @@ def test_missing_data_set_says_what_to_put_where(db_server, db_name, ticketlab_e
     result = run_cli("experiments.lottery", "with", "fast", "data.name=cifar10", f"data.root={tmp_path}/none",
                      "-m", f"{db_server.address}:{db_name}", env=ticketlab_env)
     assert result.returncode != 0
-    assert f"put data_batch_1, data_batch_2" in result.stderr and f"{tmp_path}/none/cifar-10-batches-py" in \
+    assert "put data_batch_1, data_batch_2" in result.stderr and f"{tmp_path}/none/cifar-10-batches-py" in \
         result.stderr
 
 
