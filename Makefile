@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup study db-stop test test-all bench
+.PHONY: setup study db-stop omniboard test test-all bench
 setup:
 	@bash scripts/setup.sh
 
@@ -12,6 +12,9 @@ study: setup  ## the main job: a small real study into a local database, analyse
 
 db-stop:  ## stop the local run database started by `make study` (its data stay)
 	$(PY) -m experiments.localdb stop
+
+omniboard: setup  ## Omniboard on the study's database: http://127.0.0.1:9000/sacred
+	$(PY) -m experiments.omniboard -m $$($(PY) -m experiments.localdb start | sed -n 's/.*-m \([^ ]*\).*/\1/p')
 
 test: setup  ## the default test suite (minutes)
 	$(PY) -m pytest

@@ -3,7 +3,8 @@
 * Host info without the CPU/GPU probes (they cost seconds per run), output captured in-process, and the captured
   output filtered like a terminal would show it (no progress-bar spam in the run document).
 * ``-m HOST:PORT:DB`` attaches a ``ResilientMongoObserver`` (Sacred's option builds a plain MongoObserver; it is
-  swapped for ours, with the same arguments, before the run starts). Observers are attached only from the command
+  swapped for ours, with the same arguments, before the run starts; ``-m DB`` with ``TICKETLAB_MONGO_URI`` set
+  reaches an authenticated server). An unreachable database stops the run before it starts, in one line. Observers are attached only from the command
   line: library calls (``ex.run(...)``) and tests choose their own.
 """
 
@@ -12,12 +13,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pymongo.errors
 import torch
 from sacred import SETTINGS, Experiment
 from sacred.observers import MongoObserver
-from sacred.observers.mongo import parse_mongo_db_arg
 from sacred.utils import apply_backspaces_and_linefeeds
 
+from experiments.dbspec import observer_kwargs
+from experiments.errors import RunDatabaseError
 from experiments.observers import ResilientMongoObserver
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
@@ -33,8 +36,15 @@ class TicketlabExperiment(Experiment):
         run = super()._create_run(*args, **kwargs)
         spec = run.meta_info.get("options", {}).get("--mongo_db")
         if spec:
-            run.observers = [ResilientMongoObserver(**parse_mongo_db_arg(spec)) if type(o) is MongoObserver else o
-                             for o in run.observers]
+            try:
+                observer = ResilientMongoObserver(**observer_kwargs(spec))
+                observer.runs.database.client.admin.command("ping")
+            except ValueError as error:
+                raise RunDatabaseError(str(error)) from None
+            except pymongo.errors.PyMongoError as error:
+                raise RunDatabaseError(f"cannot reach the run database -m {spec} ({error.__class__.__name__}); "
+                                       "start one with: python -m experiments.localdb start") from None
+            run.observers = [observer if type(o) is MongoObserver else o for o in run.observers]
         return run
 
 

@@ -171,6 +171,24 @@ def names() -> list[str]:
     return LOADERS.names()
 
 
+def ensure_available(name: str, root: str | Path, download: bool = True) -> None:
+    """Raise DataNotFound (saying which files to put where) unless data set ``name`` is on disk or, with
+    ``download``, can be downloaded now; cheap when it is on disk (no loading)."""
+    root = Path(root).expanduser()
+    if name in ("mnist", "fashion_mnist"):
+        folder, extra = ("MNIST", ()) if name == "mnist" else ("FashionMNIST", (DEBIAN_FASHION_MNIST,))
+        if _find_idx([root / folder / "raw", *extra]):
+            return
+    elif name == "cifar10":
+        if all((root / "cifar-10-batches-py" / n).is_file() for n in CIFAR_FILES):
+            return
+    else:
+        return  # synthetic: made in memory
+    if not download:
+        raise DataNotFound(f"data set {name} is not in {root}")
+    LOADERS.get(name)(root)  # tries the download; raises DataNotFound with the files to put where
+
+
 def load(name: str, root: str | Path, val_size: int = 5000, split_seed: int = 0, **options) -> Splits:
     """Data set ``name`` as in-memory train/val/test tensors; ``val_size`` training images split off for
     validation by a permutation seeded with ``split_seed`` (the same split for every run)."""

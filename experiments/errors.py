@@ -7,11 +7,23 @@ from typing import Iterable
 from sacred.utils import SacredError
 
 
-class ConfigError(SacredError):
-    """A bad config value: the message names the key, the value and the valid choices."""
+class UserError(SacredError):
+    """A mistake a user can fix, printed as one line by Sacred's command line (no traceback)."""
 
     def __init__(self, message: str):
         super().__init__(message, print_traceback=False)
+
+
+class ConfigError(UserError):
+    """A bad config value: the message names the key, the value and the valid choices."""
+
+
+class RunDatabaseError(UserError):
+    """The run database given with -m cannot be used."""
+
+
+class DataError(UserError):
+    """A data set is missing: the message says which files to put where."""
 
 
 def check_choice(key: str, value, choices: Iterable[str]) -> None:

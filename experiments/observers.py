@@ -69,10 +69,28 @@ class ResilientMongoObserver(MongoObserver):
             super().log_metrics(self.pending_metrics, info)
             self.pending_metrics = {}
 
+    # config values shown as Omniboard tags (its run list shows config only one level deep)
+    TAG_PATHS = ("criterion.name", "treatment.mask1", "treatment.mask0", "arch.name", "data.name")
+
     def started_event(self, *args, **kwargs):
         _id = super().started_event(*args, **kwargs)
+        tags = self.tags(self.run_entry.get("config", {}))
+        self.run_entry["omniboard"] = {"tags": tags}
+        self.runs.update_one({"_id": _id}, {"$set": {"omniboard.tags": tags}})
         self._write_index()
         return _id
+
+    @classmethod
+    def tags(cls, config: dict) -> list[str]:
+        """Flat tags of a run: the values at ``TAG_PATHS`` that it has, and ``seed=N``."""
+        found = []
+        for path in cls.TAG_PATHS:
+            value = config
+            for part in path.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if isinstance(value, str):
+                found.append(value)
+        return found + ([f"seed={config['seed']}"] if "seed" in config else [])
 
     def heartbeat_event(self, info, captured_out, beat_time, result):
         try:

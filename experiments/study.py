@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     figures = sorted(p.name for p in result["files"] if p.suffix == ".png")
     print(f"  figures: {', '.join(figures)}")
     print("\nbrowse and analyse the runs:")
+    print(f"  python -m experiments.omniboard -m {spec}    # then open http://127.0.0.1:9000/sacred")
     print(f"  python -m analysis runs --mongo {address} --db {DB_NAME}")
     print(f"  python -m analysis report --mongo {address} --db {DB_NAME} --out DIR")
     print(f"  incense: incense.ExperimentLoader(mongo_uri='mongodb://{address}', db_name='{DB_NAME}')")

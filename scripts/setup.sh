@@ -1,18 +1,34 @@
 #!/usr/bin/env bash
 # Set up a machine for ticketlab. Re-running is cheap; each step is skipped when its result is there.
-#  1. Debian packages (as root, when missing): dataset-fashion-mnist, the real data of the tests and main job.
-#  2. The virtual environment VENV (default .venv) with the pinned dependencies of pyproject.toml, reinstalled only
+#  1. Debian packages (as root, when missing): dataset-fashion-mnist (the real data of the tests and main job),
+#     chromium and chromium-driver (the browser test of Omniboard), nodejs and npm (Omniboard).
+#  2. Omniboard, pinned in package.json/package-lock.json, into node_modules/ (npm ci).
+#  3. The virtual environment VENV (default .venv) with the pinned dependencies of pyproject.toml, reinstalled only
 #     when pyproject.toml changes (its hash is kept in $VENV/.ticketlab-key), and this checkout installed editable.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+missing=()
+[ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v npm >/dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing Debian's dataset-fashion-mnist"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
-      || echo "setup: could not install dataset-fashion-mnist; tests on real data will be skipped" >&2
+    echo "setup: installing Debian packages: ${missing[*]}"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+      || echo "setup: could not install ${missing[*]}; the tests that need them will be skipped" >&2
   else
-    echo "setup: Fashion-MNIST missing; as root run: apt-get install dataset-fashion-mnist" >&2
+    echo "setup: missing Debian packages (as root: apt-get install ${missing[*]}); tests needing them skip" >&2
+  fi
+fi
+
+if command -v npm >/dev/null && ! cmp -s package-lock.json node_modules/.ticketlab-lock; then
+  echo "setup: installing Omniboard (npm ci)"
+  if npm ci --no-audit --no-fund --loglevel=error >/dev/null; then
+    cp package-lock.json node_modules/.ticketlab-lock
+  else
+    echo "setup: npm ci failed; Omniboard and its browser test are unavailable" >&2
   fi
 fi
 VENV=${VENV:-.venv}
@@ -25,7 +41,7 @@ if [ "$(cat "$VENV/.ticketlab-key" 2>/dev/null)" != "$key" ] || [ ! -x "$VENV/bi
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check --progress-bar off -e '.[dev]' 2>&1 \
     | grep -v "^WARNING: Location 'file://" || true
-  "$VENV/bin/python" -c "import torch, torchvision, sacred, incense, pandas, statsmodels, secantus" \
+  "$VENV/bin/python" -W ignore -c "import torch, torchvision, sacred, incense, pandas, statsmodels, secantus" \
     || { echo "setup: the installed environment does not import; see the pip output above" >&2; exit 1; }
   echo "$key" > "$VENV/.ticketlab-key"
 fi

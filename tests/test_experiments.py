@@ -209,3 +209,19 @@ def test_sweep_validates_every_point_first(db_server, db_name, ticketlab_env):
                      "large_final,bogus", "with", *FAST, env=ticketlab_env)
     assert result.returncode == 2 and "criterion.name='bogus' is not valid" in result.stderr
     assert db_server.client()[db_name]["runs"].count_documents({}) == 0
+
+
+def test_database_from_environment_uri(db_server, db_name, ticketlab_env):
+    """-m DB with TICKETLAB_MONGO_URI reaches that server (how the docker runner reaches the lab's MongoDB)."""
+    env = dict(ticketlab_env, TICKETLAB_MONGO_URI=f"mongodb://{db_server.address}/?authSource=admin")
+    result = run_cli("experiments.lottery", "with", *FAST, "pruning.rounds=0", "-m", db_name, env=env)
+    assert result.returncode == 0, result.stderr
+    assert db_server.client()[db_name]["runs"].find_one()["status"] == "COMPLETED"
+
+
+def test_unreachable_database_is_one_line_before_the_run(ticketlab_env):
+    env = dict(ticketlab_env, TICKETLAB_DB_TIMEOUT_MS="500")
+    result = run_cli("experiments.lottery", "with", *FAST, "-m", "127.0.0.1:1:nowhere", env=env)
+    assert result.returncode != 0
+    assert "cannot reach the run database -m 127.0.0.1:1:nowhere" in result.stderr
+    assert "Traceback" not in result.stderr and "round" not in result.stdout

@@ -5,7 +5,7 @@ import os
 from sacred import Ingredient
 
 from experiments import datasets
-from experiments.errors import check_choice, check_number
+from experiments.errors import DataError, check_choice, check_number
 
 data_ingredient = Ingredient("data")
 
@@ -35,6 +35,11 @@ def validate(config, command_name, logger):
     check_number("data.val_size", cfg["val_size"], low=1, integer=True)
     check_number("data.synthetic_train", cfg["synthetic_train"], low=cfg["val_size"] + 1, integer=True)
     check_number("data.synthetic_test", cfg["synthetic_test"], low=1, integer=True)
+    if command_name not in ("print_config", "print_dependencies", "save_config"):
+        try:  # before the run starts: a missing data set fails here, in one line, with nothing written
+            datasets.ensure_available(cfg["name"], cfg["root"])
+        except datasets.DataNotFound as error:
+            raise DataError(str(error)) from None
     return {}
 
 

@@ -1,0 +1,64 @@
+"""docker/: no Docker engine runs here, so the compose file is parsed and checked for consistency."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import yaml
+
+DOCKER = Path(__file__).resolve().parent.parent / "docker"
+COMPOSE = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+ENV_EXAMPLE = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+
+
+def test_services_images_and_builds():
+    services = COMPOSE["services"]
+    assert set(services) == {"mongo", "omniboard", "runner"}
+    assert re.fullmatch(r"mongo:7\.\d+\.\d+", services["mongo"]["image"]), "MongoDB pinned to a 7.x release"
+    for name in ("omniboard", "runner"):
+        build = services[name]["build"]
+        assert (DOCKER / build["context"] / build["dockerfile"]).is_file()
+    assert "package-lock.json" in (DOCKER / "omniboard.Dockerfile").read_text()
+
+
+def test_ports_bound_to_loopback_and_data_on_named_volumes():
+    for name, service in COMPOSE["services"].items():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source in COMPOSE["volumes"], f"{name} mounts {source}, not a named volume"
+
+
+def test_health_checks_and_startup_order():
+    services = COMPOSE["services"]
+    assert "healthcheck" in services["mongo"] and "healthcheck" in services["omniboard"]
+    for name in ("omniboard", "runner"):
+        assert services[name]["depends_on"]["mongo"]["condition"] == "service_healthy"
+
+
+def test_every_variable_is_in_env_example_without_secrets():
+    text = (DOCKER / "docker-compose.yml").read_text()
+    used = set(re.findall(r"\$\{(\w+)\}", text))
+    assert used <= set(ENV_EXAMPLE), f"not in .env.example: {used - set(ENV_EXAMPLE)}"
+    assert ENV_EXAMPLE["MONGO_ROOT_PASSWORD"] == "change-me"
+    assert "docker/.env" in (DOCKER.parent / ".gitignore").read_text().split()
+
+
+def test_uris_authenticate_against_admin():
+    text = (DOCKER / "docker-compose.yml").read_text()
+    uris = re.findall(r"mongodb://[^\"\s]+", text)
+    assert len(uris) == 2 and all("authSource=admin" in uri for uri in uris)
+
+
+def test_runner_command_is_a_real_entry_point():
+    runner = COMPOSE["services"]["runner"]
+    module = runner["command"][0]
+    assert importlib.util.find_spec(module) is not None, module
+    source = Path(importlib.util.find_spec(module).origin).read_text()
+    assert 'if __name__ == "__main__":' in source
+    assert "TICKETLAB_MONGO_URI" in runner["environment"]
+    assert '"-m"' in (DOCKER / "Dockerfile").read_text().replace("'", '"')  # ENTRYPOINT python -m
