@@ -32,13 +32,14 @@ from sacred.observers import MongoObserver
 
 from analysis import run_index
 
-DEFAULT_FAILURE_DIR = "~/.ticketlab/failed_runs"
 # how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)
 SERVER_TIMEOUT_MS = int(os.environ.get("TICKETLAB_DB_TIMEOUT_MS", "5000"))
 
 
 def default_failure_dir() -> Path:
-    return Path(os.environ.get("TICKETLAB_FAILURE_DIR", DEFAULT_FAILURE_DIR)).expanduser()
+    """$TICKETLAB_FAILURE_DIR, else failed_runs in $TICKETLAB_HOME (default ~/.ticketlab)."""
+    default = Path(os.environ.get("TICKETLAB_HOME", "~/.ticketlab")) / "failed_runs"
+    return Path(os.environ.get("TICKETLAB_FAILURE_DIR") or default).expanduser()
 
 
 class ResilientMongoObserver(MongoObserver):

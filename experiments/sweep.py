@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from analysis.conditions import condition_hash
 from experiments.dbspec import parse_db_spec
+from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
 
 EXPERIMENTS = ("lottery", "supermask")
@@ -136,8 +137,7 @@ def main(argv=None) -> int:
         for point in todo:
             print("  with " + " ".join(point))
         return 0
-    logs = args.logs or Path("~/.ticketlab/sweep_logs").expanduser() / \
-        datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    logs = args.logs or home_dir() / "sweep_logs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
     failed = []
     with concurrent.futures.ThreadPoolExecutor(args.workers) as pool, \

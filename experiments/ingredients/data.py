@@ -13,7 +13,8 @@ data_ingredient = Ingredient("data")
 @data_ingredient.config
 def config():
     name = "mnist"  # data set: mnist, fashion_mnist, cifar10 or synthetic
-    root = os.environ.get("TICKETLAB_DATA", "~/.ticketlab/data")  # torchvision layout: <root>/MNIST/raw, ...
+    # where data sets live, in torchvision's layout (<root>/MNIST/raw, ...): $TICKETLAB_DATA, else $TICKETLAB_HOME/data
+    root = os.environ.get("TICKETLAB_DATA") or os.path.join(os.environ.get("TICKETLAB_HOME", "~/.ticketlab"), "data")
     val_size = 5000  # training images split off for validation (early stopping)
     split_seed = 0  # seed of the validation split: the same split for every run
     synthetic_shape = "mnist"  # synthetic only: mnist (1x28x28) or cifar (3x32x32)
