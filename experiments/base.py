@@ -4,8 +4,8 @@
   output filtered like a terminal would show it (no progress-bar spam in the run document).
 * ``-m HOST:PORT:DB`` attaches a ``ResilientMongoObserver`` (Sacred's option builds a plain MongoObserver; it is
   swapped for ours, with the same arguments, before the run starts; ``-m DB`` with ``TICKETLAB_MONGO_URI`` set
-  reaches an authenticated server). An unreachable database stops the run before it starts, in one line. Observers are attached only from the command
-  line: library calls (``ex.run(...)``) and tests choose their own.
+  reaches an authenticated server). An unreachable database stops the run before it starts, in one line.
+  Observers are attached only from the command line: library calls (``ex.run(...)``) and tests choose their own.
 """
 
 from __future__ import annotations
