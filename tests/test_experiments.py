@@ -151,40 +151,42 @@ def test_missing_data_set_says_what_to_put_where(db_server, db_name, ticketlab_e
 def test_database_down_at_the_end_loses_nothing(tmp_path, ticketlab_env):
     """Stop the server while a run trains; the run finishes, is kept on disk, and uploads when the server is back."""
     server = DatabaseServer(tmp_path / "db").start()
-    env = dict(ticketlab_env, TICKETLAB_DB_TIMEOUT_MS="1000", PYTHONUNBUFFERED="1")
-    spec = f"{server.address}:outage"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "experiments.lottery", "with", *FAST, "training.iterations=1500",
-         "training.eval_every=100", "seed=5", "-m", spec],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("round  0"):
-            server.stop()
-            break
-    lines.extend(process.stdout)
-    assert process.wait(120) == 0, "".join(lines)
-    output = "".join(lines)
-    assert "is kept in" in output
-    bundles = list((tmp_path / "failed").iterdir())
-    assert len(bundles) == 1
+    try:
+        env = dict(ticketlab_env, TICKETLAB_DB_TIMEOUT_MS="1000", PYTHONUNBUFFERED="1")
+        spec = f"{server.address}:outage"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "experiments.lottery", "with", *FAST, "training.iterations=1500",
+             "training.eval_every=100", "seed=5", "-m", spec],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("round  0"):
+                server.stop()
+                break
+        lines.extend(process.stdout)
+        assert process.wait(120) == 0, "".join(lines)
+        output = "".join(lines)
+        assert "is kept in" in output
+        bundles = list((tmp_path / "failed").iterdir())
+        assert len(bundles) == 1
 
-    server.start()  # same storage, same port: the data of round 0 survived the restart
-    result = run_cli("experiments.upload", "-m", spec, env=env)
-    assert result.returncode == 0 and "uploaded run 1" in result.stdout, result.stderr
-    db = server.client()["outage"]
-    run = db["runs"].find_one({"_id": 1})
-    assert run["status"] == "COMPLETED"
-    assert [r["round"] for r in run["info"]["rounds"]] == [0, 1, 2]
-    assert {a["name"] for a in run["artifacts"]} == {"init.pt", "round_00.pt", "round_01.pt", "round_02.pt"}
-    metrics = {m["name"]: m for m in db["metrics"].find({"run_id": 1})}
-    assert len(metrics["val_acc"]["values"]) == 3 * 15
-    assert {m["name"] for m in run["info"]["metrics"]} == set(metrics)
-    assert (tmp_path / "failed" / "uploaded" / bundles[0].name).is_dir()
-    again = run_cli("experiments.upload", "-m", spec, env=env)
-    assert "no runs waiting" in again.stdout
-    server.stop()
+        server.start()  # same storage, same port: the data of round 0 survived the restart
+        result = run_cli("experiments.upload", "-m", spec, env=env)
+        assert result.returncode == 0 and "uploaded run 1" in result.stdout, result.stderr
+        db = server.client()["outage"]
+        run = db["runs"].find_one({"_id": 1})
+        assert run["status"] == "COMPLETED"
+        assert [r["round"] for r in run["info"]["rounds"]] == [0, 1, 2]
+        assert {a["name"] for a in run["artifacts"]} == {"init.pt", "round_00.pt", "round_01.pt", "round_02.pt"}
+        metrics = {m["name"]: m for m in db["metrics"].find({"run_id": 1})}
+        assert len(metrics["val_acc"]["values"]) == 3 * 15
+        assert {m["name"] for m in run["info"]["metrics"]} == set(metrics)
+        assert (tmp_path / "failed" / "uploaded" / bundles[0].name).is_dir()
+        again = run_cli("experiments.upload", "-m", spec, env=env)
+        assert "no runs waiting" in again.stdout
+    finally:
+        server.stop()  # also when an assertion fails: no server outlives the test
 
 
 def test_sweep_runs_the_grid_and_resumes(db_server, db_name, ticketlab_env, tmp_path):
