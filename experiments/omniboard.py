@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
@@ -105,10 +104,8 @@ def main(argv=None) -> int:
         return 2
     print(f"Omniboard for database {db_name!r}: http://127.0.0.1:{args.port}/sacred/  (Ctrl-C stops it)",
           flush=True)
-    try:
-        return subprocess.call(command + omniboard_args, env=dict(os.environ, PORT=str(args.port)), cwd=ROOT)
-    except KeyboardInterrupt:
-        return 0
+    os.chdir(ROOT)  # become Omniboard (exec): a signal to this process reaches it, no child is left behind
+    os.execve(command[0], command + omniboard_args, dict(os.environ, PORT=str(args.port)))
 
 
 if __name__ == "__main__":
