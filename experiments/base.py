@@ -22,6 +22,7 @@ from sacred.utils import apply_backspaces_and_linefeeds
 from experiments.dbspec import observer_kwargs
 from experiments.errors import RunDatabaseError
 from experiments.observers import ResilientMongoObserver
+from masking import models
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
 SETTINGS.HOST_INFO.INCLUDE_CPU_INFO = False
@@ -46,6 +47,22 @@ class TicketlabExperiment(Experiment):
                                        "start one with: python -m experiments.localdb start") from None
             run.observers = [observer if type(o) is MongoObserver else o for o in run.observers]
         return run
+
+
+PAPER_CONFIG_NAMES = {"lenet300_100": "paper_fc", "conv2": "paper_conv2", "conv4": "paper_conv4",
+                      "conv6": "paper_conv6"}
+
+
+def add_paper_configs(ex: Experiment, lottery: bool) -> None:
+    """Named configs ``paper_fc``, ``paper_conv2``, ``paper_conv4``, ``paper_conv6``: the paper's net, data set and
+    iterations (from ``masking.models``' registry); lottery runs also get its Adam rate, batch 60 and 24 rounds."""
+    for arch, name in PAPER_CONFIG_NAMES.items():
+        spec = models.spec(arch)
+        config = {"arch": {"name": arch}, "data": {"name": spec.dataset}, "training": {"iterations": spec.iterations}}
+        if lottery:
+            config["training"].update(lr=spec.lr, batch_size=60)
+            config["pruning"] = {"rounds": 24}
+        ex.add_named_config(name, config)
 
 
 class ArtifactWriter:

@@ -25,7 +25,7 @@ of training, "mask": the round's mask}).
 from __future__ import annotations
 
 from analysis.conditions import condition_hash
-from experiments.base import ArtifactWriter, TicketlabExperiment
+from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
@@ -62,40 +62,7 @@ def reduced():
     pruning = {"rounds": 6}
 
 
-@ex.named_config
-def paper_fc():
-    # The paper's MNIST FC setting: lenet300_100, Adam 1.2e-3, 50k iterations, 24 rounds.
-    arch = {"name": "lenet300_100"}
-    data = {"name": "mnist"}
-    training = {"lr": 1.2e-3, "iterations": 50_000, "batch_size": 60}
-    pruning = {"rounds": 24}
-
-
-@ex.named_config
-def paper_conv2():
-    # The paper's CIFAR-10 Conv2 setting: Adam 2e-4, 20k iterations.
-    arch = {"name": "conv2"}
-    data = {"name": "cifar10"}
-    training = {"lr": 2e-4, "iterations": 20_000, "batch_size": 60}
-    pruning = {"rounds": 24}
-
-
-@ex.named_config
-def paper_conv4():
-    # The paper's CIFAR-10 Conv4 setting: Adam 3e-4, 25k iterations.
-    arch = {"name": "conv4"}
-    data = {"name": "cifar10"}
-    training = {"lr": 3e-4, "iterations": 25_000, "batch_size": 60}
-    pruning = {"rounds": 24}
-
-
-@ex.named_config
-def paper_conv6():
-    # The paper's CIFAR-10 Conv6 setting: Adam 3e-4, 30k iterations, conv layers pruned 15% per round.
-    arch = {"name": "conv6"}
-    data = {"name": "cifar10"}
-    training = {"lr": 3e-4, "iterations": 30_000, "batch_size": 60}
-    pruning = {"rounds": 24}
+add_paper_configs(ex, lottery=True)
 
 
 @ex.main

@@ -17,7 +17,7 @@ Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifac
 from __future__ import annotations
 
 from analysis.conditions import condition_hash
-from experiments.base import ArtifactWriter, TicketlabExperiment
+from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
@@ -49,36 +49,7 @@ def reduced():
     training = {"iterations": 5000, "eval_every": 250}
 
 
-@ex.named_config
-def paper_fc():
-    # lenet300_100 on MNIST with the paper's 50k iterations.
-    arch = {"name": "lenet300_100"}
-    data = {"name": "mnist"}
-    training = {"iterations": 50_000}
-
-
-@ex.named_config
-def paper_conv2():
-    # Conv2 on CIFAR-10 with the paper's 20k iterations.
-    arch = {"name": "conv2"}
-    data = {"name": "cifar10"}
-    training = {"iterations": 20_000}
-
-
-@ex.named_config
-def paper_conv4():
-    # Conv4 on CIFAR-10 with the paper's 25k iterations.
-    arch = {"name": "conv4"}
-    data = {"name": "cifar10"}
-    training = {"iterations": 25_000}
-
-
-@ex.named_config
-def paper_conv6():
-    # Conv6 on CIFAR-10 with the paper's 30k iterations.
-    arch = {"name": "conv6"}
-    data = {"name": "cifar10"}
-    training = {"iterations": 30_000}
+add_paper_configs(ex, lottery=False)
 
 
 @ex.main
