@@ -17,7 +17,7 @@ early_stop_iteration, final_test_acc, final_val_acc, untrained_test_acc, train_s
 ``masking.hashing.state_hash`` of the weights and biases (init: the seed's initialization, the same for every
 criterion and treatment; start: after the treatments; final: end of training) and of the mask.
 Metrics: ``train_loss``, ``val_loss``, ``val_acc`` at global step (round * iterations + iteration), and per round
-``round.test_acc`` and ``round.untrained_test_acc`` (``ticketlab.schema.ROUND_METRICS``; step = round).
+``round.test_acc``, ``round.untrained_test_acc`` (``schema.ROUND_METRICS``; step: (round + 1) * iterations).
 Artifacts: ``init.pt`` (initial weights and biases) and ``round_XX.pt`` ({"final": weights and biases at the end
 of training, "mask": the round's mask}).
 """
@@ -128,7 +128,7 @@ def main(seed, criterion, treatment, pruning: dict, training: dict, save_artifac
             }
             _run.info["rounds"].append(record)
             for key in schema.ROUND_METRICS:
-                _run.log_scalar(f"round.{key}", float(record[key]), k)
+                _run.log_scalar(f"round.{key}", float(record[key]), (k + 1) * iterations)  # the round's last step
             if artifacts:
                 artifacts.save(f"round_{k:02d}.pt", {"final": final_weights, "mask": dict(mask)})
             print(f"round {k:2d}: {record['percent_remaining']:6.2f}% left, test acc {test_acc:.4f} "

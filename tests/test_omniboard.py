@@ -204,6 +204,18 @@ def test_run_list_in_headless_chromium(board):
             accuracies = [float(row[c]["text"]) for c in ("Best test acc", "Best untrained acc", "Result")]
             assert all(0 <= a <= 1 for a in accuracies) and accuracies[0] >= accuracies[2]
             assert [c["text"] for c in row["Tags"]["chips"]] == tags[run_id]
+        # a run's Metrics Plot (the first tab under an expanded row): every metric on one axis, none off its scale
+        driver.find_element(By.CSS_SELECTOR, "a[test-attr='cell-row_expander-0']").click()
+        plotted = WebDriverWait(driver, 60).until(lambda _: driver.execute_script(
+            "const plot = document.querySelector('.js-plotly-plot');"
+            "return plot && plot.data && plot.data.length ? plot.data.filter(t => !t.name.endsWith('.unsmoothed'))"
+            ".map(t => [t.name, Math.min(...t.y), Math.max(...t.y)]) : false;"))
+        plot = driver.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
+        driver.execute_script("arguments[0].scrollIntoView()", plot)
+        plot.screenshot(str(SCREENSHOTS / "omniboard_metrics_plot.png"))
+        assert {name for name, *_ in plotted} == {"train_loss", "val_loss", "val_acc", "round.test_acc",
+                                                  "round.untrained_test_acc"}
+        assert all(0 <= low and high <= (1 if "acc" in name else 3) for name, low, high in plotted), plotted
         # Arch, Data, Rounds and Iterations follow, off the first screen: scroll them into view by widening
         driver.set_window_size(6000, 900)
         rows = table({"Arch", "Data", "Rounds", "Iterations"})

@@ -81,9 +81,10 @@ CUSTOM_COLUMNS = (  # (column name, config path)
     ("Arch", "config.arch.name"), ("Data", "config.data.name"), ("Rounds", "config.pruning.rounds"),
     ("Iterations", "config.training.iterations"),
 )
-# Metrics a lottery run logs once per round (name ``round.<field>`` of RoundRecord, step = round); with the
-# learning curves (train_loss, val_loss, val_acc) they are all in [0, ~2.5], so Omniboard's one-axis plot of every
-# metric stays readable (the percent remaining, 0-100, is in ``info.rounds``, not a metric).
+# Metrics a lottery run logs once per round (name ``round.<field>`` of RoundRecord) at the round's last global step,
+# the end of its learning curve in Omniboard's Metrics Plot; with the learning curves (train_loss, val_loss, val_acc)
+# they are all in [0, ~2.5], so that one-axis plot of every metric stays readable (the percent remaining, 0-100, is
+# in ``info.rounds``, not a metric).
 ROUND_METRICS = ("test_acc", "untrained_test_acc")
 METRIC_COLUMNS = (  # (column name, metric name, extremum)
     ("Best test acc", "round.test_acc", "max"), ("Best untrained acc", "round.untrained_test_acc", "max"),
