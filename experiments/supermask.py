@@ -11,7 +11,8 @@ Early stopping keeps the scores of minimum validation loss; test accuracy is the
 Run record: ``info`` holds test_acc_mean, test_acc_std, expected_density (mean keep probability), final_*
 (the same at the end of training), untrained_test_acc_mean (scores at their initial value), early_stop_iteration,
 init_hash (the seed's initialization, as in lottery runs) and final_hash (weights, biases and scores).
-Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifact: ``scores.pt``.
+Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifact: ``scores.pt`` (the scores at
+the early-stopping point). The procedure itself is ``masking.supermask_training`` (usable without Sacred).
 """
 
 from __future__ import annotations
