@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,18 +66,21 @@ def test_killed_run_resumes_into_one_completed_document(db_server, db_name, tick
     db = db_server.client()[db_name]
     process = start(spec, ticketlab_env, *RUN)
     try:
-        wait_for(db["runs"], lambda doc: len(doc.get("info", {}).get("rounds", [])) == 2, process)
+        wait_for(db["runs"], lambda doc: len(doc.get("info", {}).get("rounds", [])) >= 2, process)
         process.send_signal(signal.SIGKILL)  # round 1 finished, round 2 under way: nothing gets to clean up
     finally:
         stop(process)
     killed = db["runs"].find_one({"_id": 1})
-    assert killed["status"] == "RUNNING" and len(killed["info"]["rounds"]) == 2
+    finished = len(killed["info"]["rounds"])
+    assert killed["status"] == "RUNNING" and finished in (2, 3)  # 3: the poll saw round 2 land as well
 
     command = resume.resume_command(1, spec, ["training.threads=1"])
     result = subprocess.run(command, capture_output=True, text=True, env=ticketlab_env, stdin=subprocess.DEVNULL,
                             timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "resuming run 1 after round 1" in result.stdout
+    # it continues after the last round whose record, artifact and metrics were all stored (normally finished - 1)
+    after = int(re.search(r"resuming run 1 after round (\d+)", result.stdout).group(1))
+    assert 0 <= after <= finished - 1
 
     assert db["runs"].count_documents({}) == 1
     run = db["runs"].find_one({"_id": 1})
@@ -91,8 +95,10 @@ def test_killed_run_resumes_into_one_completed_document(db_server, db_name, tick
     # every metric series has exactly the uninterrupted run's steps and values: nothing lost, nothing twice
     assert metrics_of(db, 1) == expected_metrics
     assert {m["name"] for m in run["info"]["metrics"]} == set(expected_metrics)
-    assert run["start_time"] == killed["start_time"] and run["info"]["resumed"][0]["after_round"] == 1
-    assert "round  1:" in run["captured_out"] and "round  3:" in run["captured_out"]
+    assert run["start_time"] == killed["start_time"] and run["info"]["resumed"][0]["after_round"] == after
+    # the output captured before the kill stays (up to the killed process's last heartbeat), then the resumed run's
+    assert run["captured_out"].startswith("round  0:") and "resuming run 1 after round" in run["captured_out"]
+    assert run["captured_out"].rstrip().splitlines()[-1].startswith("round  3:")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
