@@ -16,16 +16,16 @@ from ticketlab.schema import ROUND_FIELDS, SUPERMASK_FIELDS
 # training.threads=1, training.eval_every=10 (lottery), save_artifacts=False. Hard-coding them is the point: the
 # library must reproduce the old code bit for bit on the CPU (same random streams, same order of operations).
 LOTTERY_REFERENCE = """
-# seed criterion               mask1           mask0       lr     round start            final            mask             test  final untr. stop
-1 large_final              original        zero        0.0012 0 b5bc7943c6ed7e03 20a5b02d41261f0a 6cdc891b8d1bfdc1 0.744 0.744 0.086 100
-1 large_final              original        zero        0.0012 1 a81116dd5fce760f 885d401c2a1d4f36 59254199d8c33975 0.83  0.83  0.209 100
-1 large_final              original        zero        0.0012 2 ff121547e8e0b0a9 d822e799e573b12c f83b18e1e579c09b 0.868 0.82  0.271 90
-2 random                   reshuffle       random_zero 0.0012 0 961d7301fe30d84b 4018dcecbf916fd9 6cdc891b8d1bfdc1 0.864 0.864 0.082 100
-2 random                   reshuffle       random_zero 0.0012 1 b6cbac023eacd446 eac90a8a83c75433 b71c71e7a8cc023b 0.873 0.873 0.137 100
-2 random                   reshuffle       random_zero 0.0012 2 5a86432ee8e836b8 217fa9ab774c2dd4 c0fc92741966fb35 0.829 0.829 0.096 100
-3 large_init_large_final   signed_constant init        0.02   0 86696e1353eeac64 f3b74af5ce6c4c66 6cdc891b8d1bfdc1 0.46  0.46  0.103 100
-3 large_init_large_final   signed_constant init        0.02   1 66b941aaa5a4e4d7 c22f5fe8665a9ece e814af11ff84a0ce 0.358 0.358 0.099 100
-3 large_init_large_final   signed_constant init        0.02   2 1e1dcf06515f9496 c9667d9189cf6d4d 645cdf3624cb6baf 0.351 0.351 0.11  100
+# seed criterion mask1 mask0 lr round start final mask test final untr. stop
+1 large_final original zero 0.0012 0 b5bc7943c6ed7e03 20a5b02d41261f0a 6cdc891b8d1bfdc1 0.744 0.744 0.086 100
+1 large_final original zero 0.0012 1 a81116dd5fce760f 885d401c2a1d4f36 59254199d8c33975 0.83 0.83 0.209 100
+1 large_final original zero 0.0012 2 ff121547e8e0b0a9 d822e799e573b12c f83b18e1e579c09b 0.868 0.82 0.271 90
+2 random reshuffle random_zero 0.0012 0 961d7301fe30d84b 4018dcecbf916fd9 6cdc891b8d1bfdc1 0.864 0.864 0.082 100
+2 random reshuffle random_zero 0.0012 1 b6cbac023eacd446 eac90a8a83c75433 b71c71e7a8cc023b 0.873 0.873 0.137 100
+2 random reshuffle random_zero 0.0012 2 5a86432ee8e836b8 217fa9ab774c2dd4 c0fc92741966fb35 0.829 0.829 0.096 100
+3 large_init_large_final signed_constant init 0.02 0 86696e1353eeac64 f3b74af5ce6c4c66 6cdc891b8d1bfdc1 0.46 0.46 0.103 100
+3 large_init_large_final signed_constant init 0.02 1 66b941aaa5a4e4d7 c22f5fe8665a9ece e814af11ff84a0ce 0.358 0.358 0.099 100
+3 large_init_large_final signed_constant init 0.02 2 1e1dcf06515f9496 c9667d9189cf6d4d 645cdf3624cb6baf 0.351 0.351 0.11 100
 """
 SUPERMASK_REFERENCE = """
 # seed signed init             final            test_mean           test_std             untrained           final_mean          density            stop
