@@ -2,24 +2,25 @@
 
 * Host info without the CPU/GPU probes (they cost seconds per run), output captured in-process, and the captured
   output filtered like a terminal would show it (no progress-bar spam in the run document).
-* ``-m HOST:PORT:DB`` attaches a ``ResilientMongoObserver`` (Sacred's option builds a plain MongoObserver; it is
-  swapped for ours, with the same arguments, before the run starts; ``-m DB`` with ``TICKETLAB_MONGO_URI`` set
-  reaches an authenticated server). An unreachable database stops the run before it starts, in one line.
-  Observers are attached only from the command line: library calls (``ex.run(...)``) and tests choose their own.
+* ``-m HOST:PORT:DB``, ``-m mongodb://USER:PASSWORD@HOST:PORT/DB?authSource=admin`` (Sacred's own ``-m`` takes
+  only the first form), or ``$TICKETLAB_MONGO_URI`` when a command line gives no ``-m``, attaches a
+  ``ResilientMongoObserver`` (``experiments.dbspec``). The password never reaches the run document: the recorded
+  option is scrubbed. An unreachable database stops the run before it starts, in one line. Observers are
+  attached only from the command line: library calls (``ex.run(...)``) and tests choose their own.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import pymongo.errors
 import torch
 from sacred import SETTINGS, Experiment
-from sacred.observers import MongoObserver
 from sacred.utils import apply_backspaces_and_linefeeds
 
-from experiments.dbspec import observer_kwargs
+from experiments import dbspec
 from experiments.errors import RunDatabaseError
 from experiments.observers import ResilientMongoObserver
 from masking import models
@@ -33,20 +34,38 @@ class TicketlabExperiment(Experiment):
         super().__init__(name, ingredients=list(ingredients))
         self.captured_out_filter = apply_backspaces_and_linefeeds
 
-    def _create_run(self, *args, **kwargs):
-        run = super()._create_run(*args, **kwargs)
-        spec = run.meta_info.get("options", {}).get("--mongo_db")
-        if spec:
-            try:
-                observer = ResilientMongoObserver(**observer_kwargs(spec))
-                observer.runs.database.client.admin.command("ping")
-            except ValueError as error:
-                raise RunDatabaseError(str(error)) from None
-            except pymongo.errors.PyMongoError as error:
-                raise RunDatabaseError(f"cannot reach the run database -m {spec} ({error.__class__.__name__}); "
-                                       "start one with: python -m experiments.localdb start") from None
-            run.observers = [observer if type(o) is MongoObserver else o for o in run.observers]
+    def run_commandline(self, argv=None):
+        self._command_line = True  # $TICKETLAB_MONGO_URI applies to command lines only
+        try:
+            return super().run_commandline(argv)
+        finally:
+            self._command_line = False
+
+    def _create_run(self, command_name=None, config_updates=None, named_configs=(), info=None, meta_info=None,
+                    options=None):
+        options = dict(options or {})
+        spec = options.pop("--mongo_db", None)  # ours to parse: Sacred's parser takes HOST:PORT:DB only
+        if not spec and getattr(self, "_command_line", False) and os.environ.get(dbspec.URI_VARIABLE) and \
+                command_name not in ("print_config", "print_dependencies", "save_config"):
+            spec = os.environ[dbspec.URI_VARIABLE]
+        observer = self._observer(spec) if spec else None
+        run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
+        if observer is not None:
+            run.meta_info["options"]["--mongo_db"] = dbspec.scrub(spec)
+            run.observers.append(observer)
         return run
+
+    @staticmethod
+    def _observer(spec: str) -> ResilientMongoObserver:
+        try:
+            parsed = dbspec.parse(spec)
+            observer = ResilientMongoObserver(**parsed.observer_kwargs())
+            observer.runs.database.client.admin.command("ping")
+        except ValueError as error:
+            raise RunDatabaseError(dbspec.scrub(error)) from None
+        except pymongo.errors.PyMongoError as error:
+            raise RunDatabaseError(dbspec.unreachable(parsed, error)) from None
+        return observer
 
 
 PAPER_CONFIG_NAMES = {"lenet300_100": "paper_fc", "conv2": "paper_conv2", "conv4": "paper_conv4",
