@@ -23,10 +23,15 @@ from ticketlab.schema import CONFIG_COLUMNS, EXECUTION_KEYS, SEED_KEY, condition
 NOT_CONFIG = frozenset({"run_id", "status", "experiment", "condition"})
 
 
-def condition_hash(config: Mapping, ignore_seed: bool = False) -> str:
-    """A stable hash of what a run computes (its config minus execution keys; minus the seed when asked)."""
-    flat = condition_config(config, ignore_seed=ignore_seed)
-    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def condition_hash(config: Mapping, ignore_seed: bool = False, flat: bool = False) -> str:
+    """A stable hash of what a run computes (its config minus execution keys; minus the seed when asked).
+    ``flat=True``: ``config`` is already flat (``ticketlab.schema.flatten``)."""
+    if flat:
+        skip = EXECUTION_KEYS | ({SEED_KEY} if ignore_seed else set())
+        kept = {k: v for k, v in config.items() if k not in skip}
+    else:
+        kept = condition_config(config, ignore_seed=ignore_seed)
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:

@@ -20,6 +20,7 @@ its artifacts (``exp.artifacts["round_03.pt"].content``).
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -130,14 +131,15 @@ def _find(mongo, db_name, experiment: str, where: Mapping[str, Any] | None, proj
 
 def _array(values: list) -> np.ndarray:
     """A typed array when the values are all ints or all numbers, else an object array (strings, None, mixed)."""
-    kinds = {type(v) for v in values}
-    if kinds and kinds <= {int, float}:
-        return np.asarray(values, dtype=np.int64 if kinds == {int} else np.float64)
+    kinds = set(map(type, values))
+    try:
+        if kinds and kinds <= {int, float}:
+            return np.asarray(values, dtype=np.int64 if kinds == {int} else np.float64)
+    except OverflowError:  # an int beyond int64: kept as it is
+        pass
     if kinds == {bool}:
         return np.asarray(values, dtype=bool)
-    out = np.empty(len(values), dtype=object)
-    out[:] = values
-    return out
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
 def _cell(value):
@@ -160,7 +162,7 @@ def _run_columns(docs: list[dict]) -> dict[str, list]:
         "experiment": [(d.get("experiment") or {}).get("name") for d in docs]}
     for path in ordered:
         columns[column_of(path)] = [_cell(flat.get(path)) for flat in flats]
-    columns["condition"] = [condition_hash(doc.get("config") or {}, ignore_seed=True) for doc in docs]
+    columns["condition"] = [condition_hash(flat, ignore_seed=True, flat=True) for flat in flats]
     return columns
 
 
@@ -180,14 +182,26 @@ def load_runs(mongo: str | None = None, db_name: str | None = None, where: Mappi
     data = {column: np.repeat(_array(values), counts) for column, values in _run_columns(docs).items()}
     if not docs:
         data = {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": []}
-    flat_records = [record for run in records for record in run]
-    for field in ROUND_FIELDS:
-        data[field] = _array([record.get(field) for record in flat_records])
+    for field, values in zip(ROUND_FIELDS, _record_columns([record for run in records for record in run])):
+        data[field] = _array(values)
     runs = pd.DataFrame(data)
     if metrics is None or metrics is False:
         return runs
     ids = [d["_id"] for d in docs]
     return runs, load_curves(mongo, db_name, ids, None if metrics is True else list(metrics))
+
+
+_ROUND_GETTER = operator.itemgetter(*ROUND_FIELDS)
+
+
+def _record_columns(records: list[dict]) -> list[tuple]:
+    """The ROUND_FIELDS columns of round records (None where a record lacks a field)."""
+    if not records:
+        return [()] * len(ROUND_FIELDS)
+    try:
+        return list(zip(*map(_ROUND_GETTER, records)))
+    except KeyError:  # a record without some field (an older run, another writer): slower, same result
+        return [tuple(record.get(field) for record in records) for field in ROUND_FIELDS]
 
 
 def load_supermask_runs(mongo: str | None = None, db_name: str | None = None,
