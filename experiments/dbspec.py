@@ -46,6 +46,14 @@ class DbSpec:
         """The spec as it may be printed: the URI without its password, and the database."""
         return f"{scrub(self.url)} database {self.db_name!r}"
 
+    @property
+    def uri_with_db(self) -> str:
+        """``url`` with the database in its path (for tools that take one URI, such as Omniboard's ``--mu``)."""
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(self.url)
+        return urlunsplit((parts.scheme, parts.netloc, f"/{self.db_name}", parts.query, ""))
+
     def __repr__(self) -> str:
         return f"DbSpec({scrub(self.url)!r}, {self.db_name!r})"
 

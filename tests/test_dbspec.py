@@ -21,6 +21,7 @@ def test_the_three_forms_and_the_environment(monkeypatch):
     uri = f"mongodb://me:{PASSWORD}@db.lab:27017/lottery?authSource=admin"
     assert dbspec.parse(uri) == dbspec.DbSpec(uri, "lottery")
     assert dbspec.parse("lottery") == dbspec.DbSpec("mongodb://localhost:27017", "lottery")
+    assert dbspec.parse("127.0.0.1:27017:lottery").uri_with_db == "mongodb://127.0.0.1:27017/lottery"
     monkeypatch.setenv(dbspec.URI_VARIABLE, uri)
     assert dbspec.parse(None) == dbspec.parse("") == dbspec.DbSpec(uri, "lottery")
     assert dbspec.parse("other").db_name == "other" and dbspec.parse("other").url == uri
