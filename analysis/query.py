@@ -111,7 +111,7 @@ def _find(mongo, db_name, experiment: str, where: Mapping[str, Any] | None, proj
         runs = client[spec.db_name]["runs"]
         try:
             docs = list(runs.find(query, projection).sort("_id", 1))
-            if not docs:
+            if not docs and wanted and runs.find_one({"experiment.name": experiment}, {"_id": 1}) is not None:
                 for key in wanted:
                     if runs.find_one({"experiment.name": experiment, _field(key): {"$exists": True}},
                                      {"_id": 1}) is None:

@@ -213,6 +213,7 @@ def test_reads_are_exact_whatever_wrote_the_runs(study_db, db_server, db_name):
     runs = db_server.client()[db_name]["runs"]
     first = analysis.load_runs(uri, db_name)
     assert sorted(first["run_id"].unique()) == ids and set(first["status"]) == {"COMPLETED"}
+    assert analysis.load_supermask_runs(uri, db_name, where={"data": "synthetic"}).empty  # none: no error
     runs.update_one({"_id": ids[0]}, {"$set": {"status": "FAILED", "info.rounds.1.test_acc": 0.123}})
     second = analysis.load_runs(uri, db_name)
     row = second[(second["run_id"] == ids[0]) & (second["round"] == 1)].iloc[0]
