@@ -157,13 +157,15 @@ def study(df: pd.DataFrame, name: str, out_dir: Path) -> tuple[list[Path], pd.Da
     runs = study_runs(df, name)
     if runs is None:
         return [], None
+    title = spec.title + "".join(f" ({c}={runs[c].iloc[0]})" for c in ("criterion", "mask1", "mask0")
+                                 if c != spec.factor and c not in spec.fixed)  # the treatment it ran with
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what is left out is in table.attrs["skipped"]
         try:
             table = compare(runs, spec.factor, spec.baseline, spec.metric)
         except ComparisonError:
             table = None  # too few seeds for tests: lines and bands only
-    return study_figure(runs, spec.factor, spec.baseline, spec.metric, spec.title, spec.ylabel, Path(out_dir),
+    return study_figure(runs, spec.factor, spec.baseline, spec.metric, title, spec.ylabel, Path(out_dir),
                         f"study_{name}", table), table
 
 
