@@ -5,7 +5,7 @@ Beside ``runs``, the ``claims`` collection holds one document per condition (``_
 
     {"_id": "3f2a...", "state": "RUNNING" | "FAILED" | "COMPLETED", "heartbeat": <UTC datetime>,
      "token": "<sweep>/<point>/<attempt>", "host": ..., "pid": ..., "pid_started": ..., "child_pid": ...,
-     "child_started": ..., "experiment": "lottery", "updates": [...], "attempts": 3, "run_id": 12, "rc": 0}
+     "child_started": ..., "slurm_job": "12" | None, "experiment": "lottery", "updates": [...], "attempts": 3, "run_id": 12, "rc": 0}
 
 A unit of a sweep takes the claim with one atomic ``find_one_and_update(..., upsert=True)`` whose filter matches
 only a claim nobody holds (FAILED, COMPLETED, or RUNNING with a heartbeat older than ``stale_after`` seconds); when
@@ -61,7 +61,8 @@ def holder(token: str, **fields) -> dict:
     """The claim fields naming this process as holder."""
     pid = os.getpid()
     return {"token": token, "host": socket.gethostname(), "pid": pid, "pid_started": process_started(pid),
-            "child_pid": None, "child_started": None, "dead": False, **fields}
+            "child_pid": None, "child_started": None, "dead": False,
+            "slurm_job": os.environ.get("SLURM_JOB_ID"), **fields}
 
 
 def is_claimable(claim: dict | None, stale_after: float, now: datetime.datetime | None = None) -> bool:

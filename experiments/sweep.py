@@ -129,7 +129,8 @@ def point_states(db, experiment: str, points: list[dict], stale_after: float) ->
 
 def describe_running(states: list[dict], limit: int = 4) -> str:
     running = [s for s in states if s["state"] == "running"]
-    parts = [f"{s['run_id'] if s['run_id'] is not None else '?'}:{s['label']} {s['rounds']}/{s['work']}"
+    parts = [f"run {s['run_id'] if s['run_id'] is not None else '?'} "
+             f"({' '.join(v.partition('=')[2] for v in s['label'].split())}) {s['rounds']}/{s['work']}"
              for s in running[:limit]]
     return ", ".join(parts) + (f" +{len(running) - limit}" if len(running) > limit else "")
 

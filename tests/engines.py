@@ -109,8 +109,8 @@ SLURM_MISSING = [name for name in ("munged", "slurmctld", "slurmd", "sbatch", "s
 
 
 class SlurmCluster:
-    """A single-node Slurm 22.05 cluster of this host: a private munged (its own socket), slurmctld and slurmd on
-    free ports, all state in ``folder``. ``env`` has SLURM_CONF set for sbatch/squeue/scancel."""
+    """A single-node Slurm 22.05 cluster of this host: a private munged (its own key and socket), slurmctld and
+    slurmd on free ports, all state in ``folder``, no cgroup.conf (22.05 rejects CgroupPlugin=disabled). ``env`` has SLURM_CONF set for sbatch/squeue/scancel."""
 
     def __init__(self, folder: Path, cpus: int = 2):
         self.folder, self.cpus = Path(folder), cpus
@@ -132,6 +132,9 @@ class SlurmCluster:
         for sub in ("state", "spool", "munge"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         self.munge_socket = self.folder / "munge" / "munge.socket"
+        key = self.folder / "munge" / "munge.key"  # this cluster's own key: 1 KiB of random bytes, mode 400
+        key.write_bytes(os.urandom(1024))
+        key.chmod(0o400)
         self.conf.write_text("\n".join([
             "ClusterName=ticketlab-test",
             f"SlurmctldHost={host}",
@@ -184,7 +187,8 @@ class SlurmCluster:
             self._spawn(self.which("munged"), "--foreground", "--force", f"--socket={self.munge_socket}",
                         f"--pid-file={self.folder / 'munge' / 'munged.pid'}",
                         f"--log-file={self.folder / 'munge' / 'munged.log'}",
-                        f"--seed-file={self.folder / 'munge' / 'munged.seed'}")
+                        f"--seed-file={self.folder / 'munge' / 'munged.seed'}",
+                        f"--key-file={self.folder / 'munge' / 'munge.key'}")
             _wait_for(self.munge_socket.exists, 20, "munged")
             self._spawn(self.which("slurmctld"), "-D", "-i", "-f", str(self.conf))
             self._spawn(self.which("slurmd"), "-D", "-f", str(self.conf))

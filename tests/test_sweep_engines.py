@@ -121,3 +121,91 @@ def test_bad_executor_flags_are_one_line_before_anything_runs(db_server, db_name
         assert exit_.value.code == 2 and message in error, (extra, error)
     assert db_server.client()[db_name]["runs"].count_documents({}) == 0
     assert not (tmp_path / "logs").exists()
+
+
+def wait_for_a_finished_round(db, process: subprocess.Popen, timeout: float = 240) -> dict:
+    """The claim of a run that has finished round 0 and is still training (while the sweep runs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        for run in db["runs"].find({"status": "RUNNING"}, {"info": 1}):
+            if len((run.get("info") or {}).get("rounds") or []) == 1:
+                claim = db["claims"].find_one({"_id": run["info"]["condition_hash"]})
+                if claim and claim.get("child_pid"):
+                    return {**claim, "run_id": run["_id"]}
+        time.sleep(0.3)
+    raise AssertionError(f"no run finished a round while the sweep ran: {process.communicate()}")
+
+
+def resumed_once(db, killed: dict, points: int, rounds: int) -> None:
+    """The killed run went on in the same document; every point COMPLETED once with every round once."""
+    runs = list(db["runs"].find({}, {"config": 1, "status": 1, "info.rounds": 1}))
+    assert Counter(condition_hash(r["config"]) for r in runs) == Counter({c: 1 for c in {condition_hash(
+        r["config"]) for r in runs}}) and len(runs) == points, [(r["_id"], r["status"]) for r in runs]
+    assert all(r["status"] == "COMPLETED" for r in runs)
+    assert all([x["round"] for x in r["info"]["rounds"]] == list(range(rounds)) for r in runs)
+    claim = db["claims"].find_one({"_id": killed["_id"]})
+    assert claim["run_id"] == killed["run_id"] and claim["attempts"] >= 2 and claim["token"] != killed["token"]
+
+
+KILL_GRID = ["fast", "data.name=synthetic", "pruning.rounds=3", "training.iterations=400", "training.eval_every=100"]
+
+
+@pytest.mark.slow
+def test_dask_worker_killed_mid_run_is_resumed(db_server, db_name, ticketlab_env, tmp_path):
+    with DaskCluster(workers=2, env=ticketlab_env, log_dir=tmp_path) as cluster:
+        command = [sys.executable, "-m", "experiments.sweep", "-m", f"{db_server.address}:{db_name}", "--criteria",
+                   "large_final,random", "--executor", "dask", "--scheduler", cluster.address, "--logs",
+                   str(tmp_path / "logs"), "with", *KILL_GRID]
+        sweep = subprocess.Popen(command, env=ticketlab_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        db = db_server.client()[db_name]
+        killed = wait_for_a_finished_round(db, sweep)
+        worker = next(w for w in cluster.workers if w.pid == killed["pid"])
+        cluster.kill_worker(worker)  # the worker and its run, as a lost machine
+        out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err
+    resumed_once(db, killed, points=2, rounds=4)
+    text = "".join(p.read_text() for p in (tmp_path / "logs").glob("run_*.log"))
+    assert f"resuming run {killed['run_id']} after its round" in text, text[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(bool(SLURM_MISSING), reason=f"Slurm is not installed (missing {', '.join(SLURM_MISSING)})")
+def test_slurm_job_killed_mid_run_is_retried_and_resumed(db_server, db_name, ticketlab_env, tmp_path):
+    with SlurmCluster(tmp_path / "slurm") as slurm:
+        env = dict(ticketlab_env, SLURM_CONF=slurm.env["SLURM_CONF"])
+        command = [sys.executable, "-m", "experiments.sweep", "-m", f"{db_server.address}:{db_name}", "--criteria",
+                   "large_final", "--executor", "slurm", "--logs", str(tmp_path / "logs"), "with", *KILL_GRID]
+        sweep = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        db = db_server.client()[db_name]
+        killed = wait_for_a_finished_round(db, sweep)
+        subprocess.run(["scancel", killed["slurm_job"]], env=env, check=True)
+        out, err = sweep.communicate(timeout=300)
+    assert sweep.returncode == 0, err
+    assert "lost; retry 1 of 2" in err
+    resumed_once(db, killed, points=1, rounds=4)
+    assert len(list((tmp_path / "logs").glob("slurm-*.out"))) == 2
+
+
+def test_a_stale_running_run_is_marked_and_resumed_by_the_sweep(db_server, db_name, ticketlab_env, tmp_path):
+    """A run killed outside any sweep stays RUNNING; once its heartbeat is older than --stale-after, the sweep
+    marks it INTERRUPTED and resumes it from its last finished round, in the same document."""
+    spec = f"{db_server.address}:{db_name}"
+    grid = [*KILL_GRID, "criterion.name=large_final", "seed=1"]
+    run = subprocess.Popen([sys.executable, "-m", "experiments.lottery", "with", *grid, "-m", spec],
+                           env=dict(ticketlab_env, PYTHONUNBUFFERED="1"), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    for line in run.stdout:
+        if line.startswith("round  0"):
+            run.kill()
+            break
+    run.wait()
+    db = db_server.client()[db_name]
+    assert db["runs"].find_one({"_id": 1})["status"] == "RUNNING"
+    result = run_cli("experiments.sweep", "-m", spec, "--criteria", "large_final", "--stale-after", "11", "--logs",
+                     str(tmp_path / "logs"), "with", *KILL_GRID, env=ticketlab_env)
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "logs" / "run_0000.log").read_text()
+    assert "run 1 was RUNNING with no live process: marked INTERRUPTED" in log
+    assert "resuming run 1 after its round 0" in log
+    (doc,) = db["runs"].find({})
+    assert doc["status"] == "COMPLETED" and [r["round"] for r in doc["info"]["rounds"]] == [0, 1, 2, 3]
