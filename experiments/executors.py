@@ -253,11 +253,10 @@ class DaskExecutor(_FutureExecutor):
     @staticmethod
     def _wait(futures, timeout):
         from distributed import wait
-        from distributed.client import TimeoutError as DaskTimeout
 
         try:
             return wait(futures, timeout=timeout, return_when="FIRST_COMPLETED")
-        except (DaskTimeout, TimeoutError):
+        except TimeoutError:
             return [], futures
 
     def detach(self) -> None:
@@ -296,7 +295,7 @@ class SlurmExecutor:
     def sbatch_command(self, batch: Path, n: int) -> list[str]:
         array = f"0-{n - 1}" + (f"%{self.max_running}" if self.max_running else "")
         return ["sbatch", "--parsable", f"--array={array}", f"--job-name=ticketlab-{batch.stem}",
-                f"--chdir={os.getcwd()}", f"--output={self.logs}/slurm-%A_%a.out", "--export=ALL", *self.options,
+                f"--chdir={REPO}", f"--output={self.logs}/slurm-%A_%a.out", "--export=ALL", *self.options,
                 f"--wrap=exec {shlex.quote(sys.executable)} -m experiments.executors {shlex.quote(str(batch))}"]
 
     def submit(self, units: list[Unit]) -> None:

@@ -90,14 +90,25 @@ def completed_hashes(url: str, db_name: str, experiment_name: str) -> set[str]:
         client.close()
 
 
-def work_of(experiment: str, config: dict) -> int:
-    """Units of progress of one run: its rounds (lottery), or 1."""
-    return config["pruning"]["rounds"] + 1 if experiment == "lottery" else 1
+def work_of(experiment: str, config: dict) -> tuple[int, int | None]:
+    """Units of progress of one run: (its rounds, training steps per round) for a lottery run, else (1, None)."""
+    if experiment == "lottery":
+        return config["pruning"]["rounds"] + 1, config["training"]["iterations"]
+    return 1, None
+
+
+def _last_steps(db, run_ids: list) -> dict:
+    """The last logged training step of each run (one number per run: ``$slice``, not the whole series)."""
+    if not run_ids:
+        return {}
+    cursor = db["metrics"].find({"run_id": {"$in": run_ids}, "name": "train_loss"},
+                                {"run_id": 1, "steps": {"$slice": -1}})
+    return {doc["run_id"]: doc["steps"][-1] for doc in cursor if doc.get("steps")}
 
 
 def point_states(db, experiment: str, points: list[dict], stale_after: float) -> list[dict]:
-    """Where each point stands, from the runs and claims in the database: state (completed, running, failed,
-    dead, waiting), rounds done, and the run that holds it."""
+    """Where each point stands, from the runs, metrics and claims in the database: state (completed, running,
+    failed, dead, waiting), rounds done (with the running round's fraction of its steps) and the run holding it."""
     conditions = [p["condition"] for p in points]
     runs: dict[str, list[dict]] = {}
     for run in db["runs"].find({"experiment.name": experiment, "info.condition_hash": {"$in": conditions}},
@@ -124,13 +135,18 @@ def point_states(db, experiment: str, points: list[dict], stale_after: float) ->
             state, run_id = "waiting", None
         states.append({**point, "state": state, "rounds": rounds, "run_id": run_id,
                        "host": (claim or {}).get("host")})
+    running = [s for s in states if s["state"] == "running" and s["run_id"] is not None and s.get("steps")]
+    last = _last_steps(db, [s["run_id"] for s in running])
+    for s in running:  # the round in training: the fraction of its steps logged so far
+        if s["run_id"] in last and s["rounds"] < s["work"]:
+            s["rounds"] += min(max(last[s["run_id"]] - s["rounds"] * s["steps"], 0) / s["steps"], 0.99)
     return states
 
 
 def describe_running(states: list[dict], limit: int = 4) -> str:
     running = [s for s in states if s["state"] == "running"]
     parts = [f"run {s['run_id'] if s['run_id'] is not None else '?'} "
-             f"({' '.join(v.partition('=')[2] for v in s['label'].split())}) {s['rounds']}/{s['work']}"
+             f"({' '.join(v.partition('=')[2] for v in s['label'].split())}) {s['rounds']:.1f}/{s['work']}"
              for s in running[:limit]]
     return ", ".join(parts) + (f" +{len(running) - limit}" if len(running) > limit else "")
 
@@ -143,7 +159,8 @@ class Progress:
         self.states = self._read() or []
         done = sum(s["rounds"] for s in self.states)
         self.bar = tqdm(total=sum(p["work"] for p in points), initial=done, unit="round", desc=experiment,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total} rounds "
+                                                       "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
         self.last = time.monotonic()
 
     def _read(self):
@@ -382,7 +399,7 @@ def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[s
     logs = (args.logs or home_dir() / "sweep_logs" / sweep_id).resolve()
     logs.mkdir(parents=True, exist_ok=True)
     records = [{"index": i, "label": labels[i], "updates": points[i], "condition": hashes[i],
-                "work": work_of(args.experiment, configs[i])} for i in range(len(points))]
+                **dict(zip(("work", "steps"), work_of(args.experiment, configs[i])))} for i in range(len(points))]
     db[SWEEPS].replace_one({"_id": sweep_id}, {
         "_id": sweep_id, "experiment": experiment, "executor": args.executor, "created": claims.utcnow(),
         "host": os.uname().nodename, "logs": str(logs), "detached": args.detach, "points": records,
@@ -423,6 +440,10 @@ def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[s
     return 1 if failed else 0
 
 
+def _num(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
 def status(argv) -> int:
     """``python -m experiments.sweep status -m DB [--sweep ID]``: a sweep's points as the database has them."""
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep status",
@@ -452,12 +473,12 @@ def status(argv) -> int:
     print(f"sweep {sweep['_id']} ({sweep['experiment']}, {sweep['executor']}, started "
           f"{sweep['created']:%Y-%m-%d %H:%M} UTC on {sweep['host']}): {len(states)} points: "
           + ", ".join(f"{counts[k]} {k}" for k in ("completed", "running", "failed", "dead", "waiting") if counts[k])
-          + f"; {rounds} of {total} rounds done")
+          + f"; {_num(rounds)} of {total} rounds done")
     for s in states:
         if s["state"] != "completed":
             run = f"run {s['run_id']}" if s["run_id"] is not None else "no run"
             host = f" on {s['host']}" if s["host"] and s["state"] == "running" else ""
-            print(f"  {s['state']:8s} {s['label']}: {run}{host}, {s['rounds']} of {s['work']} rounds")
+            print(f"  {s['state']:8s} {s['label']}: {run}{host}, {_num(s['rounds'])} of {s['work']} rounds")
     return 0
 
 

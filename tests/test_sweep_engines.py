@@ -55,7 +55,7 @@ def test_dask_sweep_runs_the_grid_on_both_workers(dask_cluster, db_server, db_na
     holders = {c["pid"] for c in db["claims"].find()}
     assert holders == {w.pid for w in dask_cluster.workers}, "each worker process ran units"
     assert all(c["state"] == "COMPLETED" and c["rc"] == 0 for c in db["claims"].find())
-    assert "8/8 [" in result.stderr and "running=" in result.stderr  # rounds of all runs (4 x 2), not runs
+    assert "8.0/8 rounds" in result.stderr and "running=" in result.stderr  # rounds of all runs (4 x 2)
 
 
 def test_two_sweeps_of_one_grid_at_once_run_each_point_once(db_server, db_name, ticketlab_env, tmp_path):
