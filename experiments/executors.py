@@ -30,7 +30,9 @@ import dataclasses
 import json
 import os
 import queue
+import secrets
 import shlex
+import socket
 import subprocess
 import sys
 import threading
@@ -56,7 +58,7 @@ class Unit:
     updates: list[str]  # the point's ``with`` arguments (shared ones and its grid values)
     condition: str  # condition_hash of its resolved config
     db_spec: str
-    token: str = ""  # <sweep>/<index>/<submission>: names the holder of the claim
+    token: str = ""  # <sweep>/<index>/<submission>; its claim's token adds @host:pid:random
     threads: int = 1
     device: str | None = None  # training.device for this unit, or None for the run's default
     stale_after: float = claims.DEFAULT_STALE_AFTER
@@ -113,6 +115,8 @@ def _log(log, message: str) -> None:
 
 def run_unit(unit: Unit) -> str:
     """Claim the unit's condition and run (or resume) it; see the module docstring. Returns the outcome."""
+    # the claim's token names this execution: Dask may run a submission again after a worker loss
+    unit = dataclasses.replace(unit, token=f"{unit.token}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}")
     url, db_name = parse_db_spec(unit.db_spec)
     client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     log = open(unit.log, "a") if unit.log else open(os.devnull, "w")
@@ -327,11 +331,11 @@ class SlurmExecutor:
         if claims.completed_run(self.db, unit.experiment, unit.condition) is not None:
             return COMPLETED
         claim = claims.get(self.db, [unit.condition]).get(unit.condition)
-        if claim is None or claim.get("token") != unit.token:
+        if claim is None or claim.get("token", "").split("@")[0] != unit.token:
             return HELD  # somebody else holds the point, or the job ended before it claimed anything
         if claim["state"] == claims.RUNNING:
             # Slurm ended the job and every process of it: the claim and its run are dead, known for sure
-            claims.release(self.db, unit.condition, unit.token, claims.FAILED, dead=True)
+            claims.release(self.db, unit.condition, claim["token"], claims.FAILED, dead=True)
             return LOST
         return FAILED
 

@@ -214,7 +214,7 @@ def drive(executor, units: list[Unit], db, sweep_id: str, retries: int, stale_af
                 tries[unit.index] += 1
                 if tries[unit.index] <= retries:
                     tqdm.write(f"sweep: {unit.label()} {outcome}; retry {tries[unit.index]} of {retries} "
-                               f"(it resumes from its last finished round)")
+                               f"(it resumes from its last finished round)", file=sys.stderr)
                     again.append(unit)
                 else:
                     failed[unit.index] = (unit, outcome)

@@ -110,7 +110,8 @@ SLURM_MISSING = [name for name in ("munged", "slurmctld", "slurmd", "sbatch", "s
 
 class SlurmCluster:
     """A single-node Slurm 22.05 cluster of this host: a private munged (its own key and socket), slurmctld and
-    slurmd on free ports, all state in ``folder``, no cgroup.conf (22.05 rejects CgroupPlugin=disabled). ``env`` has SLURM_CONF set for sbatch/squeue/scancel."""
+    slurmd on free ports, all state in ``folder``, no cgroup.conf (22.05 rejects CgroupPlugin=disabled).
+    ``env`` has SLURM_CONF set for sbatch/squeue/scancel."""
 
     def __init__(self, folder: Path, cpus: int = 2):
         self.folder, self.cpus = Path(folder), cpus

@@ -184,7 +184,7 @@ def test_slurm_job_killed_mid_run_is_retried_and_resumed(db_server, db_name, tic
         subprocess.run(["scancel", killed["slurm_job"]], env=env, check=True)
         out, err = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, err
-    assert "lost; retry 1 of 2" in err
+    assert "lost; retry 1 of 2 (it resumes from its last finished round)" in err
     resumed_once(db, killed, points=1, rounds=4)
     assert len(list((tmp_path / "logs").glob("slurm-*.out"))) == 2
 
