@@ -6,7 +6,7 @@ Beside ``runs``, the ``claims`` collection holds one document per condition (``_
     {"_id": "3f2a...", "state": "RUNNING" | "FAILED" | "COMPLETED", "heartbeat": <UTC datetime>,
      "token": "<sweep>/<point>/<submission>@<host>:<pid>:<random>", "host": ..., "pid": ..., "pid_started": ...,
      "child_pid": ..., "child_started": ..., "slurm_job": "12" | None, "experiment": "lottery",
-     "updates": [...], "attempts": 3, "run_id": 12, "rc": 0}
+     "updates": [...], "attempts": 3, "run_id": 12, "rc": 0, "seconds": 81.2}   # the run process's wall time
 
 A unit of a sweep takes the claim with one atomic ``find_one_and_update(..., upsert=True)`` whose filter matches
 only a claim nobody holds (FAILED, COMPLETED, or RUNNING with a heartbeat older than ``stale_after`` seconds); when

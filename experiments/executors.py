@@ -162,18 +162,20 @@ def _run_claimed(db, unit: Unit, before: dict | None, beat: _ClaimBeat, log) -> 
     command = run_command(unit, resume_id)
     log.write(" ".join(shlex.quote(part) for part in command) + "\n")
     log.flush()
+    started = time.monotonic()
     child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              env=dict(os.environ, **thread_env(unit.threads)), cwd=os.getcwd())
     beat.child = child
     claims.beat(db, unit.condition, unit.token, child_pid=child.pid,
                 child_started=claims.process_started(child.pid))
     rc = child.wait()
+    seconds = round(time.monotonic() - started, 3)
     if beat.lost:
         _log(log, "the claim was taken over by another holder: this run was stopped")
         return HELD
     done = claims.completed_run(db, unit.experiment, unit.condition)
-    _log(log, f"exit code {rc}" + (f"; run {done} COMPLETED" if done is not None else ""))
-    return finish(claims.COMPLETED if done is not None else claims.FAILED, run_id=done, rc=rc)
+    _log(log, f"exit code {rc} after {seconds:.1f} s" + (f"; run {done} COMPLETED" if done is not None else ""))
+    return finish(claims.COMPLETED if done is not None else claims.FAILED, run_id=done, rc=rc, seconds=seconds)
 
 
 class _FutureExecutor:
