@@ -130,7 +130,8 @@ def unfinished_runs(db, experiment: str, condition: str) -> list[dict]:
            if condition_hash(doc.get("config", {})) == condition]
     if not ids:
         return []
-    runs = list(db["runs"].find({"_id": {"$in": ids}}, {"status": 1, "heartbeat": 1, "info.rounds": 1}))
+    runs = list(db["runs"].find({"_id": {"$in": ids}}, {"status": 1, "heartbeat": 1, "start_time": 1,
+                                                        "info.rounds": 1}))
     return sorted(runs, key=lambda r: (len((r.get("info") or {}).get("rounds") or []), r["_id"]), reverse=True)
 
 
@@ -147,8 +148,9 @@ def run_alive(run: dict, previous_claim: dict | None, stale_after: float) -> boo
                           previous_claim.get("child_started"))
     if here is not None:
         return here
-    beat_at = run.get("heartbeat")
-    return beat_at is not None and beat_at > utcnow() - datetime.timedelta(seconds=stale_after)
+    from experiments.resume import is_stale
+
+    return not is_stale(run, stale_after)
 
 
 def mark_dead(db, run_id: int) -> bool:

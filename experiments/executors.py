@@ -45,6 +45,7 @@ import pymongo.errors
 from experiments import claims
 from experiments.dbspec import parse_db_spec
 from experiments.observers import SERVER_TIMEOUT_MS
+from experiments.resume import resume_command
 
 COMPLETED, FAILED, HELD, LOST = "completed", "failed", "held", "lost"
 RESUMABLE = {"lottery"}  # experiments whose runs continue from their last finished round
@@ -80,8 +81,7 @@ def execution_updates(unit: Unit) -> list[str]:
 def run_command(unit: Unit, resume_id: int | None = None) -> list[str]:
     """The run's command line: a fresh run of the point, or ``--resume`` of a dead run of it."""
     if resume_id is not None:
-        return [sys.executable, "-m", f"experiments.{unit.experiment}", "-m", unit.db_spec, "--resume",
-                str(resume_id), "with", *execution_updates(unit)]
+        return resume_command(resume_id, unit.db_spec, execution_updates(unit), experiment=unit.experiment)
     return [sys.executable, "-m", f"experiments.{unit.experiment}", "with", *unit.updates, *execution_updates(unit),
             "-m", unit.db_spec]
 
