@@ -25,3 +25,4 @@ test-all: setup  ## every test, also those marked slow (the study in a shared da
 bench: setup  ## speed benchmarks (ratios against a bare PyTorch loop)
 	$(PY) bench/masked_step.py
 	$(PY) bench/load_runs.py
+	$(PY) bench/sweep_engines.py

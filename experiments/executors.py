@@ -43,6 +43,7 @@ import pymongo
 import pymongo.errors
 
 from experiments import claims
+from experiments import dbspec
 from experiments.dbspec import parse_db_spec
 from experiments.observers import SERVER_TIMEOUT_MS
 from experiments.resume import resume_command
@@ -160,7 +161,7 @@ def _run_claimed(db, unit: Unit, before: dict | None, beat: _ClaimBeat, log) -> 
         resume_id = previous[0]["_id"]
         _log(log, f"resuming run {resume_id} after its round {previous[0]['info']['rounds'][-1]['round']}")
     command = run_command(unit, resume_id)
-    log.write(" ".join(shlex.quote(part) for part in command) + "\n")
+    log.write(dbspec.scrub(" ".join(shlex.quote(part) for part in command)) + "\n")
     log.flush()
     started = time.monotonic()
     child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -195,7 +196,7 @@ class _FutureExecutor:
             try:
                 out.append((unit, future.result()))
             except Exception as error:  # noqa: BLE001  a lost worker (KilledWorker) or a crash of run_unit
-                print(f"sweep: unit {unit.index} ({unit.label()}) lost: {error.__class__.__name__}: {error}",
+                print(f"sweep: unit {unit.index} ({unit.label()}) lost: {error.__class__.__name__}: {dbspec.scrub(error)}",
                       file=sys.stderr)
                 out.append((unit, LOST))
         return out

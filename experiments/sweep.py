@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from analysis.conditions import condition_hash
 from experiments import claims
-from experiments.dbspec import parse_db_spec
+from experiments import dbspec
 from experiments.executors import FAILED, HELD, LOST, Unit
 from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
@@ -239,7 +239,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0],
                                      epilog="Anything after 'with' is passed to every run. "
                                             "'python -m experiments.sweep status -m DB' reports a sweep.")
-    parser.add_argument("-m", "--mongo_db", required=True, metavar="HOST:PORT:DB", help="the run database")
+    dbspec.add_argument(parser)
     parser.add_argument("--experiment", choices=EXPERIMENTS, default="lottery")
     parser.add_argument("--criteria", help="comma-separated criterion.name values")
     parser.add_argument("--mask1", help="comma-separated treatment.mask1 values")
@@ -356,7 +356,7 @@ def main(argv=None) -> int:
         return status(argv[1:])
     args, parser = parse_args(argv)
     devices = check_execution(args, parser)
-    url, db_name = parse_db_spec(args.mongo_db)
+    url, db_name = _database(args, parser)
     experiment = importlib.import_module(f"experiments.{args.experiment}").ex
     axes = build_axes(args, parser)
     labels = [" ".join(point) for point in grid_points(axes)]
@@ -375,8 +375,7 @@ def main(argv=None) -> int:
                     print(f"uploaded run {run_id} kept during a database outage ({bundle})")
             done = completed_hashes(url, db_name, experiment.path)
         except pymongo.errors.PyMongoError as error:
-            print(f"error: the run database {url}/{db_name} is unreachable: {error.__class__.__name__}",
-                  file=sys.stderr)
+            print(f"error: {dbspec.unreachable(dbspec.DbSpec(url, db_name), error)}", file=sys.stderr)
             return 2
         return _sweep(args, argv, db, experiment.path, labels, points, configs, done, devices)
     finally:
@@ -444,14 +443,25 @@ def _num(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
+def _database(args, parser) -> tuple[str, str]:
+    """(URL, database name) of the command's ``-m`` (or $TICKETLAB_MONGO_URI); a bad spec ends the command in one
+    line. Runs are given the spec as typed (``-m``): their own Sacred options are scrubbed of the password."""
+    try:
+        spec = dbspec.parse(args.mongo_db)
+    except ValueError as error:
+        parser.error(dbspec.scrub(error))
+    args.mongo_db = args.mongo_db or os.environ[dbspec.URI_VARIABLE]
+    return spec.url, spec.db_name
+
+
 def status(argv) -> int:
     """``python -m experiments.sweep status -m DB [--sweep ID]``: a sweep's points as the database has them."""
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep status",
                                      description="Report a sweep (default: the latest) from the run database.")
-    parser.add_argument("-m", "--mongo_db", required=True, metavar="HOST:PORT:DB")
+    dbspec.add_argument(parser)
     parser.add_argument("--sweep", default=None, help="the sweep id (printed when it started)")
     args = parser.parse_args(argv)
-    url, db_name = parse_db_spec(args.mongo_db)
+    url, db_name = _database(args, parser)
     with pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS) as client:
         db = client[db_name]
         try:
@@ -460,13 +470,13 @@ def status(argv) -> int:
             else:
                 sweep = next(iter(db[SWEEPS].find().sort("created", pymongo.DESCENDING).limit(1)), None)
             if sweep is None:
-                print(f"no sweep {args.sweep or ''} in {args.mongo_db}".replace("  ", " "), file=sys.stderr)
+                print(f"no sweep {args.sweep or ''} in {dbspec.scrub(args.mongo_db)}".replace("  ", " "),
+                      file=sys.stderr)
                 return 2
             states = point_states(db, sweep["experiment"], sweep["points"], sweep.get("stale_after",
                                                                                     claims.DEFAULT_STALE_AFTER))
         except pymongo.errors.PyMongoError as error:
-            print(f"error: the run database {url}/{db_name} is unreachable: {error.__class__.__name__}",
-                  file=sys.stderr)
+            print(f"error: {dbspec.unreachable(dbspec.DbSpec(url, db_name), error)}", file=sys.stderr)
             return 2
     counts = Counter(s["state"] for s in states)
     rounds, total = sum(s["rounds"] for s in states), sum(s["work"] for s in states)
