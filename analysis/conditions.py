@@ -1,8 +1,8 @@
 """What makes two runs the same condition: pure functions over a run's config (no torch, no Sacred).
 
 ``condition_hash(config)``: a stable hash of everything a run computes, seed included, minus execution settings
-(data root, threads). The sweep skips a point whose hash matches a COMPLETED run; the analysis groups seeds of one
-condition by ``condition_hash(config, ignore_seed=True)``.
+(data root, threads, device). The sweep skips a point whose hash matches a COMPLETED run; the analysis groups seeds
+of one condition by ``condition_hash(config, ignore_seed=True)``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from typing import Mapping
 
 # config keys that say how a run executes, not what it computes
-EXECUTION_KEYS = frozenset({("data", "root"), ("training", "threads")})
+EXECUTION_KEYS = frozenset({("data", "root"), ("training", "threads"), ("training", "device")})
 
 
 def condition_hash(config: Mapping, ignore_seed: bool = False) -> str:
