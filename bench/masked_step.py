@@ -50,7 +50,7 @@ def bare_loop(model, optimizer, x, y, steps, batch_size, generator) -> None:
     """The baseline: the fewest lines that train ``steps`` steps on shuffled in-memory batches."""
     done = 0
     while done < steps:
-        perm = torch.randperm(len(x), generator=generator)
+        perm = torch.randperm(len(x), generator=generator).to(x.device)
         for start in range(0, len(x) - batch_size + 1, batch_size):
             idx = perm[start:start + batch_size]
             optimizer.zero_grad(set_to_none=True)
@@ -129,8 +129,8 @@ def step_ratios(args) -> None:
             times[name].append(t)
             ratios[name].append(t / base)
 
-    print(f"lenet300_100 on {DEVICE}, batch 60, {args.threads} thread(s), {steps} steps x {args.repeats} interleaved blocks, "
-          f"masked net at {100 - args.percent_pruned:.0f}% weights kept")
+    print(f"lenet300_100 on {DEVICE}, batch 60, {args.threads} thread(s), {steps} steps x {args.repeats} "
+          f"interleaved blocks, masked net at {100 - args.percent_pruned:.0f}% weights kept")
     for name, ts in times.items():
         print(f"  {name:20s} {1000 * statistics.median(ts) / steps:6.3f} ms/step")
     for name, rs in ratios.items():
@@ -154,7 +154,8 @@ def round_cost(args, arch: str) -> float:
     per_1k = 1000 / args.round_steps
     print(f"{arch} on {DEVICE}: one lottery round (round 1, {result.record.percent_remaining:.0f}% kept), "
           f"{args.round_steps} steps, validation (5,000) every 100 steps, test (10,000) 3 times:")
-    line = f"  {total * per_1k:6.2f} s per 1,000 steps, all included ({result.record.train_seconds * per_1k:.2f} s in fit)"
+    line = (f"  {total * per_1k:6.2f} s per 1,000 steps, all included "
+            f"({result.record.train_seconds * per_1k:.2f} s in fit)")
     if arch == "lenet300_100":
         bare = bare_lenet(0).to(DEVICE)
         optimizer = torch.optim.Adam(bare.parameters(), lr=1.2e-3, fused=True)

@@ -89,13 +89,20 @@ def _hashes(results):
     return [(r.record.start_hash, r.record.final_hash, r.record.mask_hash, r.record.test_acc) for r in results]
 
 
-@needs_cuda
-def test_cuda_runs_of_a_seed_are_identical(data):
-    spec = lottery.LotterySpec("lenet300_100", 5, TrainingConfig(iterations=200, lr=1.2e-3, eval_every=50),
-                               criterion="large_final", mask1="signed_constant", mask0="random_zero", rounds=2)
+@pytest.fixture
+def deterministic_cuda():
+    """CUDA settings as a run makes them (training.device_settings), undone after the test."""
     from masking.training import device_settings
 
     device_settings(resolve_device("cuda"))
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+@needs_cuda
+def test_cuda_runs_of_a_seed_are_identical(data, deterministic_cuda):
+    spec = lottery.LotterySpec("lenet300_100", 5, TrainingConfig(iterations=200, lr=1.2e-3, eval_every=50),
+                               criterion="large_final", mask1="signed_constant", mask0="random_zero", rounds=2)
     runs = [list(lottery.iterate_rounds(lottery.setup(spec, data, "cuda"))) for _ in range(2)]
     assert _hashes(runs[0]) == _hashes(runs[1])
     cpu = lottery.setup(spec, data, "cpu")
@@ -106,7 +113,7 @@ def test_cuda_runs_of_a_seed_are_identical(data):
 @pytest.mark.parametrize("criterion", ["large_final", "magnitude_increase", "random"])
 @pytest.mark.parametrize("mask1,mask0", [("original", "random_zero"), ("reinit", "init"),
                                          ("signed_reshuffle", "zero_if_toward_zero"), ("constant", "zero")])
-def test_cuda_draws_the_same_masks_and_treatments_as_the_cpu(criterion, mask1, mask0):
+def test_cuda_draws_the_same_masks_and_treatments_as_the_cpu(criterion, mask1, mask0, deterministic_cuda):
     gen = torch.Generator().manual_seed(0)
     w_init = {"a.weight": torch.randn(300, 784, generator=gen), "b.weight": torch.randn(10, 100, generator=gen)}
     w_final = {k: v + 0.1 * torch.randn(v.shape, generator=gen) for k, v in w_init.items()}
@@ -124,3 +131,14 @@ def test_cuda_draws_the_same_masks_and_treatments_as_the_cpu(criterion, mask1, m
         return hashing.state_hash(m), hashing.state_hash(values)
 
     assert draw("cpu") == draw("cuda")
+
+
+@needs_cuda
+def test_cuda_supermask_runs_of_a_seed_are_identical(data, deterministic_cuda):
+    from masking import supermask_training
+
+    spec = supermask_training.SupermaskSpec("lenet300_100", 2, TrainingConfig(iterations=100, lr=0.1, eval_every=50),
+                                            eval_samples=3)
+    records = [supermask_training.run(spec, data, device="cuda").record for _ in range(2)]
+    assert records[0].final_hash == records[1].final_hash and records[0].test_acc_mean == records[1].test_acc_mean
+    assert records[0].init_hash == supermask_training.run(spec, data, device="cpu").record.init_hash
