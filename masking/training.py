@@ -118,8 +118,8 @@ def execution_info(device: torch.device) -> dict:
         import platform
 
         name = platform.processor() or platform.machine()
-    return {"device": str(device), "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
-            "threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled()}
+    return {"device": str(device), "device_name": name, "torch": str(torch.__version__), "cuda": torch.version.cuda,
+            "threads": torch.get_num_threads(), "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
 
 
 def cpu_settings(threads: int | None = None) -> None:

@@ -60,7 +60,8 @@ def test_device_is_execution_info_not_condition():
             for device in ("cpu", "auto")]
     for run, requested in zip(runs, ("cpu", "auto")):
         execution = run.info["execution"]
-        assert execution["requested"] == requested and execution["torch"] == torch.__version__
+        assert execution["requested"] == requested and execution["torch"] == str(torch.__version__)
+        assert all(type(v) in (str, int, bool, type(None)) for v in execution.values())  # plain values for MongoDB
         assert execution["device"] == ("cuda:0" if CUDA and requested == "auto" else "cpu")
         assert execution["threads"] == 1 and execution["device_name"]
     assert runs[0].info["condition_hash"] == runs[1].info["condition_hash"] == condition_hash(runs[0].config)
