@@ -13,13 +13,16 @@ validation loss; the test set is evaluated once at that iteration and once at th
 
 The run record (``info.rounds``, one entry per round) is a contract the analysis reads:
 round, percent_remaining, init_hash, start_hash, final_hash, mask_hash, val_loss, val_acc, test_loss, test_acc,
-early_stop_iteration, final_test_acc, final_val_acc, untrained_test_acc, train_seconds. Hashes are
+early_stop_iteration, final_test_acc, final_val_acc, untrained_test_acc, train_seconds, mask_source (which two
+weight states of the previous round the criterion scored: ``criterion.source``; ``none`` in round 0) and
+mask_source_iterations (the training steps of those two states; 0 is the initialization). Hashes are
 ``masking.hashing.state_hash`` of the weights and biases (init: the seed's initialization, the same for every
 criterion and treatment; start: after the treatments; final: end of training) and of the mask.
 Metrics: ``train_loss``, ``val_loss``, ``val_acc`` at global step (round * iterations + iteration), and per round
 ``round.test_acc``, ``round.untrained_test_acc``, ``round.percent_remaining`` (step = round).
 Artifacts: ``init.pt`` (initial weights and biases) and ``round_XX.pt`` ({"final": weights and biases at the end
-of training, "mask": the round's mask}).
+of training, "mask": the round's mask}, plus the state the mask source needs: "best" for init_best,
+"iteration_<t>" for iter_final and init_iter).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from experiments.ingredients import training as training_ing
 from experiments.ingredients.criterion import criterion_ingredient, layer_rates
 from experiments.ingredients.pruning import pruning_ingredient
 from experiments.ingredients.treatment import treatment_ingredient
-from masking import evaluation, hashing, models, rng
+from masking import evaluation, hashing, models, rng, trajectory
 from masking.pruning import Mask, apply_ticket, prune, schedule
 
 ex = TicketlabExperiment("lottery", ingredients=[
@@ -83,19 +86,28 @@ def main(seed, criterion, treatment, pruning: dict, training: dict, save_artifac
 
     mask, final_state = Mask.ones({name: init_state[name] for name in roles}), None
     iterations = training["iterations"]
+    source, at_iteration = criterion["source"], criterion["source_iteration"]
     try:
         for k in range(pruning["rounds"] + 1):
+            source_steps = []
             if k > 0:
-                mask = prune(criterion["name"], init_state, final_state, mask, rates, rng.stream(seed, "prune", k))
+                w_a, w_b, source_steps = trajectory.pair(source, trajectory.Trajectory(
+                    init_state, final_state, iterations, result.best_state, result.best_iteration, kept.get("at"),
+                    at_iteration))
+                mask = prune(criterion["name"], w_a, w_b, mask, rates, rng.stream(seed, "prune", k))
                 apply_ticket(net, init_state, final_state, mask, treatment["mask1"], treatment["mask0"],
                              rng.stream(seed, "treatment", k))
             start_hash = hashing.state_hash(models.weight_state(net))
             _, untrained_acc = evaluation.evaluate(net, *data.test)
 
-            def log_point(point, k=k):
+            kept = {}
+
+            def log_point(point, k=k, kept=kept):
                 step = k * iterations + point["iteration"]
                 for key in ("train_loss", "val_loss", "val_acc"):
                     _run.log_scalar(key, point[key], step)
+                if trajectory.needs_iteration(source) and point["iteration"] == at_iteration:
+                    kept["at"] = {key: v.clone() for key, v in net.state_dict().items()}
 
             optimizer = training_ing.make_optimizer(net)
             result = training_ing.fit(net, optimizer, data, rng.stream(seed, "data order"), on_eval=log_point)
@@ -124,12 +136,20 @@ def main(seed, criterion, treatment, pruning: dict, training: dict, save_artifac
                 "final_test_acc": final_test_acc,
                 "untrained_test_acc": untrained_acc,
                 "train_seconds": result.seconds,
+                "mask_source": source if k > 0 else "none",
+                "mask_source_iterations": source_steps,
             }
             _run.info["rounds"].append(record)
             for key in ("test_acc", "untrained_test_acc", "percent_remaining"):
                 _run.log_scalar(f"round.{key}", float(record[key]), k)
             if artifacts:
-                artifacts.save(f"round_{k:02d}.pt", {"final": final_weights, "mask": dict(mask)})
+                states = {"final": final_weights, "mask": dict(mask)}
+                if source == "init_best":
+                    states["best"] = {key: v for key, v in result.best_state.items() if key in final_weights}
+                if "at" in kept:
+                    states[f"iteration_{at_iteration}"] = {key: v for key, v in kept["at"].items()
+                                                           if key in final_weights}
+                artifacts.save(f"round_{k:02d}.pt", states)
             print(f"round {k:2d}: {record['percent_remaining']:6.2f}% left, test acc {test_acc:.4f} "
                   f"(early stop at {result.best_iteration}), untrained {untrained_acc:.4f}, "
                   f"{1000 * result.seconds / iterations:.2f} s/1k it")

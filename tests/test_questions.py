@@ -6,14 +6,7 @@ import torch
 
 from experiments import datasets
 from masking import models, supermask
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.test_resnet import one_thread  # noqa: F401 (autouse: one torch thread in this module)
 
 
 def random_mask(net, density=0.3, seed=0):
@@ -96,3 +89,53 @@ def test_input_scaling_is_a_data_setting():
     assert torch.equal(std.train[1], unit.train[1])
     with pytest.raises(ValueError, match="unknown preprocess 'zscore'; valid choices: unit, standardize"):
         datasets.load("synthetic", "unused", preprocess="zscore", **kw)
+
+
+def test_trajectory_pair_picks_the_states_of_each_source():
+    from masking import trajectory
+
+    states = {name: {"w": torch.full((2,), float(i))} for i, name in enumerate(["init", "final", "best", "at"])}
+    traj = trajectory.Trajectory(states["init"], states["final"], 100, states["best"], 40, states["at"], 30)
+    expect = {"init_final": ("init", "final", [0, 100]), "init_best": ("init", "best", [0, 40]),
+              "iter_final": ("at", "final", [30, 100]), "init_iter": ("init", "at", [0, 30])}
+    for source, (a, b, steps) in expect.items():
+        assert trajectory.pair(source, traj) == (states[a], states[b], steps)
+    with pytest.raises(ValueError, match="needs states the trajectory did not keep"):
+        trajectory.pair("init_iter", trajectory.Trajectory(states["init"], states["final"], 100))
+
+
+def lottery(source, iteration=None, criterion="magnitude_increase", **updates):
+    from experiments.lottery import ex
+
+    return ex.run(config_updates={
+        "data": {"name": "synthetic", "val_size": 300, "synthetic_train": 1500, "synthetic_test": 300},
+        "training": {"iterations": 60, "eval_every": 10, "lr": 0.01}, "pruning": {"rounds": 1}, "seed": 3,
+        "criterion": {"name": criterion, "source": source, "source_iteration": iteration},
+        "save_artifacts": False, **updates})
+
+
+def test_mask_sources_score_different_states_and_are_recorded():
+    runs = {s: lottery(s, 20 if s.endswith(("iter", "iter_final")) else None)
+            for s in ("init_final", "init_best", "iter_final", "init_iter")}
+    rounds = {s: run.info["rounds"] for s, run in runs.items()}
+    assert all(r[0]["mask_source"] == "none" and r[0]["mask_source_iterations"] == [] for r in rounds.values())
+    best = rounds["init_final"][0]["early_stop_iteration"]
+    assert {s: (r[1]["mask_source"], r[1]["mask_source_iterations"]) for s, r in rounds.items()} == {
+        "init_final": ("init_final", [0, 60]), "init_best": ("init_best", [0, best]),
+        "iter_final": ("iter_final", [20, 60]), "init_iter": ("init_iter", [0, 20])}
+    masks = {s: r[1]["mask_hash"] for s, r in rounds.items()}
+    assert len({masks["init_final"], masks["iter_final"], masks["init_iter"]}) == 3
+    assert (masks["init_best"] == masks["init_final"]) == (best == 60)
+    assert len({r[0]["final_hash"] for r in rounds.values()}) == 1  # round 0 is the same dense training
+
+
+def test_bad_mask_source_settings_fail_in_one_line():
+    from experiments.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="criterion.source='final_best' is not valid; valid choices: init_final"):
+        lottery("final_best")
+    with pytest.raises(ConfigError, match="source_iteration=None is not valid: mask source init_iter needs an "
+                                          "iteration t with 0 < t < 60"):
+        lottery("init_iter")
+    with pytest.raises(ConfigError, match="must be an evaluation step, a multiple of training.eval_every=10"):
+        lottery("iter_final", 25)

@@ -30,6 +30,10 @@ class RoundRecord:
     final_test_acc: float
     untrained_test_acc: float  # test accuracy of the round's start weights, no training (untrained Supermask)
     train_seconds: float  # wall time of the round's training, evaluations included
+    # which two weight states of the previous round made the mask (criterion.source: init_final, init_best,
+    # iter_final, init_iter; "none" in round 0) and the training steps they were taken at (0: initialization)
+    mask_source: str = "init_final"
+    mask_source_iterations: list[int] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

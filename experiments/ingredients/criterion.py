@@ -2,9 +2,9 @@
 
 from sacred import Ingredient
 
-from experiments.errors import check_choice, check_number
+from experiments.errors import ConfigError, check_choice, check_number
 from experiments.ingredients.arch import spec
-from masking import criteria, pruning
+from masking import criteria, pruning, trajectory
 
 criterion_ingredient = Ingredient("criterion")
 
@@ -15,6 +15,11 @@ def config():
     fc_rate = None  # fraction of alive fc weights pruned per round; None: the paper's (0.2)
     output_rate = None  # fraction of alive output-layer weights pruned per round; None: the paper's (0.1)
     conv_rate = None  # fraction of alive conv weights pruned per round; None: the paper's (0.1; conv6 0.15)
+    # which two weight states of the previous round the criterion scores (as its init and final weights):
+    # init_final (the paper's), init_best (best = minimum validation loss), iter_final, init_iter (iter = the
+    # weights after source_iteration steps, which must be an evaluation step: a multiple of training.eval_every)
+    source = "init_final"
+    source_iteration = None  # the step t of iter_final / init_iter
 
 
 @criterion_ingredient.config_hook
@@ -28,6 +33,17 @@ def resolve(config, command_name, logger):
             updates[key] = arch.rates.get(role)  # stays None for an fc-only net's conv_rate
         else:
             check_number(f"criterion.{key}", cfg[key], low=0, high=1, high_open=True)
+    check_choice("criterion.source", cfg["source"], trajectory.SOURCES)
+    training = config.get("training", {})
+    iterations = training.get("iterations") or arch.iterations
+    try:
+        trajectory.check(cfg["source"], cfg["source_iteration"], iterations)
+    except ValueError as error:
+        raise ConfigError(f"criterion.source_iteration={cfg['source_iteration']!r} is not valid: {error}") from None
+    t, every = cfg["source_iteration"], training.get("eval_every", 1)
+    if trajectory.needs_iteration(cfg["source"]) and t % every:
+        raise ConfigError(f"criterion.source_iteration={t} is not valid: it must be an evaluation step, a multiple "
+                          f"of training.eval_every={every}")
     return updates
 
 
