@@ -11,18 +11,29 @@ Early stopping keeps the scores of minimum validation loss; test accuracy is the
 Run record: ``info`` holds test_acc_mean, test_acc_std, expected_density (mean keep probability), final_*
 (the same at the end of training), untrained_test_acc_mean (scores at their initial value), early_stop_iteration,
 init_hash (the seed's initialization, as in lottery runs) and final_hash (weights, biases and scores).
+Starting from a mask (``supermask.start``: run or criterion; the rebuttal's question 8) adds start_density,
+start_hamming, start_hamming_fraction, start_dropped_fraction and start_added_fraction: how far the learned mask
+(keep probability above 0.5, at the early-stopping point) moved from the start mask. Sign randomisation (question 7,
+``supermask.sign_draws`` > 0) adds random_signs_acc_*, flipped_signs_acc_* and signed_constant_acc_* (mean, std over
+all masks and sign draws, std_draws over the draws' means): the learned mask evaluated over the same weights with
+random signs, every sign flipped, and std * sign constants.
 Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifact: ``scores.pt``.
 """
 
 from __future__ import annotations
+
+import io
+
+import torch
 
 from analysis.conditions import condition_hash
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
+from experiments.errors import ConfigError
 from experiments.ingredients.supermask import supermask_ingredient
-from masking import hashing, models, rng
+from masking import hashing, models, rng, start_mask
 from masking import supermask as supermask_lib
 
 ex = TicketlabExperiment("supermask", ingredients=[
@@ -52,6 +63,39 @@ def reduced():
 add_paper_configs(ex, lottery=False)
 
 
+def lottery_mask(run, run_id: int, round_: int) -> dict:
+    """The mask of round ``round_`` of lottery run ``run_id``, from the run database this run is observed in."""
+    observers = [o for o in run.observers if hasattr(o, "fs") and hasattr(o, "runs")]
+    if not observers:
+        raise ConfigError("supermask.start=run reads the lottery run from the run database: give one with -m")
+    doc = observers[0].runs.find_one({"_id": run_id}, {"artifacts": 1, "experiment.name": 1, "status": 1})
+    name = f"round_{round_:02d}.pt"
+    found = [a for a in (doc or {}).get("artifacts", []) if a["name"] == name]
+    if not found:
+        raise ConfigError(f"supermask.start_run={run_id} supermask.start_round={round_}: no artifact {name} in "
+                          f"that run of the run database (a lottery run saved with save_artifacts=True?)")
+    with observers[0].fs.get(found[0]["file_id"]) as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu")["mask"]
+
+
+@supermask_ingredient.capture
+def start_scores(net, run, seed, data, start, start_run, start_round, start_criterion, start_percent,
+                 start_iterations, p_keep, p_drop, training, arch_name) -> dict | None:
+    """Set the scores' start from a mask (``supermask.start``); returns that mask (None from scratch)."""
+    if start == "scratch":
+        return None
+    if start == "run":
+        mask = lottery_mask(run, start_run, start_round)
+    else:
+        init, final = start_mask.dense_trajectory(
+            arch_name, seed, data, start_iterations or training["iterations"], models.spec(arch_name).lr,
+            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"))
+        mask = start_mask.one_shot_mask(start_criterion, init, final, sorted(net.layer_roles()), start_percent,
+                                        rng.stream(seed, "start mask"))
+    supermask_lib.scores_from_mask(net, mask, p_keep, p_drop)
+    return mask
+
+
 @ex.main
 def main(seed, supermask: dict, save_artifacts, _run, _config):
     training_ing.cpu_settings()
@@ -59,6 +103,7 @@ def main(seed, supermask: dict, save_artifacts, _run, _config):
     net = arch_ing.build(seed=seed, kind="supermask", input_shape=data.input_shape, num_classes=data.num_classes,
                          score_init=supermask["score_init"], rescale=supermask["rescale"])
     init_hash = hashing.state_hash(models.weight_state(net))
+    start = start_scores(net, _run, seed, data, training=_config["training"], arch_name=_config["arch"]["name"])
     if supermask["signed_constant"]:
         supermask_lib.set_signed_constant(net)
     supermask_lib.set_generator(net, rng.stream(seed, "mask samples"))
@@ -80,11 +125,19 @@ def main(seed, supermask: dict, save_artifacts, _run, _config):
              "final_hash": hashing.state_hash(net.state_dict())}
     net.load_state_dict(result.best_state)
     mean, std = evaluate()
+    questions = {}
+    if start is not None:
+        questions.update({f"start_{k}" if k != "start_density" else k: v
+                          for k, v in supermask_lib.mask_change(start, net).items()})
+    if supermask["sign_draws"]:
+        questions.update(supermask_lib.sign_variants(net, *data.test, samples=samples, draws=supermask["sign_draws"],
+                                                     generator=rng.stream(seed, "sign variants")))
     _run.info.update({
         "condition_hash": condition_hash(_config), "data_source": data.source, "init_hash": init_hash,
         "test_acc_mean": mean, "test_acc_std": std, "expected_density": supermask_lib.expected_density(net),
         "early_stop_iteration": result.best_iteration, "val_acc": result.best_val_acc,
         "untrained_test_acc_mean": untrained_mean, "eval_samples": samples, "train_seconds": result.seconds, **final,
+        **questions,
     })
     if save_artifacts:
         artifacts = ArtifactWriter(_run)

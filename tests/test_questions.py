@@ -139,3 +139,47 @@ def test_bad_mask_source_settings_fail_in_one_line():
         lottery("init_iter")
     with pytest.raises(ConfigError, match="must be an evaluation step, a multiple of training.eval_every=10"):
         lottery("iter_final", 25)
+
+
+def test_supermask_from_a_criterion_mask_records_the_move_and_the_sign_variants():
+    from experiments.supermask import ex
+
+    run = ex.run(config_updates={
+        "data": {"name": "synthetic", "val_size": 300, "synthetic_train": 1500, "synthetic_test": 300},
+        "training": {"iterations": 40, "eval_every": 20}, "seed": 1, "save_artifacts": False,
+        "supermask": {"start": "criterion", "start_criterion": "large_final", "start_percent": 30.0,
+                      "start_iterations": 40, "eval_samples": 2, "sign_draws": 2, "p_keep": 0.8, "p_drop": 0.2}})
+    info = run.info
+    assert info["start_density"] == pytest.approx(0.30, abs=0.002)  # 30% of each layer, rounded per layer
+    assert 0 <= info["start_hamming_fraction"] <= 1 and info["start_hamming"] > 0  # 40 steps at lr 0.1 move it
+    # at the start the expected density is 0.8 * 0.3 + 0.2 * 0.7 = 0.38; from scratch it would be 0.5
+    assert 0.2 < info["expected_density"] < 0.5
+    for variant in supermask.SIGN_VARIANTS:
+        assert 0 <= info[f"{variant}_acc_mean"] <= 1 and info[f"{variant}_acc_std"] >= 0
+
+
+def test_supermask_from_the_mask_of_a_lottery_run_in_the_database(db_server, db_name, ticketlab_env):
+    import pymongo
+
+    from tests.conftest import run_cli
+
+    spec, ticketlab_env = f"{db_server.address}:{db_name}", dict(ticketlab_env, OMP_NUM_THREADS="1")
+    data = ["data.name=synthetic", "data.val_size=300", "data.synthetic_train=1500", "data.synthetic_test=300",
+            "training.iterations=30", "training.eval_every=10", "seed=2"]
+    result = run_cli("experiments.lottery", "with", *data, "pruning.rounds=1", "-m", spec, env=ticketlab_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = pymongo.MongoClient(f"mongodb://{db_server.address}")[db_name]["runs"]
+    lottery = runs.find_one({"experiment.name": "lottery"})
+    result = run_cli("experiments.supermask", "with", *data, "supermask.start=run",
+                     f"supermask.start_run={lottery['_id']}", "supermask.start_round=1", "supermask.eval_samples=2",
+                     "supermask.sign_draws=0", "-m", spec, env=ticketlab_env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    info = runs.find_one({"experiment.name": "supermask"})["info"]
+    assert info["start_density"] == pytest.approx(lottery["info"]["rounds"][1]["percent_remaining"] / 100)
+    assert "random_signs_acc_mean" not in info  # sign_draws=0: no sign variants
+    result = run_cli("experiments.supermask", "with", *data, "supermask.start=run",
+                     f"supermask.start_run={lottery['_id']}", "supermask.start_round=5", "-m", spec,
+                     env=ticketlab_env)
+    assert result.returncode != 0
+    assert f"supermask.start_run={lottery['_id']} supermask.start_round=5: no artifact round_05.pt" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -56,6 +56,26 @@ class SupermaskRecord:
     final_test_acc_std: float
     final_expected_density: float
     final_hash: str  # weights, biases and scores at the end of training
+    # started from a mask (supermask.start = run | criterion): the start mask's density and how far the learned
+    # mask (keep probability > 0.5, at the early-stopping point) moved from it: Hamming distance (count and
+    # fraction of all weights), fraction of start-kept weights dropped, of start-pruned weights taken up
+    start_density: float | None = None
+    start_hamming: int | None = None
+    start_hamming_fraction: float | None = None
+    start_dropped_fraction: float | None = None
+    start_added_fraction: float | None = None
+    # sign randomisation (supermask.sign_draws > 0): test accuracy of the learned mask over the same weights with
+    # random signs, flipped signs and std * sign constants; mean and std over all (sign draw, mask sample) pairs,
+    # std_draws over the draws' means
+    random_signs_acc_mean: float | None = None
+    random_signs_acc_std: float | None = None
+    random_signs_acc_std_draws: float | None = None
+    flipped_signs_acc_mean: float | None = None
+    flipped_signs_acc_std: float | None = None
+    flipped_signs_acc_std_draws: float | None = None
+    signed_constant_acc_mean: float | None = None
+    signed_constant_acc_std: float | None = None
+    signed_constant_acc_std_draws: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
