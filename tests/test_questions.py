@@ -183,3 +183,41 @@ def test_supermask_from_the_mask_of_a_lottery_run_in_the_database(db_server, db_
     assert result.returncode != 0
     assert f"supermask.start_run={lottery['_id']} supermask.start_round=5: no artifact round_05.pt" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_input_scaling_is_recorded_and_part_of_the_condition():
+    from analysis.conditions import condition_hash
+    from experiments.errors import ConfigError
+    from experiments.lottery import ex
+    from experiments.sweep import resolve
+
+    unit, standardized = resolve(ex, ["data.name=synthetic"]), resolve(ex, ["data.name=synthetic",
+                                                                          "data.preprocess=standardize"])
+    assert unit["data"]["preprocess"] == "unit" and standardized["data"]["preprocess"] == "standardize"
+    assert condition_hash(unit) != condition_hash(standardized)
+    with pytest.raises(ConfigError, match=r"data.preprocess='zscore' is not valid; valid choices: unit, standardize"):
+        resolve(ex, ["data.name=synthetic", "data.preprocess=zscore"])
+
+
+def test_every_run_of_the_question_studies_is_a_valid_config():
+    """The one-command studies configure (and so validate) every run they would start, as the sweep does."""
+    import importlib
+
+    from analysis.conditions import condition_hash
+    from experiments import questions
+    from experiments.sweep import build_axes, grid_points, parse_args, resolve
+
+    settings = questions.Settings("1", iterations=900, rounds=2)
+    assert settings.source_iteration == 300
+    seen = {}
+    for name, study in questions.STUDIES.items():
+        for part in study.parts(settings):
+            args, parser = parse_args(["-m", "h:1:db", "--experiment", part.experiment, *part.flags, "--seeds",
+                                       settings.seeds, "with", *settings.shared(part.experiment), *part.updates])
+            ex = importlib.import_module(f"experiments.{part.experiment}").ex
+            for point in grid_points(build_axes(args, parser)):
+                config = resolve(ex, args.shared + point)
+                assert config["data"]["name"] == "fashion_mnist" and config["training"]["iterations"] == 900
+                seen.setdefault(name, set()).add(condition_hash(config, ignore_seed=True))
+    assert len(seen["q9"]) == 3 + 2 + 2 + 1 and len(seen["q8"]) == 3 and len(seen["scaling"]) == 2
+    assert seen["q7"] == seen["q8"]  # q7 reads the q8 runs
