@@ -4,7 +4,8 @@ from sacred import Ingredient
 
 from experiments.errors import ConfigError, check_choice, check_number
 from experiments.ingredients.arch import spec
-from masking import criteria, pruning, trajectory
+from masking import criteria, lottery
+from masking.training import TrainingConfig
 
 criterion_ingredient = Ingredient("criterion")
 
@@ -15,11 +16,11 @@ def config():
     fc_rate = None  # fraction of alive fc weights pruned per round; None: the paper's (0.2)
     output_rate = None  # fraction of alive output-layer weights pruned per round; None: the paper's (0.1)
     conv_rate = None  # fraction of alive conv weights pruned per round; None: the paper's (0.1; conv6 0.15)
-    # which two weight states of the previous round the criterion scores (as its init and final weights):
-    # init_final (the paper's), init_best (best = minimum validation loss), iter_final, init_iter (iter = the
-    # weights after source_iteration steps, which must be an evaluation step: a multiple of training.eval_every)
+    # which two weight states of the previous round the criterion scores (as its init and final weights), <a>_<b>
+    # with a, b in init, final, best (minimum validation loss), iter (the weights after source_iteration steps):
+    # init_final (the paper's), init_best, iter_final, init_iter
     source = "init_final"
-    source_iteration = None  # the step t of iter_final / init_iter
+    source_iteration = None  # the step t of the iter state: an evaluation step (a multiple of training.eval_every)
 
 
 @criterion_ingredient.config_hook
@@ -33,22 +34,22 @@ def resolve(config, command_name, logger):
             updates[key] = arch.rates.get(role)  # stays None for an fc-only net's conv_rate
         else:
             check_number(f"criterion.{key}", cfg[key], low=0, high=1, high_open=True)
-    check_choice("criterion.source", cfg["source"], trajectory.SOURCES)
     training = config.get("training", {})
-    iterations = training.get("iterations") or arch.iterations
     try:
-        trajectory.check(cfg["source"], cfg["source_iteration"], iterations)
+        sources = lottery.parse_sources(cfg["source"])
+    except ValueError as error:
+        raise ConfigError(f"criterion.source={cfg['source']!r} is not valid: {error}") from None
+    try:
+        lottery.check_source_iteration(sources, cfg["source_iteration"], TrainingConfig(
+            iterations=training.get("iterations") or arch.iterations, lr=1.0, eval_every=training.get("eval_every", 1)))
     except ValueError as error:
         raise ConfigError(f"criterion.source_iteration={cfg['source_iteration']!r} is not valid: {error}") from None
-    t, every = cfg["source_iteration"], training.get("eval_every", 1)
-    if trajectory.needs_iteration(cfg["source"]) and t % every:
-        raise ConfigError(f"criterion.source_iteration={t} is not valid: it must be an evaluation step, a multiple "
-                          f"of training.eval_every={every}")
     return updates
 
 
 @criterion_ingredient.capture
-def layer_rates(roles, fc_rate, output_rate, conv_rate):
-    """Per-weight prune fraction for a net's layer roles."""
+def role_rates(fc_rate, output_rate, conv_rate) -> dict[str, float]:
+    """The per-round prune fraction of each layer role the config sets."""
     given = {"fc": fc_rate, "output": output_rate, "conv": conv_rate}
-    return pruning.layer_rates(roles, {role: rate for role, rate in given.items() if rate is not None})
+    return {role: rate for role, rate in given.items() if rate is not None}
+
