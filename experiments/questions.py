@@ -70,9 +70,10 @@ class Settings:
         seeds = self.seeds.split(",")
         what = (f"{self.iterations:,} iterations per round, {self.rounds} pruning rounds" if experiment == "lottery"
                 else f"{self.iterations:,} iterations")
-        return (f"{ARCH} on Fashion-MNIST, {what}, {len(seeds)} seeds ({', '.join(seeds)}); mean over seeds with "
-                f"95% t-band; * = paired t-test over seeds against the baseline at that percentage, Holm-corrected "
-                f"p < 0.05")
+        shown = ("mean over seeds with 95% t-band; * = paired t-test over seeds against the baseline at that "
+                 "percentage, Holm-corrected p < 0.05" if experiment == "lottery" else
+                 "bars: mean over seeds, error bars: std over seeds; tests: paired t over seeds, Holm-corrected")
+        return f"{ARCH} on Fashion-MNIST, {what}, {len(seeds)} seeds ({', '.join(seeds)});\n{shown}"
 
 
 def q9_parts(s: Settings) -> list[Part]:
@@ -174,10 +175,11 @@ def q9_report(db, s: Settings, out: Path) -> list[str]:
             continue
         table = _table(df, "label", "init_final", "test_acc")
         paths = figures.study_figure(df, "label", "init_final", "test_acc",
-                                     f"Q9: mask source of {criterion} (test accuracy at early stopping)",
+                                     f"Q9: mask source of {criterion}, test accuracy at early stopping\n"
+                                     f"{s.iterations:,} iterations per round, {s.rounds} rounds",
                                      "test accuracy", out, f"q9_{criterion}", table)
         lines += [f"## {criterion}\n", f"![{criterion}]({paths[0].name})\n",
-                  f"*{s.caption('lottery')}.*\n", _tests_md(table)]
+                  f"*{s.caption('lottery')}.*\n".replace(";\n", "; "), _tests_md(table)]
         (out / f"q9_{criterion}.csv").write_text(df.to_csv(index=False))
     return lines
 
@@ -226,7 +228,7 @@ def q8_report(db, s: Settings, out: Path) -> list[str]:
                    "start-pruned taken up": "start_added_fraction"}, "Q8: how far the learned mask moved from its "
                   "start", caption, out, "q8_moved")
     (out / "q8_runs.csv").write_text(df.to_csv(index=False))
-    return lines + [f"![q8]({path.name})\n", f"![moved]({moved.name})\n", f"*{caption}.*\n",
+    return lines + [f"![q8]({path.name})\n", f"![moved]({moved.name})\n", f"*{caption}.*\n".replace(";\n", "; "),
                     markdown_table(summary.reset_index()), "\nPaired tests of test accuracy against scratch:\n\n",
                     _tests_md(table, drop_percent=True)]
 
@@ -243,7 +245,7 @@ def q7_report(db, s: Settings, out: Path) -> list[str]:
     caption = s.caption("supermask")
     path = _bars(df, "start", SIGN_LABELS, "Q7: test accuracy of learned Supermasks with changed signs", caption,
                  out, "q7_signs", chance=0.1)
-    lines += [f"![q7]({path.name})\n", f"*{caption}; dotted line: chance (0.1).*\n"]
+    lines += [f"![q7]({path.name})\n", f"*{caption}; dotted line: chance (0.1).*\n".replace(";\n", "; ")]
     for start, group in long.groupby("start"):
         table = _table(group, "variant", "learned", "acc")
         lines += [f"\n## start: {start}\n", _tests_md(table, drop_percent=True)]
@@ -264,8 +266,9 @@ def scaling_report(db, s: Settings, out: Path) -> list[str]:
     for metric, title in (("untrained_test_acc", "untrained test accuracy"), ("test_acc", "test accuracy")):
         table = _table(df, "label", "unit", metric)
         paths = figures.study_figure(df, "label", "unit", metric, f"Input scaling: {title} of large_final_same_sign "
-                                     "masks", title, out, f"scaling_{metric}", table)
-        lines += [f"## {title}\n", f"![{metric}]({paths[0].name})\n", f"*{s.caption('lottery')}.*\n",
+                                     f"masks\n{s.iterations:,} iterations per round, {s.rounds} rounds", title, out,
+                                     f"scaling_{metric}", table)
+        lines += [f"## {title}\n", f"![{metric}]({paths[0].name})\n", f"*{s.caption('lottery')}.*\n".replace(";\n", "; "),
                   _tests_md(table)]
     (out / "scaling_runs.csv").write_text(df.to_csv(index=False))
     return lines
