@@ -249,7 +249,9 @@ def make_record(setup: Setup, k: int, mask: Mask, start_hash: str, untrained_tes
         test_acc=evaluation.test_acc, early_stop_iteration=fit.best_iteration, final_val_acc=last["val_acc"],
         final_val_loss=last["val_loss"], final_test_acc=evaluation.final_test_acc,
         untrained_test_acc=untrained_test_acc, train_seconds=fit.seconds,
-        mask_source="_".join(setup.spec.sources) if k > 0 else "none", mask_source_iterations=source_steps or [])
+        mask_source="_".join(setup.spec.sources) if k > 0 else "none",
+        source_init_iteration=source_steps[0] if source_steps else None,
+        source_final_iteration=source_steps[1] if source_steps else None)
 
 
 def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval | None = None) -> RoundResult:

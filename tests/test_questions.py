@@ -105,9 +105,10 @@ def test_mask_sources_score_different_states_and_are_recorded():
     runs = {s: lottery(s, 20 if s.endswith(("iter", "iter_final")) else None)
             for s in ("init_final", "init_best", "iter_final", "init_iter")}
     rounds = {s: run.info["rounds"] for s, run in runs.items()}
-    assert all(r[0]["mask_source"] == "none" and r[0]["mask_source_iterations"] == [] for r in rounds.values())
+    assert all((r[0]["mask_source"], r[0]["source_init_iteration"]) == ("none", None) for r in rounds.values())
     best = rounds["init_final"][0]["early_stop_iteration"]
-    assert {s: (r[1]["mask_source"], r[1]["mask_source_iterations"]) for s, r in rounds.items()} == {
+    assert {s: (r[1]["mask_source"], [r[1]["source_init_iteration"], r[1]["source_final_iteration"]])
+            for s, r in rounds.items()} == {
         "init_final": ("init_final", [0, 60]), "init_best": ("init_best", [0, best]),
         "iter_final": ("iter_final", [20, 60]), "init_iter": ("init_iter", [0, 20])}
     masks = {s: r[1]["mask_hash"] for s, r in rounds.items()}

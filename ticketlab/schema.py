@@ -30,10 +30,12 @@ class RoundRecord:
     final_test_acc: float
     untrained_test_acc: float  # test accuracy of the round's start weights, no training (untrained Supermask)
     train_seconds: float  # wall time of the round's training, evaluations included
-    # which two weight states of the previous round made the mask (criterion.source: init_final, init_best,
-    # iter_final, init_iter; "none" in round 0) and the training steps they were taken at (0: initialization)
+    # which two weight states of the previous round the criterion scored in the roles of its initial and final
+    # weights (criterion.source: init_final, init_best, iter_final, init_iter; "none" in round 0), and the training
+    # steps of round k-1 they were taken at (0: the initialization; None in round 0)
     mask_source: str = "init_final"
-    mask_source_iterations: list[int] = dataclasses.field(default_factory=list)
+    source_init_iteration: int | None = None
+    source_final_iteration: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
