@@ -77,9 +77,12 @@ class Settings:
 
 
 def q9_parts(s: Settings) -> list[Part]:
+    # every run carries the same source_iteration (the sources that do not use it ignore it: the same results), so
+    # the runs differ only in criterion.source and the report's source_* studies compare them as one setting
     t = f"criterion.source_iteration={s.source_iteration}"
-    return [Part("lottery", ("--criteria", "large_final,magnitude_increase,random"), ("criterion.source=init_final",)),
-            Part("lottery", ("--criteria", "large_final,magnitude_increase"), ("criterion.source=init_best",)),
+    return [Part("lottery", ("--criteria", "large_final,magnitude_increase,random"),
+                 ("criterion.source=init_final", t)),
+            Part("lottery", ("--criteria", "large_final,magnitude_increase"), ("criterion.source=init_best", t)),
             # large_final ignores its first state: iter_final would repeat init_final exactly
             Part("lottery", ("--criteria", "magnitude_increase", "--grid", "criterion.source=iter_final,init_iter"),
                  (t,)),
@@ -268,8 +271,8 @@ def scaling_report(db, s: Settings, out: Path) -> list[str]:
         paths = figures.study_figure(df, "label", "unit", metric, f"Input scaling: {title} of large_final_same_sign "
                                      f"masks\n{s.iterations:,} iterations per round, {s.rounds} rounds", title, out,
                                      f"scaling_{metric}", table)
-        lines += [f"## {title}\n", f"![{metric}]({paths[0].name})\n", f"*{s.caption('lottery')}.*\n".replace(";\n", "; "),
-                  _tests_md(table)]
+        lines += [f"## {title}\n", f"![{metric}]({paths[0].name})\n",
+                  f"*{s.caption('lottery')}.*\n".replace(";\n", "; "), _tests_md(table)]
     (out / "scaling_runs.csv").write_text(df.to_csv(index=False))
     return lines
 

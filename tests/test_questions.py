@@ -121,7 +121,8 @@ def test_bad_mask_source_settings_fail_in_one_line():
     from experiments.errors import ConfigError
 
     with pytest.raises(ConfigError, match="criterion.source='init_last' is not valid: unknown criterion source "
-                                          "'init_last'; valid choices: <a>_<b> with a and b in init, final, best, iter"):
+                                          "'init_last'; valid choices: <a>_<b> with a and b in init, final, best, "
+                                          "iter"):
         lottery("init_last")
     with pytest.raises(ConfigError, match=r"source_iteration=None is not valid: the iter source needs an evaluation "
                                           r"step before the last \(a multiple of eval_every=10 below 60\), got None"):

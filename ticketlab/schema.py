@@ -185,6 +185,14 @@ STUDIES = {study.name: study for study in (
           "Mask-0 actions (pruned weights' values), large_final masks", "test accuracy"),
     Study("untrained", "criterion", "random", {"mask0": "zero"}, "untrained_test_acc",
           "Untrained Supermasks: test accuracy of masked initial weights, no training", "untrained test accuracy"),
+    # the rebuttal's open questions (docs/open-questions.md; python -m experiments.questions runs them)
+    *(Study(f"source_{name}", "criterion.source", "init_final",
+            {"criterion": name, "mask1": "original", "mask0": "zero"}, "test_acc",
+            f"Q9: the weight states {name} scores (criterion.source), test accuracy at early stopping",
+            "test accuracy") for name in ("large_final", "magnitude_increase")),
+    Study("input_scaling", "data.preprocess", "unit",
+          {"criterion": "large_final_same_sign", "mask1": "original", "mask0": "zero"}, "untrained_test_acc",
+          "Input scaling (data.preprocess): untrained large_final_same_sign Supermasks", "untrained test accuracy"),
 )}
 
 # ---- Omniboard
