@@ -163,9 +163,9 @@ def q9_report(db, s: Settings, out: Path) -> list[str]:
         c = cfg["criterion"]
         if c["name"] == "random":
             return "random" if c["source"] == "init_final" else None
-        return f"{c['source']}" if c["name"] in ("large_final", "magnitude_increase") else None
+        return c["source"] if c["name"] in ("large_final", "magnitude_increase") else None
 
-    lines = [f"# Q9: masks from other points of the trajectory (criterion.source)\n",
+    lines = ["# Q9: masks from other points of the trajectory (criterion.source)\n",
              f"A criterion scores two weight states of the previous round: init_final (the paper's), init_best "
              f"(best = minimum validation loss), iter_final and init_iter (iter = after {s.source_iteration} of "
              f"{s.iterations} steps). Baseline: init_final of the same criterion; random for reference. "
