@@ -115,7 +115,9 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
     ax.grid(True, which="both", alpha=0.25)
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+def save(fig, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write ``fig`` as ``<out_dir>/<stem>.png`` and ``.pdf`` and close it; returns the two paths."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
@@ -125,8 +127,9 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
 
 
 def study_figure(df: pd.DataFrame, factor: str, baseline: str, metric: str, title: str, ylabel: str,
-                 out_dir: Path, stem: str, significance: pd.DataFrame | None = None) -> list[Path]:
-    """Accuracy vs percent remaining for one study; ``significance`` (a ``compare`` table) adds the markers."""
+                 significance: pd.DataFrame | None = None):
+    """Accuracy vs percent remaining for one study, as a matplotlib Figure (``save`` writes it);
+    ``significance`` (a ``compare`` table) adds the markers."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_vs_remaining(df, factor, baseline, metric, ax, ylabel, significance)
     ax.set_title(f"{title}\n{_subtitle(df, factor)}", fontsize=10)
@@ -134,7 +137,7 @@ def study_figure(df: pd.DataFrame, factor: str, baseline: str, metric: str, titl
     if significance is not None:
         ax.text(0.99, 0.01, "* differs from baseline (Holm, p < 0.05)", transform=ax.transAxes, ha="right",
                 va="bottom", fontsize=7)
-    return _save(fig, out_dir, stem)
+    return fig
 
 
 def _subtitle(df: pd.DataFrame, factor: str) -> str:
@@ -186,13 +189,14 @@ def study_settings(df: pd.DataFrame, name: str) -> list[tuple[str, pd.DataFrame]
     return [(label, part) for label, part in settings(runs, study.factor) if _supported(part, study)]
 
 
-def study(df: pd.DataFrame, name: str, out_dir: Path) -> tuple[list[Path], pd.DataFrame | None]:
-    """Figure (and comparison table, None when there are too few seeds for tests) of study ``name`` on runs of
-    one setting; ([], None) when the data do not support it."""
+def study(df: pd.DataFrame, name: str):
+    """(Figure, comparison table) of study ``name`` on runs of one setting: the table is None when there are too
+    few seeds for tests; (None, None) when the data do not support the study. ``save(fig, out_dir,
+    f"study_{name}")`` writes the figure."""
     spec = STUDIES[name]
     runs = study_runs(df, name)
     if runs is None:
-        return [], None
+        return None, None
     title = spec.title + "".join(f" ({c}={runs[c].iloc[0]})" for c in ("criterion", "mask1", "mask0")
                                  if c != spec.factor and c not in spec.fixed)  # the treatment it ran with
     with warnings.catch_warnings():
@@ -201,21 +205,20 @@ def study(df: pd.DataFrame, name: str, out_dir: Path) -> tuple[list[Path], pd.Da
             table = compare(runs, spec.factor, spec.baseline, spec.metric)
         except ComparisonError:
             table = None  # too few seeds for tests: lines and bands only
-    return study_figure(runs, spec.factor, spec.baseline, spec.metric, title, spec.ylabel, Path(out_dir),
-                        f"study_{name}", table), table
+    return study_figure(runs, spec.factor, spec.baseline, spec.metric, title, spec.ylabel, table), table
 
 
-def early_stopping_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+def early_stopping_figure(df: pd.DataFrame):
     """Early-stopping iteration vs percent remaining per criterion (the "tickets train faster" plot), over the
-    criteria study's runs (mask1=original, mask0=zero)."""
+    criteria study's runs (mask1=original, mask0=zero), as a Figure; None when there are no such runs."""
     study = STUDIES["criteria"]
     baseline, runs = study.baseline, select(df, study.fixed)
     if runs.empty:
-        return []
+        return None
     check_comparable(runs, "criterion")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_vs_remaining(runs, "criterion", baseline, "early_stop_iteration", ax, "early-stopping iteration")
     ax.set_title(f"Early-stopping iteration (minimum validation loss)\n{_subtitle(runs, 'criterion')}",
                  fontsize=10)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, out_dir, "early_stopping")
+    return fig

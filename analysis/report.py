@@ -60,10 +60,11 @@ def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
             folder = out / _slug(label) if label else out
             tag = f"{name}" + (f" | {label}" if label else "")
             try:
-                paths, table = figures.study(part, name, folder)
+                fig, table = figures.study(part, name)
             except ComparisonError as error:
                 notes.append(f"{tag}: {error}")
                 continue
+            paths = figures.save(fig, folder, f"study_{name}") if fig is not None else []
             files += paths
             section = [f"### {spec.title}" + (f" ({label})" if label else ""), ""]
             section += [f"![{tag}]({p.relative_to(out).as_posix()})" for p in paths if p.suffix == ".png"]
@@ -86,12 +87,13 @@ def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
     for label, part in figures.study_settings(runs, "criteria") or [("", runs)]:
         folder = out / _slug(label) if label else out
         try:
-            paths = figures.early_stopping_figure(part, folder)
+            fig = figures.early_stopping_figure(part)
         except ComparisonError as error:
             notes.append(f"early stopping: {error}")
             continue
+        paths = figures.save(fig, folder, "early_stopping") if fig is not None else []
         files += paths
-        sections += [f"### Early stopping" + (f" ({label})" if label else ""), "",
+        sections += ["### Early stopping" + (f" ({label})" if label else ""), "",
                      *[f"![early stopping]({p.relative_to(out).as_posix()})" for p in paths if p.suffix == ".png"],
                      ""]
     return files, summary, notes, sections
