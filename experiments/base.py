@@ -123,17 +123,18 @@ class TicketlabExperiment(Experiment):
 
 
 PAPER_CONFIG_NAMES = {"lenet300_100": "paper_fc", "conv2": "paper_conv2", "conv4": "paper_conv4",
-                      "conv6": "paper_conv6"}
+                      "conv6": "paper_conv6", "resnet20": "resnet20_cifar10"}
 
 
 def add_paper_configs(ex: Experiment, lottery: bool) -> None:
-    """Named configs ``paper_fc``, ``paper_conv2``, ``paper_conv4``, ``paper_conv6``: the paper's net, data set and
-    iterations (from ``masking.models``' registry); lottery runs also get its Adam rate, batch 60 and 24 rounds."""
+    """Named configs ``paper_fc``, ``paper_conv2``, ``paper_conv4``, ``paper_conv6`` (and ``resnet20_cifar10``): the
+    net, data set and iterations (from ``masking.models``' registry); lottery runs also get its optimizer, rate and
+    batch size (the paper's Adam at batch 60; He et al.'s SGD at batch 128 for ResNet-20) and 24 rounds."""
     for arch, name in PAPER_CONFIG_NAMES.items():
         spec = models.spec(arch)
         config = {"arch": {"name": arch}, "data": {"name": spec.dataset}, "training": {"iterations": spec.iterations}}
         if lottery:
-            config["training"].update(lr=spec.lr, batch_size=60)
+            config["training"].update(optimizer=spec.optimizer, lr=spec.lr, batch_size=spec.batch_size)
             config["pruning"] = {"rounds": 24}
         ex.add_named_config(name, config)
 

@@ -13,7 +13,10 @@ validation loss; the test set is evaluated once at that iteration and once at th
 
 The run record (``info.rounds``, one entry per round) is a contract the analysis reads:
 round, percent_remaining, init_hash, start_hash, final_hash, mask_hash, val_loss, val_acc, test_loss, test_acc,
-early_stop_iteration, final_test_acc, final_val_acc, untrained_test_acc, train_seconds. Hashes are
+early_stop_iteration, final_test_acc, final_val_acc, untrained_test_acc, train_seconds, mask_source (which two
+weight states of the previous round the criterion scored: ``criterion.source``; ``none`` in round 0) and
+source_init_iteration and source_final_iteration (the training steps of those two states; 0 is the
+initialization). Hashes are
 ``masking.hashing.state_hash`` of the weights and biases (init: the seed's initialization, the same for every
 criterion and treatment; start: after the treatments; final: end of training) and of the mask.
 Metrics: ``train_loss``, ``val_loss``, ``val_acc`` at global step (round * iterations + iteration), and per round
@@ -21,7 +24,8 @@ Metrics: ``train_loss``, ``val_loss``, ``val_acc`` at global step (round * itera
 ``info.execution``: where the run executed (device, device_name, torch, cuda, threads, deterministic, and the
 ``training.device`` asked for); not part of the condition, so CPU and GPU runs of one condition compare as seeds.
 Artifacts: ``init.pt`` (initial weights and biases) and ``round_XX.pt`` ({"final": weights and biases at the end
-of training, "mask": the round's mask}).
+of training, "mask": the round's mask}, plus the states the criterion source needs: "best", the weights at the
+early-stopping point, and "at", the weights after ``criterion.source_iteration`` steps).
 
 A run that died (killed, machine lost) continues from its last finished round into the same run document:
 ``python -m experiments.lottery -m HOST:PORT:DB --resume RUN_ID`` (see ``experiments.resume``); the rounds it then
@@ -91,14 +95,17 @@ def log_eval(_run, k: int, iterations: int, point: dict) -> None:
         _run.log_scalar(key, point[key], k * iterations + point["iteration"])
 
 
-def record_round(_run, result: lottery.RoundResult, iterations: int, artifacts: ArtifactWriter | None) -> None:
+def record_round(_run, result: lottery.RoundResult, iterations: int, artifacts: ArtifactWriter | None,
+                 sources: tuple[str, str] = ("init", "final")) -> None:
     """Store a finished round. The round record goes last: a run document that lists round k in ``info.rounds``
     also holds its metrics and its artifact, so a resumed run can trust it."""
     record = result.record
     for key in ROUND_METRICS:
         _run.log_scalar(f"round.{key}", float(getattr(record, key)), (record.round + 1) * iterations)
     if artifacts:
-        artifacts.save(round_artifact(record.round), {"final": cpu(result.final), "mask": cpu(result.mask)})
+        artifacts.save(round_artifact(record.round), {
+            "final": cpu(result.final), "mask": cpu(result.mask),
+            **{name: cpu(state) for name, state in lottery.kept_states(result, sources).items()}})
     _run.info["rounds"].append(record.to_dict())
 
 
@@ -144,7 +151,8 @@ def continue_from(stored: resume.Resumed, setup: lottery.Setup, _run) -> lottery
         return None
     k, last = len(rounds) - 1, rounds[-1]
     saved = stored.load_artifact(round_artifact(k))
-    checkpoint = lottery.Checkpoint(k, saved["final"], Mask(saved["mask"]))
+    checkpoint = lottery.Checkpoint(k, saved["final"], Mask(saved["mask"]), saved.get("best"),
+                                    last["early_stop_iteration"], saved.get("at"))
     if (hashing.state_hash(checkpoint.final), hashing.state_hash(checkpoint.mask)) != \
             (last["final_hash"], last["mask_hash"]):
         raise resume.ResumeError(f"run {stored.run_id} cannot be resumed: its artifact {round_artifact(k)} does "
@@ -170,7 +178,8 @@ def main(seed, arch, criterion, treatment, pruning: dict, save_artifacts, _run, 
     train_config = training_ing.training_config()
     spec = lottery.LotterySpec(arch=arch["name"], seed=seed, training=train_config, criterion=criterion["name"],
                                mask1=treatment["mask1"], mask0=treatment["mask0"], rounds=pruning["rounds"],
-                               role_rates=role_rates())
+                               role_rates=role_rates(), sources=lottery.parse_sources(criterion["source"]),
+                               source_iteration=criterion["source_iteration"])
     setup = lottery.setup(spec, data, device)
     stored = resume.resumed(_run)
     start = continue_from(stored, setup, _run) if stored else None
@@ -188,7 +197,7 @@ def main(seed, arch, criterion, treatment, pruning: dict, save_artifacts, _run, 
         for result in lottery.iterate_rounds(setup, start=start,
                                              on_eval=lambda k, point: log_eval(_run, k, iterations, point),
                                              on_progress=progress.update):
-            record_round(_run, result, iterations, artifacts)
+            record_round(_run, result, iterations, artifacts, spec.sources)
             progress.close()
             print(round_line(result.record, iterations))
     finally:

@@ -11,6 +11,12 @@ Early stopping keeps the scores of minimum validation loss; test accuracy is the
 Run record: ``info`` holds test_acc_mean, test_acc_std, expected_density (mean keep probability), final_*
 (the same at the end of training), untrained_test_acc_mean (scores at their initial value), early_stop_iteration,
 init_hash (the seed's initialization, as in lottery runs) and final_hash (weights, biases and scores).
+Starting from a mask (``supermask.start``: run or criterion; the rebuttal's question 8) adds start_density,
+start_hamming, start_hamming_fraction, start_dropped_fraction and start_added_fraction: how far the learned mask
+(keep probability above 0.5, at the early-stopping point) moved from the start mask. Sign randomisation (question 7,
+``supermask.sign_draws`` > 0) adds random_signs_acc_*, flipped_signs_acc_* and signed_constant_acc_* (mean, std over
+all masks and sign draws, std_draws over the draws' means): the learned mask evaluated over the same weights with
+random signs, every sign flipped, and std * sign constants.
 Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifact: ``scores.pt`` (the scores at
 the early-stopping point). ``info.execution``: the device and versions it ran with (as in lottery runs). On a
 terminal, a status line shows step, ms/step and ETA (not stored). The procedure itself is
@@ -19,14 +25,19 @@ terminal, a status line shows step, ms/step and ETA (not stored). The procedure 
 
 from __future__ import annotations
 
+import io
+
+import torch
+
 from analysis.conditions import condition_hash
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
+from experiments.errors import ConfigError
 from experiments.ingredients.supermask import supermask_ingredient
 from experiments.progress import Progress
-from masking import supermask_training
+from masking import models, rng, start_mask, supermask_training
 
 ex = TicketlabExperiment("supermask", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, supermask_ingredient, training_ing.training_ingredient,
@@ -63,14 +74,48 @@ def log_eval(_run, point: dict) -> None:
         _run.log_scalar(key, point[key], point["iteration"])
 
 
+def lottery_mask(run, run_id: int, round_: int) -> dict:
+    """The mask of round ``round_`` of lottery run ``run_id``, from the run database this run is observed in."""
+    observers = [o for o in run.observers if hasattr(o, "fs") and hasattr(o, "runs")]
+    if not observers:
+        raise ConfigError("supermask.start=run reads the lottery run from the run database: give one with -m")
+    doc = observers[0].runs.find_one({"_id": run_id}, {"artifacts": 1, "experiment.name": 1, "status": 1})
+    name = f"round_{round_:02d}.pt"
+    found = [a for a in (doc or {}).get("artifacts", []) if a["name"] == name]
+    if not found:
+        raise ConfigError(f"supermask.start_run={run_id} supermask.start_round={round_}: no artifact {name} in "
+                          f"that run of the run database (a lottery run saved with save_artifacts=True?)")
+    with observers[0].fs.get(found[0]["file_id"]) as f:
+        return torch.load(io.BytesIO(f.read()), map_location="cpu")["mask"]
+
+
+@supermask_ingredient.capture
+def start_mask_of(run, seed, data, start, start_run, start_round, start_criterion, start_percent,
+                  start_iterations, training, arch_name) -> dict | None:
+    """The mask the scores start from (``supermask.start``; None from scratch)."""
+    if start == "scratch":
+        return None
+    if start == "run":
+        mask = lottery_mask(run, start_run, start_round)
+    else:
+        init, final, names = start_mask.dense_trajectory(
+            arch_name, seed, data, start_iterations or training["iterations"], models.spec(arch_name).lr,
+            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"))
+        mask = start_mask.one_shot_mask(start_criterion, init, final, sorted(names), start_percent,
+                                        rng.stream(seed, "start mask"))
+    return mask
+
+
 @ex.main
 def main(seed, arch, supermask: dict, save_artifacts, _run, _config):
     device, execution = training_ing.execution_settings()
     data = data_ing.load()
     train_config = training_ing.training_config()
+    start = start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"])
     spec = supermask_training.SupermaskSpec(
         arch=arch["name"], seed=seed, training=train_config, signed_constant=supermask["signed_constant"],
-        rescale=supermask["rescale"], score_init=supermask["score_init"], eval_samples=supermask["eval_samples"])
+        rescale=supermask["rescale"], score_init=supermask["score_init"], eval_samples=supermask["eval_samples"],
+        start_mask=start, p_keep=supermask["p_keep"], p_drop=supermask["p_drop"], sign_draws=supermask["sign_draws"])
     progress = Progress(train_config.iterations, label="")
     try:
         result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point), device=device,

@@ -7,7 +7,9 @@ round, with no Sacred and no database.
         print(result.record.round, result.record.test_acc)
 
 Round 0 trains the dense net from its seeded initialization. Round k computes the mask from two states of the
-trajectory (``spec.sources``, default the initial weights and round k-1's final weights) with the criterion,
+trajectory (``spec.sources``, default the initial weights and round k-1's final weights; ``SOURCES``: init, final,
+best = round k-1's early-stopping point, iter = round k-1's weights after ``spec.source_iteration`` steps) with the
+criterion,
 rewinds every tensor to the initial state, applies the mask-1 action to the kept weights and the mask-0 action to
 the pruned ones, measures the untrained test accuracy, trains with early stopping (minimum validation loss) and
 evaluates the test set at the early-stopping iteration and at the end.
@@ -34,7 +36,7 @@ from masking import criteria, hashing, models, rng, treatments
 from masking.evaluation import evaluate
 from masking.pruning import Mask, apply_ticket, layer_rates, prune, schedule
 from masking.registry import Registry
-from masking.training import DataSplits, FitResult, Placed, TrainingConfig, data_shape, fit_config, place
+from masking.training import DataSplits, FitResult, Placed, TrainingConfig, data_shape, eval_points, fit_config, place
 from ticketlab.schema import RoundRecord
 
 OnEval = Callable[[int, dict[str, float]], None]  # (round, evaluation point: iteration, train_loss, val_loss, val_acc)
@@ -54,6 +56,7 @@ class LotterySpec:
     rounds: int = 24  # pruning rounds after the dense round 0
     role_rates: Mapping[str, float] | None = None  # per-round prune fraction by layer role; None: the arch's
     sources: tuple[str, str] = ("init", "final")  # the two trajectory states the criterion compares (SOURCES)
+    source_iteration: int | None = None  # the step t of the "iter" source (an evaluation step of a round)
 
 
 @dataclasses.dataclass
@@ -63,6 +66,9 @@ class Checkpoint:
     round: int
     final: dict[str, torch.Tensor]  # weights and biases at the end of the round's training
     mask: Mask  # the round's mask
+    best: dict[str, torch.Tensor] | None = None  # weights and biases at the early-stopping point (source "best")
+    best_iteration: int | None = None
+    at: dict[str, torch.Tensor] | None = None  # weights and biases after spec.source_iteration steps (source "iter")
 
     def to(self, device: str | torch.device) -> "Checkpoint":
         """This checkpoint with its tensors on ``device`` (e.g. one loaded from a CPU artifact for a CUDA run)."""
@@ -79,10 +85,12 @@ class RoundResult:
     best: dict[str, torch.Tensor]  # weights and biases at the early-stopping iteration
     mask: Mask
     curve: list[dict[str, float]]  # one entry per evaluation: iteration, train_loss, val_loss, val_acc
+    at: dict[str, torch.Tensor] | None = None  # weights and biases after spec.source_iteration steps, when kept
 
     @property
     def checkpoint(self) -> Checkpoint:
-        return Checkpoint(self.record.round, self.final, self.mask)
+        return Checkpoint(self.record.round, self.final, self.mask, self.best, self.record.early_stop_iteration,
+                          self.at)
 
 
 @dataclasses.dataclass
@@ -108,10 +116,45 @@ class Setup:
         return {name: t for name, t in self.init_state.items() if name.endswith((".weight", ".bias"))}
 
 
-# A criterion compares two states of the trajectory. A source maps (setup, previous round's checkpoint) to one.
-SOURCES: Registry[Callable[[Setup, Checkpoint], Mapping[str, torch.Tensor]]] = Registry("criterion source")
-SOURCES.add("init", lambda setup, previous: setup.init_state)
-SOURCES.add("final", lambda setup, previous: previous.final)
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A state of the trajectory a criterion may score: the state, and the step of round k-1 it was taken at (0:
+    the initialization), from (setup, previous round's checkpoint)."""
+
+    state: Callable[[Setup, Checkpoint], Mapping[str, torch.Tensor] | None]
+    step: Callable[[Setup, Checkpoint], int | None]
+
+
+SOURCES: Registry[Source] = Registry("criterion source")
+SOURCES.add("init", Source(lambda setup, previous: setup.init_state, lambda setup, previous: 0))
+SOURCES.add("final", Source(lambda setup, previous: previous.final,
+                            lambda setup, previous: setup.spec.training.iterations))
+SOURCES.add("best", Source(lambda setup, previous: previous.best, lambda setup, previous: previous.best_iteration))
+SOURCES.add("iter", Source(lambda setup, previous: previous.at, lambda setup, previous: setup.spec.source_iteration))
+
+
+def parse_sources(text: str) -> tuple[str, str]:
+    """``"init_final"`` as ``("init", "final")``; a ValueError naming the valid choices otherwise."""
+    parts = tuple(str(text).split("_"))
+    if len(parts) != 2 or not all(part in SOURCES for part in parts):
+        raise ValueError(f"unknown criterion source {text!r}; valid choices: <a>_<b> with a and b in "
+                         f"{', '.join(SOURCES.names())} (e.g. init_final, init_best, iter_final, init_iter)")
+    return parts
+
+
+def check_source_iteration(sources: tuple[str, str], t: int | None, training: TrainingConfig) -> None:
+    """With the ``iter`` source, the step ``t`` must be an evaluation step before a round's last."""
+    if "iter" not in sources:
+        return
+    if isinstance(t, bool) or not isinstance(t, int) or t not in eval_points(training.iterations,
+                                                                                training.eval_every)[:-1]:
+        raise ValueError(f"the iter source needs an evaluation step before the last (a multiple of eval_every="
+                         f"{training.eval_every} below {training.iterations}), got {t!r}")
+
+
+def kept_states(result: RoundResult, sources: tuple[str, str]) -> dict[str, dict[str, torch.Tensor]]:
+    """The states besides the final weights that ``sources`` need from a round: {"best": ...}, {"at": ...}."""
+    return {**({"best": result.best} if "best" in sources else {}), **({"at": result.at} if "iter" in sources else {})}
 
 
 def validate(spec: LotterySpec) -> None:
@@ -121,6 +164,7 @@ def validate(spec: LotterySpec) -> None:
     treatments.validate(mask1=spec.mask1, mask0=spec.mask0)
     for source in spec.sources:
         SOURCES.get(source)
+    check_source_iteration(spec.sources, spec.source_iteration, spec.training)
     if isinstance(spec.rounds, bool) or not isinstance(spec.rounds, int) or spec.rounds < 0:
         raise ValueError(f"rounds must be a non-negative integer, got {spec.rounds!r}")
 
@@ -153,7 +197,9 @@ def first_mask(setup: Setup) -> Mask:
 def next_mask(setup: Setup, k: int, previous: Checkpoint) -> Mask:
     """Round ``k``'s mask: the criterion over ``spec.sources`` prunes the alive weights of round k-1's mask."""
     spec = setup.spec
-    w_a, w_b = (SOURCES.get(source)(setup, previous) for source in spec.sources)
+    w_a, w_b = (SOURCES.get(source).state(setup, previous) for source in spec.sources)
+    if w_a is None or w_b is None:
+        raise ValueError(f"round {k - 1}'s checkpoint lacks a state the sources {spec.sources} need")
     return prune(spec.criterion, w_a, w_b, previous.mask, setup.rates, rng.stream(spec.seed, "prune", k))
 
 
@@ -168,13 +214,22 @@ def treat(setup: Setup, k: int, mask: Mask, previous: Checkpoint | None) -> None
                  rng.stream(spec.seed, "treatment", k))
 
 
-def train(setup: Setup, k: int, on_eval: OnEval | None = None, on_progress: OnProgress | None = None) -> FitResult:
+def train(setup: Setup, k: int, on_eval: OnEval | None = None, on_progress: OnProgress | None = None,
+          kept: dict | None = None) -> FitResult:
     """Train ``setup.net`` for one round (a fresh optimizer, the seed's data order); ``on_eval(k, point)`` is called
-    at every evaluation point, ``on_progress(k, iteration)`` every few steps."""
-    callback = None if on_eval is None else (lambda point: on_eval(k, point))
+    at every evaluation point, ``on_progress(k, iteration)`` every few steps. With the ``iter`` source,
+    ``kept["at"]`` receives the weights after ``spec.source_iteration`` steps."""
+    at = setup.spec.source_iteration if kept is not None and "iter" in setup.spec.sources else None
+
+    def callback(point):
+        if point["iteration"] == at:
+            kept["at"] = models.weight_state(setup.net)
+        if on_eval is not None:
+            on_eval(k, point)
+
     progress = None if on_progress is None else (lambda it: on_progress(k, it))
     return fit_config(setup.net, setup.data, setup.spec.training, rng.stream(setup.spec.seed, "data order"),
-                      callback, progress)
+                      callback if on_eval is not None or at is not None else None, progress)
 
 
 @dataclasses.dataclass
@@ -199,7 +254,7 @@ def evaluate_round(net: models.Net, test: tuple[torch.Tensor, torch.Tensor], fit
 
 
 def make_record(setup: Setup, k: int, mask: Mask, start_hash: str, untrained_test_acc: float, fit: FitResult,
-                evaluation: RoundEvaluation) -> RoundRecord:
+                evaluation: RoundEvaluation, source_steps: list[int] | None = None) -> RoundRecord:
     last = fit.curve[-1]
     return RoundRecord(
         round=k, percent_remaining=mask.percent_remaining, init_hash=setup.init_hash, start_hash=start_hash,
@@ -207,7 +262,10 @@ def make_record(setup: Setup, k: int, mask: Mask, start_hash: str, untrained_tes
         val_loss=fit.best_val_loss, val_acc=fit.best_val_acc, test_loss=evaluation.test_loss,
         test_acc=evaluation.test_acc, early_stop_iteration=fit.best_iteration, final_val_acc=last["val_acc"],
         final_val_loss=last["val_loss"], final_test_acc=evaluation.final_test_acc,
-        untrained_test_acc=untrained_test_acc, train_seconds=fit.seconds)
+        untrained_test_acc=untrained_test_acc, train_seconds=fit.seconds,
+        mask_source="_".join(setup.spec.sources) if k > 0 else "none",
+        source_init_iteration=source_steps[0] if source_steps else None,
+        source_final_iteration=source_steps[1] if source_steps else None)
 
 
 def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval | None = None,
@@ -220,10 +278,12 @@ def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval
     treat(setup, k, mask, previous)
     start_hash = hashing.state_hash(models.weight_state(setup.net))
     _, untrained_test_acc = evaluate(setup.net, *setup.data.test)
-    fit = train(setup, k, on_eval, on_progress)
+    kept: dict = {}
+    fit = train(setup, k, on_eval, on_progress, kept)
     evaluation = evaluate_round(setup.net, setup.data.test, fit)
-    record = make_record(setup, k, mask, start_hash, untrained_test_acc, fit, evaluation)
-    return RoundResult(record, evaluation.final, evaluation.best, mask, fit.curve)
+    steps = None if previous is None else [SOURCES.get(s).step(setup, previous) for s in setup.spec.sources]
+    record = make_record(setup, k, mask, start_hash, untrained_test_acc, fit, evaluation, steps)
+    return RoundResult(record, evaluation.final, evaluation.best, mask, fit.curve, kept.get("at"))
 
 
 def iterate_rounds(setup: Setup, start: Checkpoint | None = None, on_eval: OnEval | None = None,

@@ -1,9 +1,16 @@
-"""The paper's networks as plain torch modules, buildable dense, masked or as a Supermask from a seed.
+"""The networks as plain torch modules, buildable dense, masked or as a Supermask from a seed.
 
-An architecture is data (``ArchSpec``): conv channels with ``"M"`` for a 2x2 max-pool, then fc widths; 3x3 'same'
-convs, ReLU, a 10-way output layer, Glorot-normal weights and zero biases, no batch norm or dropout. Layers are
-initialized in order (convs, then fcs) from one generator seeded with ``seed``, so the same seed gives the same
-initial weights whichever ``kind`` is built.
+An architecture is data (``ArchSpec``) and a ``family``; each family is one builder in ``FAMILIES`` (adding a
+family is one registration, nothing else changes):
+
+* ``plain`` (the paper's nets): conv channels with ``"M"`` for a 2x2 max-pool, then fc widths; 3x3 'same' convs,
+  ReLU, a 10-way output layer, no batch norm or dropout.
+* ``resnet`` (``masking.resnet``): the CIFAR ResNets of He et al. 2016, e.g. ResNet-20.
+
+Every conv and fc weight is Glorot normal and every conv/fc bias zero; layers are initialized in module order
+from one generator seeded with ``seed``, so the same seed gives the same initial weights whichever ``kind`` is
+built. Masks, criteria and treatments act on the conv and fc weights only (``layer_roles``): biases and
+batch-norm parameters are never pruned.
 """
 
 from __future__ import annotations
@@ -33,9 +40,15 @@ class ArchSpec:
     lr: float  # the paper's Adam learning rate
     iterations: int  # the paper's training iterations at batch 60
     num_classes: int = 10
+    family: str = "plain"  # which FAMILIES builder makes the net
+    blocks: int = 0  # resnet: basic blocks per stage (``conv`` then holds the stage widths)
+    optimizer: str = "adam"  # the usual optimizer (masking.training registry) and batch size for this net
+    batch_size: int = 60
 
 
 ARCHS: Registry[ArchSpec] = Registry("architecture")
+Builder = Callable[..., nn.Module]  # (spec, linear, conv, input_shape, num_classes) -> module
+FAMILIES: Registry[Builder] = Registry("architecture family")
 
 
 def register(spec: ArchSpec) -> ArchSpec:
@@ -69,7 +82,24 @@ def _layer_types(kind: str, score_init: float, rescale: bool) -> tuple[Callable,
     raise ValueError(f"unknown model kind {kind!r}; valid choices: {', '.join(KINDS)}")
 
 
-class Net(nn.Module):
+class Prunable:
+    """What every ticketlab net offers the pruning code: its prunable weights and their roles."""
+
+    def layer_roles(self) -> dict[str, str]:
+        """Role of each prunable weight by parameter/buffer name, in module order: ``conv`` for every conv,
+        ``fc`` for every linear layer but the last, ``output`` for the last."""
+        layers = [(name, m) for name, m in self.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        roles = {f"{name}.weight": "conv" if isinstance(m, nn.Conv2d) else "fc" for name, m in layers}
+        roles[f"{layers[-1][0]}.weight"] = "output"
+        return roles
+
+    def prunable_layers(self) -> dict[str, nn.Module]:
+        """The layers whose weights are pruned, by weight name."""
+        modules = dict(self.named_modules())
+        return {name: modules[name.rsplit(".", 1)[0]] for name in self.layer_roles()}
+
+
+class Net(Prunable, nn.Module):
     """Convs (each followed by ReLU, pools where the spec says) then fully connected layers."""
 
     def __init__(self, arch: ArchSpec, linear: Callable, conv: Callable,
@@ -104,17 +134,8 @@ class Net(nn.Module):
                 x = F.relu(x)
         return x
 
-    def layer_roles(self) -> dict[str, str]:
-        """Role of each prunable weight by parameter/buffer name: ``conv``, ``fc`` or ``output``."""
-        roles = {f"convs.{i}.weight": "conv" for i in range(len(self.convs))}
-        roles.update({f"fcs.{i}.weight": "fc" for i in range(len(self.fcs) - 1)})
-        roles[f"fcs.{len(self.fcs) - 1}.weight"] = "output"
-        return roles
 
-    def prunable_layers(self) -> dict[str, nn.Module]:
-        """The layers whose weights are pruned, by weight name."""
-        modules = dict(self.named_modules())
-        return {name: modules[name.rsplit(".", 1)[0]] for name in self.layer_roles()}
+FAMILIES.add("plain", Net)
 
 
 def build(
@@ -127,22 +148,29 @@ def build(
     signed_constant: bool = False,
     input_shape: tuple[int, int, int] | None = None,
     num_classes: int | None = None,
-) -> Net:
+) -> nn.Module:
     """Architecture ``name`` with Glorot-normal weights drawn from ``seed`` and zero biases.
 
     ``kind`` is ``dense`` (stock layers), ``masked`` (MaskedLinear/MaskedConv2d, all weights kept) or
     ``supermask`` (frozen weights with scores starting at ``score_init``; ``rescale`` turns on dynamic weight
     rescaling, ``signed_constant`` replaces the weights by std * sign). ``input_shape`` (C, H, W) and
     ``num_classes`` default to the paper's data set for the net; any other data set's shape fits the same layers.
+    In a Supermask net only the scores train: batch-norm layers keep their initial affine parameters (1, 0)
+    frozen (their running statistics still follow the sampled masks).
     """
     arch = spec(name)
     linear, conv = _layer_types(kind, score_init, rescale)
-    net = Net(arch, linear, conv, input_shape, num_classes)
+    net = FAMILIES.get(arch.family)(arch, linear, conv, input_shape, num_classes)
     generator = seeded(seed)
     with torch.no_grad():
         for layer in net.prunable_layers().values():
             glorot_normal_(layer.weight, generator)
-            layer.bias.zero_()
+            if layer.bias is not None:
+                layer.bias.zero_()
+    if kind == "supermask":
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.requires_grad_(False)
     if signed_constant:
         if kind != "supermask":
             raise ValueError("signed_constant applies to kind='supermask' only")
@@ -155,3 +183,6 @@ def weight_state(model: nn.Module) -> dict[str, torch.Tensor]:
     run's hashes and artifacts describe, the same names for every ``kind``."""
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()
             if name.endswith((".weight", ".bias"))}
+
+
+from masking import resnet  # noqa: E402,F401  (registers the resnet family and ResNet-20 after the names above)

@@ -12,12 +12,17 @@ follow ``rng.stream(seed, "data order")``, and every test evaluation draws its `
 On CUDA the training-time mask samples (one per weight per step) come from a CUDA generator seeded like the CPU
 stream (drawing them on the CPU and copying would cost more than the step): a CUDA run samples other masks than a
 CPU run of the seed. Initial weights, batch order and the evaluation masks' draws are the CPU streams everywhere.
+
+Two of the rebuttal's open questions: ``start_mask`` starts the scores from a mask (logit(p_keep) where it keeps a
+weight, logit(p_drop) where it prunes it) and the record says how far the learned mask moved from it (start_*);
+``sign_draws`` > 0 evaluates the learned mask over the same weights with random signs (``sign_draws`` draws from
+``rng.stream(seed, "sign variants")``), flipped signs and signed constants (random_signs_acc_*, ...).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 
@@ -38,6 +43,10 @@ class SupermaskSpec:
     rescale: bool = False  # dynamic weight rescaling
     score_init: float = 0.0  # initial score of every weight
     eval_samples: int = 10  # test accuracy: mean over this many mask samples
+    start_mask: Mapping[str, torch.Tensor] | None = None  # start the scores from this mask (by weight name)
+    p_keep: float = 0.9  # start keep probability where start_mask keeps a weight
+    p_drop: float = 0.1  # ... and where it prunes it
+    sign_draws: int = 0  # > 0: after training, accuracy with random (this many draws) and flipped signs, constants
 
 
 @dataclasses.dataclass
@@ -55,6 +64,8 @@ def build(spec: SupermaskSpec, data: Placed, device: str | torch.device = "cpu",
                        num_classes=num_classes, score_init=spec.score_init, rescale=spec.rescale)
     net.to(device=device, dtype=dtype)
     init_hash = hashing.state_hash(models.weight_state(net))
+    if spec.start_mask is not None:
+        layers.scores_from_mask(net, spec.start_mask, spec.p_keep, spec.p_drop)
     if spec.signed_constant:
         layers.set_signed_constant(net)
     sampler_device = torch.device(device) if torch.device(device).type == "cuda" else "cpu"
@@ -89,9 +100,16 @@ def run(spec: SupermaskSpec, data: DataSplits, on_eval: Callable[[dict[str, floa
     net.load_state_dict(fit.best_state)
     scores = {name: layer.scores.detach().clone() for name, layer in layers.supermask_layers(net).items()}
     mean, std = evaluate(net, spec, placed.test)
+    questions = {}
+    if spec.start_mask is not None:
+        questions.update({k if k == "start_density" else f"start_{k}": v
+                          for k, v in layers.mask_change(spec.start_mask, net).items()})
+    if spec.sign_draws:
+        questions.update(layers.sign_variants(net, *placed.test, samples=spec.eval_samples, draws=spec.sign_draws,
+                                              generator=rng.stream(spec.seed, "sign variants")))
     record = SupermaskRecord(
         init_hash=init_hash, test_acc_mean=mean, test_acc_std=std, expected_density=layers.expected_density(net),
         early_stop_iteration=fit.best_iteration, val_acc=fit.best_val_acc, untrained_test_acc_mean=untrained_mean,
         eval_samples=spec.eval_samples, train_seconds=fit.seconds, final_test_acc_mean=final_mean,
-        final_test_acc_std=final_std, final_expected_density=final_density, final_hash=final_hash)
+        final_test_acc_std=final_std, final_expected_density=final_density, final_hash=final_hash, **questions)
     return SupermaskResult(record, scores, fit.curve)

@@ -31,6 +31,29 @@ from masking.registry import Registry
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 OPTIMIZERS.add("adam", lambda params, lr, **kw: torch.optim.Adam(params, lr=lr, fused=True, **kw))
 OPTIMIZERS.add("sgd", lambda params, lr, **kw: torch.optim.SGD(params, lr=lr, **kw))
+
+
+def step_decay(optimizer: torch.optim.Optimizer, milestones: tuple[int, ...], factor: float = 0.1):
+    """Multiply the learning rate by ``factor`` after ``optimizer.step()`` number m, for each m in ``milestones``
+    (a step post-hook, so ``fit`` needs no scheduler; a new optimizer, as each round makes, starts over)."""
+    steps = 0
+
+    def decay(opt, args, kwargs):
+        nonlocal steps
+        steps += 1
+        if steps in milestones:
+            for group in opt.param_groups:
+                group["lr"] *= factor
+
+    optimizer.register_step_post_hook(decay)
+    return optimizer
+
+
+@OPTIMIZERS.register("sgd_he2016")
+def sgd_he2016(params, lr, **kw):
+    """He et al. 2016's CIFAR ResNet training: SGD, momentum 0.9, weight decay 1e-4, lr / 10 at 32k and 48k steps."""
+    return step_decay(torch.optim.SGD(params, lr=lr, **{"momentum": 0.9, "weight_decay": 1e-4, **kw}),
+                      (32_000, 48_000))
 optimizer_names = OPTIMIZERS.names
 
 

@@ -34,7 +34,7 @@ def test_architectures_match_the_protocol(name):
 
 
 def test_paper_settings_and_rates():
-    assert models.names() == ["lenet300_100", "conv2", "conv4", "conv6"]
+    assert models.names() == ["lenet300_100", "conv2", "conv4", "conv6", "resnet20"]
     assert models.spec("lenet300_100").rates == {"fc": 0.2, "output": 0.1}
     assert models.spec("conv6").rates["conv"] == 0.15 and models.spec("conv4").rates["conv"] == 0.1
     assert (models.spec("conv2").lr, models.spec("conv2").iterations) == (2e-4, 20_000)

@@ -121,8 +121,8 @@ def test_lottery_steps_compose_like_run_round(data):
 def test_lottery_rejects_unknown_names_before_training(data):
     with pytest.raises(ValueError, match="valid choices"):
         lottery.setup(lottery.LotterySpec("lenet300_100", 1, TrainingConfig(10, 1e-3), criterion="largest"), data)
-    with pytest.raises(ValueError, match="criterion source 'best'.*valid choices: init, final"):
-        lottery.setup(lottery.LotterySpec("lenet300_100", 1, TrainingConfig(10, 1e-3), sources=("init", "best")),
+    with pytest.raises(ValueError, match="criterion source 'middle'.*valid choices: init, final, best, iter"):
+        lottery.setup(lottery.LotterySpec("lenet300_100", 1, TrainingConfig(10, 1e-3), sources=("init", "middle")),
                       data)
 
 

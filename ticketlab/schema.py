@@ -39,6 +39,12 @@ class RoundRecord:
     final_test_acc: float
     untrained_test_acc: float  # test accuracy of the round's start weights, no training (untrained Supermask)
     train_seconds: float  # wall time of the round's training, evaluations included
+    # which two weight states of the previous round the criterion scored in the roles of its initial and final
+    # weights (criterion.source: init_final, init_best, iter_final, init_iter; "none" in round 0), and the training
+    # steps of round k-1 they were taken at (0: the initialization; None in round 0)
+    mask_source: str = "init_final"
+    source_init_iteration: int | None = None
+    source_final_iteration: int | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -61,6 +67,26 @@ class SupermaskRecord:
     final_test_acc_std: float
     final_expected_density: float
     final_hash: str  # weights, biases and scores at the end of training
+    # started from a mask (supermask.start = run | criterion): the start mask's density and how far the learned
+    # mask (keep probability > 0.5, at the early-stopping point) moved from it: Hamming distance (count and
+    # fraction of all weights), fraction of start-kept weights dropped, of start-pruned weights taken up
+    start_density: float | None = None
+    start_hamming: int | None = None
+    start_hamming_fraction: float | None = None
+    start_dropped_fraction: float | None = None
+    start_added_fraction: float | None = None
+    # sign randomisation (supermask.sign_draws > 0): test accuracy of the learned mask over the same weights with
+    # random signs, flipped signs and std * sign constants; mean and std over all (sign draw, mask sample) pairs,
+    # std_draws over the draws' means
+    random_signs_acc_mean: float | None = None
+    random_signs_acc_std: float | None = None
+    random_signs_acc_std_draws: float | None = None
+    flipped_signs_acc_mean: float | None = None
+    flipped_signs_acc_std: float | None = None
+    flipped_signs_acc_std_draws: float | None = None
+    signed_constant_acc_mean: float | None = None
+    signed_constant_acc_std: float | None = None
+    signed_constant_acc_std_draws: float | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -159,6 +185,14 @@ STUDIES = {study.name: study for study in (
           "Mask-0 actions (pruned weights' values), large_final masks", "test accuracy"),
     Study("untrained", "criterion", "random", {"mask0": "zero"}, "untrained_test_acc",
           "Untrained Supermasks: test accuracy of masked initial weights, no training", "untrained test accuracy"),
+    # the rebuttal's open questions (docs/open-questions.md; python -m experiments.questions runs them)
+    *(Study(f"source_{name}", "criterion.source", "init_final",
+            {"criterion": name, "mask1": "original", "mask0": "zero"}, "test_acc",
+            f"Q9: the weight states {name} scores (criterion.source), test accuracy at early stopping",
+            "test accuracy") for name in ("large_final", "magnitude_increase")),
+    Study("input_scaling", "data.preprocess", "unit",
+          {"criterion": "large_final_same_sign", "mask1": "original", "mask0": "zero"}, "untrained_test_acc",
+          "Input scaling (data.preprocess): untrained large_final_same_sign Supermasks", "untrained test accuracy"),
 )}
 
 # ---- Omniboard

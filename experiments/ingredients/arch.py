@@ -10,7 +10,7 @@ arch_ingredient = Ingredient("arch")
 
 @arch_ingredient.config
 def config():
-    name = "lenet300_100"  # network: lenet300_100, conv2, conv4 or conv6 (see docs/protocol.md)
+    name = "lenet300_100"  # network: lenet300_100, conv2, conv4, conv6 (docs/protocol.md) or resnet20
 
 
 @arch_ingredient.config_hook

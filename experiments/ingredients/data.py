@@ -17,6 +17,7 @@ def config():
     root = os.environ.get("TICKETLAB_DATA") or os.path.join(os.environ.get("TICKETLAB_HOME", "~/.ticketlab"), "data")
     val_size = 5000  # training images split off for validation (early stopping)
     split_seed = 0  # seed of the validation split: the same split for every run
+    preprocess = "unit"  # input scaling: unit (pixels / 255, the paper's) or standardize (then per-channel z-score)
     synthetic_shape = "mnist"  # synthetic only: mnist (1x28x28) or cifar (3x32x32)
     synthetic_train = 6000  # synthetic only: training images, validation included
     synthetic_test = 1000  # synthetic only: test images
@@ -32,6 +33,7 @@ def fast():
 def validate(config, command_name, logger):
     cfg = config["data"]
     check_choice("data.name", cfg["name"], datasets.names())
+    check_choice("data.preprocess", cfg["preprocess"], datasets.PREPROCESS)
     check_choice("data.synthetic_shape", cfg["synthetic_shape"], datasets.SYNTHETIC_SHAPES)
     check_number("data.val_size", cfg["val_size"], low=1, integer=True)
     check_number("data.synthetic_train", cfg["synthetic_train"], low=cfg["val_size"] + 1, integer=True)
@@ -45,6 +47,7 @@ def validate(config, command_name, logger):
 
 
 @data_ingredient.capture
-def load(name, root, val_size, split_seed, synthetic_shape, synthetic_train, synthetic_test) -> datasets.Splits:
-    return datasets.load(name, root, val_size, split_seed, synthetic_shape=synthetic_shape,
+def load(name, root, val_size, split_seed, preprocess, synthetic_shape, synthetic_train,
+         synthetic_test) -> datasets.Splits:
+    return datasets.load(name, root, val_size, split_seed, preprocess, synthetic_shape=synthetic_shape,
                          synthetic_train=synthetic_train, synthetic_test=synthetic_test)

@@ -18,7 +18,7 @@ SUPERMASK_LR = 0.1  # Adam on the Supermask scores (scores start at 0, so steps 
 
 @training_ingredient.config
 def config():
-    optimizer = "adam"  # adam (fused) or sgd
+    optimizer = "adam"  # adam (fused), sgd, or sgd_he2016 (ResNet: momentum 0.9, wd 1e-4, lr / 10 at 32k and 48k)
     lr = None  # learning rate; None: the paper's for the arch (lottery) or 0.1 on the scores (supermask)
     iterations = None  # training steps per round; None: the paper's for the arch (50k fc, 20k/25k/30k conv)
     batch_size = 60  # examples per step
