@@ -21,6 +21,7 @@ CPU: ``bench/population.py`` measures both.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -32,6 +33,8 @@ from torch.nn import functional as F
 
 from masking.layers import MaskedMixin
 from masking.models import Net
+from masking.rng import generator_device
+from masking.supermask import SupermaskMixin
 from masking.training import OPTIMIZERS, FitResult, batch_indices
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -46,15 +49,31 @@ def dtype_of(name: str | torch.dtype) -> torch.dtype:
     return DTYPES[name]
 
 
+class _StraightThrough(torch.autograd.Function):
+    """``uniform < probs`` as a float mask whose gradient passes straight through to ``probs``
+    (``masking.supermask.sample_mask`` with the uniforms drawn beforehand)."""
+
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        return (uniform < probs).to(probs.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
 class MemberFailed(FloatingPointError):
     """A member's numbers went bad (a non-finite loss); the other members go on."""
 
 
 class Stack(nn.Module):
-    """The weights of K masked nets of one architecture, stacked per layer, and their batched forward pass.
+    """The state of K nets of one architecture (masked or Supermask), stacked per tensor, and their batched forward.
 
-    Parameters are named as in a ``Net`` (``fcs.0.weight`` becomes ``fcs_0_weight``, stacked as ``[K, in, out]``);
-    ``member_state(k)`` gives member k's state dict, loadable into its ``Net``.
+    Tensors are named as in a ``Net`` (``fcs.0.weight`` becomes ``fcs_0_weight``; fc matrices are stacked as
+    ``[K, in, out]``, the layout whose batched products need no copies); the trainable ones (a masked net's weights
+    and biases, a Supermask's scores) are parameters. ``member_state(k)`` is member k's state dict, loadable into
+    its ``Net``. Supermask layers sample each member's mask from that member's own generator (the one its net's
+    layers hold), in the order its single run draws them.
     """
 
     def __init__(self, nets: Sequence[Net], dtype: str | torch.dtype | None = None):
@@ -63,74 +82,133 @@ class Stack(nn.Module):
             raise ValueError("a population needs at least one member")
         first = nets[0]
         for net in nets:
-            if net.arch != first.arch or net.input_shape != first.input_shape:
-                raise ValueError("population members must share the architecture and input shape: "
+            if net.arch != first.arch or net.input_shape != first.input_shape or \
+                    [type(m) for m in net.modules()] != [type(m) for m in first.modules()]:
+                raise ValueError("population members must share the architecture, kind and input shape: "
                                  f"{net.arch.name} {net.input_shape} vs {first.arch.name} {first.input_shape}")
         dtype = dtype_of(dtype) if dtype is not None else first.fcs[0].weight.dtype
         self.size = len(nets)
         self.arch, self.input_shape = first.arch, first.input_shape
         self.pool_after = list(first.pool_after)
         self.num_convs, self.num_fcs = len(first.convs), len(first.fcs)
-        self.names = [name for name, _ in first.named_parameters()]  # convs.i.weight/bias, fcs.j.weight/bias
+        trainable = {name for name, p in first.named_parameters() if p.requires_grad}
         states = [net.state_dict() for net in nets]
+        self.names = list(states[0])
         for name in self.names:
-            stacked = self._stacked(name, [s[name].detach() for s in states]).to(dtype).clone()
-            self.register_parameter(name.replace(".", "_"), nn.Parameter(stacked))
-        self.masked = [name for name, m in first.named_modules() if isinstance(m, MaskedMixin)]
-        for layer in self.masked:
-            mask = self._stacked(f"{layer}.weight", [s[f"{layer}.mask"] for s in states]).clone()
-            frozen = self._stacked(f"{layer}.weight", [s[f"{layer}.frozen"] for s in states]).to(dtype).clone()
-            self.register_buffer(f"{layer.replace('.', '_')}_mask", mask)
-            self.register_buffer(f"{layer.replace('.', '_')}_frozen", frozen)
+            stacked = self._stacked(name, [s[name].detach() for s in states])
+            stacked = stacked.clone() if stacked.dtype == torch.bool else stacked.to(dtype).clone()
+            if name in trainable:
+                self.register_parameter(self._attr(name), nn.Parameter(stacked))
+            else:
+                self.register_buffer(self._attr(name), stacked)
+        modules = dict(first.named_modules())
+        self.masked = [name for name, m in modules.items() if isinstance(m, MaskedMixin)]
+        # per Supermask layer: which members rescale their weights dynamically (a [K] bool tensor)
+        self.supermask = {name: torch.tensor([dict(net.named_modules())[name].rescale for net in nets])
+                          for name, m in modules.items() if isinstance(m, SupermaskMixin)}
+        self.generators = [next((m.generator for m in net.modules() if isinstance(m, SupermaskMixin)), None)
+                           for net in nets]
+        self._fixed: dict[str, torch.Tensor] | None = None
         self._refresh()
 
     @staticmethod
-    def _stacked(name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """``[K, ...]``; fc weights as ``[K, in, out]`` (the layout whose batched products need no copies)."""
-        stacked = torch.stack(tensors)
-        return stacked.transpose(1, 2).contiguous() if name.startswith("fcs.") and name.endswith(".weight") else stacked
+    def _attr(name: str) -> str:
+        return name.replace(".", "_")
 
     @staticmethod
-    def _member(name: str, stacked: torch.Tensor, k: int) -> torch.Tensor:
-        """Member ``k``'s tensor, in its ``Net``'s layout (a contiguous copy)."""
-        tensor = stacked[k].detach()
-        return (tensor.t() if name.startswith("fcs.") and name.endswith(".weight") else tensor).contiguous().clone()
+    def _transposed(name: str, tensor: torch.Tensor) -> bool:
+        return name.startswith("fcs.") and tensor.dim() == 2
 
-    def param(self, name: str) -> nn.Parameter:
-        return getattr(self, name.replace(".", "_"))
+    @classmethod
+    def _stacked(cls, name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(tensors)
+        return stacked.transpose(1, 2).contiguous() if cls._transposed(name, tensors[0]) else stacked
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """The stacked tensor of ``name`` (a ``Net`` state-dict key)."""
+        return getattr(self, self._attr(name))
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k``'s state dict, copies in its ``Net``'s layout and the stack's dtype."""
+        state = {}
+        for name in self.names:
+            tensor = self.tensor(name)[k].detach()
+            state[name] = (tensor.t() if self._transposed(name, tensor) else tensor).contiguous().clone()
+        return state
 
     def _refresh(self) -> None:
-        """Float keep-masks ([K, ...], 1 kept) of the layers where some member prunes; pruned values restored."""
+        """Float keep-masks ([K, ...], 1 kept) of the masked layers where some member prunes; pruned values
+        restored."""
         self._keep = {}
         for layer in self.masked:
-            mask = getattr(self, f"{layer.replace('.', '_')}_mask")
+            mask = self.tensor(f"{layer}.mask")
             if not bool(mask.all()):
-                self._keep[layer] = mask.to(self.param(f"{layer}.weight").dtype)
+                self._keep[layer] = mask.to(self.tensor(f"{layer}.weight").dtype)
         self.restore_frozen()
 
     def restore_frozen(self) -> None:
         """Write each member's frozen values back into its pruned positions (exact: ``w * keep + frozen``)."""
         with torch.no_grad():
             for layer, keep in self._keep.items():
-                weight = self.param(f"{layer}.weight")
-                frozen = getattr(self, f"{layer.replace('.', '_')}_frozen")
-                torch.addcmul(frozen, weight, keep, out=weight.data)
+                weight = self.tensor(f"{layer}.weight")
+                torch.addcmul(self.tensor(f"{layer}.frozen"), weight, keep, out=weight.data)
 
     def mask_grads(self) -> None:
         """Zero the gradient of every pruned weight (so Adam's moments stay 0 there and the weight never moves)."""
         for layer, keep in self._keep.items():
-            grad = self.param(f"{layer}.weight").grad
+            grad = self.tensor(f"{layer}.weight").grad
             if grad is not None:
                 grad.mul_(keep)
 
-    def member_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Member ``k``'s state dict (weights, biases, masks, frozen values), copies, in the stack's dtype."""
-        state = {name: self._member(name, self.param(name), k) for name in self.names}
-        for layer in self.masked:
-            for buffer in ("mask", "frozen"):
-                stacked = getattr(self, f"{layer.replace('.', '_')}_{buffer}")
-                state[f"{layer}.{buffer}"] = self._member(f"{layer}.weight", stacked, k)
-        return state
+    # ------------------------------------------------------------------------------------------- Supermask layers
+
+    def _uniforms(self, layer: str) -> torch.Tensor:
+        """One uniform sample per weight of ``layer`` for every member, each from its own generator in its own
+        layout (what ``supermask.bernoulli`` draws in the single run), stacked like the weights."""
+        weight = self.tensor(f"{layer}.weight")
+        shape = weight.shape[1:][::-1] if self._transposed(f"{layer}.weight", weight[0]) else weight.shape[1:]
+        draws = [torch.rand(shape, generator=g, device=generator_device(g)) for g in self.generators]
+        return self._stacked(f"{layer}.weight", draws).to(weight.device)
+
+    def _sample(self, layer: str, probs: torch.Tensor) -> torch.Tensor:
+        if self._fixed is not None:
+            return self._fixed[layer]
+        return _StraightThrough.apply(probs, self._uniforms(layer))
+
+    @contextlib.contextmanager
+    def fixed_masks(self):
+        """Within the block, each Supermask layer uses one mask per member drawn on entry (as ``evaluate`` of one
+        net draws one per pass); nothing for masked nets."""
+        if not self.supermask:
+            yield
+            return
+        with torch.no_grad():
+            self._fixed = {layer: (self._uniforms(layer) < torch.sigmoid(self.tensor(f"{layer}.scores"))).to(
+                self.tensor(f"{layer}.weight").dtype) for layer in self.supermask}
+        try:
+            yield
+        finally:
+            self._fixed = None
+
+    def expected_density(self, k: int) -> float:
+        """Member ``k``'s mean keep probability sigmoid(score) over all Supermask weights."""
+        scores = [self.tensor(f"{layer}.scores")[k].detach() for layer in self.supermask]
+        return sum(float(torch.sigmoid(s).sum()) for s in scores) / sum(s.numel() for s in scores)
+
+    def weight(self, layer: str) -> torch.Tensor:
+        """The stacked weight ``layer`` computes with: a masked layer's weight, or a Supermask layer's frozen weight
+        times its sampled mask (rescaled per member with dynamic weight rescaling)."""
+        weight = self.tensor(f"{layer}.weight")
+        if layer not in self.supermask:
+            return weight
+        mask = self._sample(layer, torch.sigmoid(self.tensor(f"{layer}.scores")))
+        weight = weight * mask
+        rescale = self.supermask[layer]
+        if bool(rescale.any()):
+            factor = (mask[0].numel() / mask.flatten(1).sum(1).clamp_min(1.0)).detach()
+            factor = torch.where(rescale.to(factor.device), factor, torch.ones_like(factor))
+            weight = weight * factor.view(-1, *[1] * (mask.dim() - 1))
+        return weight
 
     def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
         """Logits ``[K, B, classes]``: member k's net on ``x[k]`` (``x`` is ``[K, B, C, H, W]``), or every member
@@ -144,7 +222,7 @@ class Stack(nn.Module):
                 B = x.shape[1]
                 h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
             for i, pool in enumerate(self.pool_after):
-                w, b = self.param(f"convs.{i}.weight"), self.param(f"convs.{i}.bias")
+                w, b = self.weight(f"convs.{i}"), self.tensor(f"convs.{i}.bias")
                 h = F.relu(F.conv2d(h, w.flatten(0, 1), b.flatten(), padding=1, groups=K))
                 if pool:
                     h = F.max_pool2d(h, 2)
@@ -153,7 +231,7 @@ class Stack(nn.Module):
             h = x.flatten(1) if shared else x.flatten(2)
         last = self.num_fcs - 1
         for j in range(self.num_fcs):
-            w, b = self.param(f"fcs.{j}.weight"), self.param(f"fcs.{j}.bias")
+            w, b = self.weight(f"fcs.{j}"), self.tensor(f"fcs.{j}.bias")
             if h.dim() == 2:  # the shared input of the first layer: [B, in] @ [K, in, out]
                 h = torch.matmul(h, w) + b.unsqueeze(1)
             else:
@@ -168,7 +246,7 @@ def make_optimizer(stack: Stack, name: str = "adam", lr: float = 1e-3, **kwargs)
     stack equal one per member. With weight decay, pruned weights are restored after every step."""
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"learning rate must be a positive number, got {lr!r}")
-    optimizer = OPTIMIZERS.get(name)(list(stack.parameters()), lr, **kwargs)
+    optimizer = OPTIMIZERS.get(name)([p for p in stack.parameters() if p.requires_grad], lr, **kwargs)
     if stack._keep and any(group.get("weight_decay", 0) for group in optimizer.param_groups):
         optimizer.register_step_post_hook(lambda opt, args, kw: stack.restore_frozen())
     return optimizer
@@ -193,13 +271,16 @@ def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1
     chunk = max(1, batch_size // stack.size)
     loss_sum = torch.zeros(stack.size, dtype=torch.float64)
     correct = torch.zeros(stack.size, dtype=torch.int64)
-    for start in range(0, len(x), chunk):
-        logits = stack(x[start:start + chunk], shared=True)  # [K, b, classes]
-        target = y[start:start + chunk]
-        K, b, C = logits.shape
-        losses = F.cross_entropy(logits.reshape(K * b, C), target.repeat(K), reduction="none").view(K, b)
-        loss_sum += losses.sum(1).double()
-        correct += (logits.argmax(2) == target).sum(1)
+    for outer in range(0, len(x), batch_size):  # one pass of the single run: one Supermask sample per member
+        with stack.fixed_masks():
+            for start in range(outer, min(outer + batch_size, len(x)), chunk):
+                end = min(start + chunk, outer + batch_size)
+                logits = stack(x[start:end], shared=True)  # [K, b, classes]
+                target = y[start:end]
+                K, b, C = logits.shape
+                losses = F.cross_entropy(logits.reshape(K * b, C), target.repeat(K), reduction="none").view(K, b)
+                loss_sum += losses.sum(1).double().cpu()
+                correct += (logits.argmax(2) == target).sum(1).cpu()
     return [(float(loss_sum[k]) / len(x), int(correct[k]) / len(x)) for k in range(stack.size)]
 
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from masking import models, population, pruning, rng, training
+from masking import models, population, pruning, rng, supermask, training
 
 
 def data(shape, n=700, seed=0, dtype=torch.float64):
@@ -129,3 +129,29 @@ def test_members_must_share_the_architecture():
         population.Stack([models.build("lenet300_100", kind="masked"), models.build("conv2", kind="masked")])
     with pytest.raises(ValueError, match="valid choices: float32, float64"):
         population.dtype_of("float16")
+
+
+def supermask_net(seed, rescale, shape, dtype=torch.float64):
+    net = models.build("lenet300_100", seed=seed, kind="supermask", input_shape=shape, rescale=rescale).to(dtype)
+    supermask.set_generator(net, rng.stream(seed, "mask samples"))
+    return net
+
+
+def test_float64_supermask_members_equal_their_single_runs():
+    shape = (1, 28, 28)
+    train, val = data(shape)
+    members = [(1, False), (2, True)]  # seed, dynamic weight rescaling
+    stack = population.Stack([supermask_net(*m, shape) for m in members])
+    results = population.fit(stack, population.make_optimizer(stack, "adam", 0.1), train, val, 30, 20, 10,
+                             [rng.stream(seed, "data order") for seed, _ in members])
+    for k, member in enumerate(members):
+        net = supermask_net(*member, shape)
+        single = training.fit(net, training.make_optimizer(net, "adam", 0.1), train, val, 30, 20, 10,
+                              rng.stream(member[0], "data order"))
+        assert results[k].best_iteration == single.best_iteration
+        for a, b in zip(results[k].curve, single.curve, strict=True):
+            assert a["val_acc"] == b["val_acc"] and abs(a["val_loss"] - b["val_loss"]) < 1e-9
+        state = stack.member_state(k)
+        for name, tensor in net.state_dict().items():
+            assert float((state[name] - tensor).abs().max()) < 1e-9, name
+        assert abs(stack.expected_density(k) - supermask.expected_density(net)) < 1e-12
