@@ -314,7 +314,7 @@ def fit(stack: Stack, optimizer: torch.optim.Optimizer, train: Split, val: Split
     best: list[_Best | None] = [None] * stack.size
     failed: dict[int, MemberFailed] = {}
     curves: list[list[dict]] = [[] for _ in range(stack.size)]
-    loss_sum, loss_count = torch.zeros(stack.size, dtype=x.dtype), 0
+    loss_sum, loss_count = torch.zeros(stack.size, dtype=x.dtype, device=x.device), 0
     for it in range(1, iterations + 1):
         idx = torch.stack([next(order) for order in orders])  # [K, B]
         loss_sum += train_step(stack, optimizer, x[idx], y[idx])
