@@ -7,7 +7,7 @@ export VENV
 setup:
 	@bash scripts/setup.sh
 
-study: setup  ## the main job: a small real study into a local database, analysed into figures
+study: setup  ## the main job: a small real study into a local database, analysed into figures (about 9 min)
 	$(PY) -m experiments.study
 
 db-stop:  ## stop the local run database started by `make study` (its data stay)
@@ -16,10 +16,10 @@ db-stop:  ## stop the local run database started by `make study` (its data stay)
 omniboard: setup  ## Omniboard on the study's database: http://127.0.0.1:9000/sacred
 	$(PY) -m experiments.omniboard -m $$($(PY) -m experiments.localdb start | sed -n 's/.*-m \([^ ]*\).*/\1/p')
 
-test: setup  ## the default test suite (minutes)
+test: setup  ## the default test suite (about 10 min on 2 cores)
 	$(PY) -m pytest
 
-test-all: setup  ## every test, the slow ones too
+test-all: setup  ## every test, also those marked slow (the study in a shared database: a few minutes more)
 	$(PY) -m pytest -m ""
 
 bench: setup  ## speed benchmarks (ratios against a bare PyTorch loop)

@@ -1,9 +1,12 @@
 """Figures of the paper's studies: accuracy vs percent of weights remaining, with 95% confidence bands.
 
-Every line is the mean over seeds with a t-based 95% band; the x-axis is logarithmic with 100% on the left; the
-baseline is black and dashed; a marker ``*`` above a point says the condition differs from the baseline there
-(``stats.compare``, Holm-corrected). Each name keeps one color in every figure (``color``). One function per
-study of the paper; each writes PNG and PDF and returns the paths.
+Every line is the mean over seeds with a t-based 95% band, clipped to the metric's range (``metric_bounds``:
+accuracies in [0, 1], the early-stopping iteration in [0, iterations]); the x-axis is logarithmic with 100% on the
+left. Each name keeps one style in every figure (``style``): the baselines of the studies (random, original, zero)
+black and dashed, every other name its own color (``color``). A marker ``*`` above a point says the condition
+differs from the baseline there (``stats.compare``, Holm-corrected); the markers of different conditions at one
+point are stacked, not drawn over each other. One function per study of the paper; each writes PNG and PDF and
+returns the paths.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.transforms import offset_copy  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
@@ -36,6 +40,9 @@ NICE_TICKS = [100, 70, 50, 30, 20, 10, 7, 5, 3, 2, 1, 0.7, 0.5, 0.3, 0.2, 0.1, 0
 BASELINE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 2.2, "zorder": 5}
 
 
+STAR_STEP_POINTS = 7  # vertical offset between the significance markers of two conditions at one point
+
+
 def color(name: str):
     """The color of a condition name: fixed for the paper's names, a stable hash-picked one otherwise."""
     if name in COLORS:
@@ -43,32 +50,61 @@ def color(name: str):
     return _PALETTE[int(hashlib.md5(name.encode()).hexdigest(), 16) % len(_PALETTE)]
 
 
-def mean_and_band(df: pd.DataFrame, by: str, metric: str) -> pd.DataFrame:
-    """Mean, n and 95% t-interval of ``metric`` per (``by``, percent_remaining)."""
+def baseline_names() -> set[str]:
+    """The studies' baselines (random, original, zero): drawn black and dashed wherever they appear."""
+    return {baseline for _, baseline, *_ in STUDIES.values()}
+
+
+def style(name: str) -> dict:
+    """The line style of a name, the same in every figure."""
+    return BASELINE_STYLE if name in baseline_names() else {"color": color(name), "linewidth": 1.6}
+
+
+def metric_bounds(df: pd.DataFrame, metric: str) -> tuple[float, float] | None:
+    """The range a metric's values can take: accuracies [0, 1], the early-stopping iteration [0, iterations]."""
+    if metric.endswith(("acc", "acc_mean")):
+        return 0.0, 1.0
+    if metric == "early_stop_iteration" and "iterations" in df:
+        return 0.0, float(df["iterations"].max())
+    return None
+
+
+def mean_and_band(df: pd.DataFrame, by: str, metric: str,
+                  bounds: tuple[float, float] | None = None) -> pd.DataFrame:
+    """Mean, n and 95% t-interval of ``metric`` per (``by``, percent_remaining), the interval clipped to
+    ``bounds`` (the t-interval of values near a bound reaches past it)."""
     grouped = df.assign(_p=df["percent_remaining"].round(PERCENT_DECIMALS)).groupby([by, "_p"])[metric]
     out = grouped.agg(["mean", "std", "count"]).reset_index().rename(columns={"_p": "percent_remaining"})
     half = scipy_stats.t.ppf(0.975, np.maximum(out["count"] - 1, 1)) * out["std"] / np.sqrt(out["count"])
     out["low"], out["high"] = out["mean"] - half.fillna(0), out["mean"] + half.fillna(0)
+    if bounds is not None:
+        out["low"], out["high"] = out["low"].clip(*bounds), out["high"].clip(*bounds)
     return out
 
 
 def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metric: str, ax, ylabel: str,
                       significance: pd.DataFrame | None = None) -> None:
-    """Draw one line per value of ``factor`` on ``ax``."""
-    bands = mean_and_band(df, factor, metric)
+    """Draw one line per value of ``factor`` on ``ax``, bands within ``metric_bounds``."""
+    bounds = metric_bounds(df, metric)
+    bands = mean_and_band(df, factor, metric, bounds)
+    starred = 0  # conditions with markers so far: each next one's markers sit one step higher
     for name, line in bands.groupby(factor, sort=True):
         line = line.sort_values("percent_remaining", ascending=False)
         is_base = name == baseline
-        style = BASELINE_STYLE if is_base else {"color": color(name), "linewidth": 1.6}
+        line_style = style(name)
         ax.plot(line["percent_remaining"], line["mean"], marker="o", markersize=3,
-                label=f"{name} (baseline)" if is_base else name, **style)
-        ax.fill_between(line["percent_remaining"], line["low"], line["high"], color=style["color"],
+                label=f"{name} (baseline)" if is_base else name, **line_style)
+        ax.fill_between(line["percent_remaining"], line["low"], line["high"], color=line_style["color"],
                         alpha=0.12 if is_base else 0.2, linewidth=0)
         if significance is not None and not is_base:
             hits = significance[(significance["condition"] == name) & significance["significant"]]
             marked = line[line["percent_remaining"].isin(hits["percent_remaining"])]
-            ax.scatter(marked["percent_remaining"], marked["high"], marker="*", s=60, color=style["color"],
-                       edgecolors="black", linewidths=0.4, zorder=6)
+            if marked.empty:
+                continue
+            shift = offset_copy(ax.transData, fig=ax.figure, y=STAR_STEP_POINTS * starred, units="points")
+            ax.scatter(marked["percent_remaining"], marked["high"], marker="*", s=60, color=line_style["color"],
+                       edgecolors="black", linewidths=0.4, zorder=6, transform=shift)
+            starred += 1
     ax.set_xscale("log")
     ax.invert_xaxis()
     low, high = bands["percent_remaining"].min(), bands["percent_remaining"].max()
@@ -169,12 +205,13 @@ def study(df: pd.DataFrame, name: str, out_dir: Path) -> tuple[list[Path], pd.Da
 def early_stopping_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Early-stopping iteration vs percent remaining per criterion (the "tickets train faster" plot), over the
     criteria study's runs (mask1=original, mask0=zero)."""
-    runs = select(df, STUDIES["criteria"][2])
+    _, baseline, fixed, *_ = STUDIES["criteria"]
+    runs = select(df, fixed)
     if runs.empty:
         return []
     check_comparable(runs, "criterion")
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    plot_vs_remaining(runs, "criterion", None, "early_stop_iteration", ax, "early-stopping iteration")
+    plot_vs_remaining(runs, "criterion", baseline, "early_stop_iteration", ax, "early-stopping iteration")
     ax.set_title(f"Early-stopping iteration (minimum validation loss)\n{_subtitle(runs, 'criterion')}",
                  fontsize=10)
     ax.legend(fontsize=7, ncol=2)

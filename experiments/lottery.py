@@ -17,7 +17,7 @@ early_stop_iteration, final_test_acc, final_val_acc, untrained_test_acc, train_s
 ``masking.hashing.state_hash`` of the weights and biases (init: the seed's initialization, the same for every
 criterion and treatment; start: after the treatments; final: end of training) and of the mask.
 Metrics: ``train_loss``, ``val_loss``, ``val_acc`` at global step (round * iterations + iteration), and per round
-``round.test_acc``, ``round.untrained_test_acc``, ``round.percent_remaining`` (step = round).
+``round.test_acc``, ``round.untrained_test_acc`` (``schema.ROUND_METRICS``; step: (round + 1) * iterations).
 Artifacts: ``init.pt`` (initial weights and biases) and ``round_XX.pt`` ({"final": weights and biases at the end
 of training, "mask": the round's mask}).
 """
@@ -34,6 +34,7 @@ from experiments.ingredients.pruning import pruning_ingredient
 from experiments.ingredients.treatment import treatment_ingredient
 from masking import evaluation, hashing, models, rng
 from masking.pruning import Mask, apply_ticket, prune, schedule
+from ticketlab import schema
 
 ex = TicketlabExperiment("lottery", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, training_ing.training_ingredient, criterion_ingredient,
@@ -126,8 +127,8 @@ def main(seed, criterion, treatment, pruning: dict, training: dict, save_artifac
                 "train_seconds": result.seconds,
             }
             _run.info["rounds"].append(record)
-            for key in ("test_acc", "untrained_test_acc", "percent_remaining"):
-                _run.log_scalar(f"round.{key}", float(record[key]), k)
+            for key in schema.ROUND_METRICS:
+                _run.log_scalar(f"round.{key}", float(record[key]), (k + 1) * iterations)  # the round's last step
             if artifacts:
                 artifacts.save(f"round_{k:02d}.pt", {"final": final_weights, "mask": dict(mask)})
             print(f"round {k:2d}: {record['percent_remaining']:6.2f}% left, test acc {test_acc:.4f} "

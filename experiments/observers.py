@@ -31,6 +31,7 @@ import pymongo.errors
 from sacred.observers import MongoObserver
 
 from analysis import run_index
+from ticketlab import schema
 
 # how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)
 SERVER_TIMEOUT_MS = int(os.environ.get("TICKETLAB_DB_TIMEOUT_MS", "5000"))
@@ -70,9 +71,6 @@ class ResilientMongoObserver(MongoObserver):
             super().log_metrics(self.pending_metrics, info)
             self.pending_metrics = {}
 
-    # config values shown as Omniboard tags (its run list shows config only one level deep)
-    TAG_PATHS = ("criterion.name", "treatment.mask1", "treatment.mask0", "arch.name", "data.name")
-
     def started_event(self, *args, **kwargs):
         _id = super().started_event(*args, **kwargs)
         tags = self.tags(self.run_entry.get("config", {}))
@@ -81,17 +79,30 @@ class ResilientMongoObserver(MongoObserver):
         self._write_index()
         return _id
 
+    @staticmethod
+    def tag_values(config: dict) -> list[list[str]]:
+        """Per group of ``schema.TAG_GROUPS``, the run's values (the seed as ``seed=N``)."""
+        groups = []
+        for group in schema.TAG_GROUPS:
+            values = []
+            for path in group:
+                value = config
+                for part in path.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                if isinstance(value, str) or (path == "seed" and isinstance(value, int)):
+                    values.append(f"seed={value}" if path == "seed" else value)
+            groups.append(values)
+        return groups
+
     @classmethod
     def tags(cls, config: dict) -> list[str]:
-        """Flat tags of a run: the values at ``TAG_PATHS`` that it has, and ``seed=N``."""
-        found = []
-        for path in cls.TAG_PATHS:
-            value = config
-            for part in path.split("."):
-                value = value.get(part) if isinstance(value, dict) else None
-            if isinstance(value, str):
-                found.append(value)
-        return found + ([f"seed={config['seed']}"] if "seed" in config else [])
+        """A run's Omniboard tags: per group of ``schema.TAG_GROUPS``, its values joined by "/", or one tag per
+        value when that is longer than ``schema.TAG_MAX_CHARS`` (longer tags are cut in Omniboard's Tags cell)."""
+        tags = []
+        for values in cls.tag_values(config):
+            joined = "/".join(values)
+            tags += [joined] if len(joined) <= schema.TAG_MAX_CHARS else values
+        return [tag for tag in tags if tag]
 
     def heartbeat_event(self, info, captured_out, beat_time, result):
         try:

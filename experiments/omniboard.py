@@ -3,20 +3,25 @@
     python -m experiments.omniboard -m 127.0.0.1:27017:lottery [--port 9000]
     python -m experiments.omniboard --mu "mongodb://user:pw@host:27017/lottery?authSource=admin"
 
-Omniboard shows a run's config one level deep. ticketlab's observer tags every run with its criterion, mask-1
-and mask-0 actions, arch, data set and seed (Omniboard's Tags column, near the left of the run list); this
-command tags older runs the same way and writes (idempotently) into Omniboard's own settings collections:
+Omniboard shows a run's config one level deep. ticketlab's observer tags every run with its criterion, mask-1 and
+mask-0 actions, arch, data set and ``seed=N`` (``schema.TAG_PATHS``; Omniboard's Tags column, near the left of the
+run list). This command gives older runs the same tags (keeping tags added by hand), makes the rows tall enough for
+the Tags cell to show all six (``schema.ROW_HEIGHT``: Omniboard's ``row_height`` setting, when still at its
+default) and writes (idempotently) into Omniboard's own settings collections:
 
-* ``omniboard.custom.columns``: Arch, Data, Criterion, Mask-1, Mask-0, Rounds and Iterations, read from the
-  nested config paths (``criterion.name``, ``treatment.mask1``, ...); the seed is a top-level config key, which
-  Omniboard shows as it is;
-* ``omniboard.metric.columns``: the best test accuracy over rounds (``round.test_acc``, max) and the best
-  untrained Supermask accuracy (``round.untrained_test_acc``, max). The run's Result column is the last round's
-  test accuracy (the lottery experiment returns it).
+* ``omniboard.custom.columns`` (``schema.CUSTOM_COLUMNS``): Criterion, Mask-1, Mask-0, Arch, Data, Rounds and
+  Iterations, read at ``config.criterion.name``, ``config.treatment.mask1``, ... (Omniboard needs the ``config.``
+  prefix; columns an older ticketlab wrote without it are repaired);
+* ``omniboard.metric.columns`` (``schema.METRIC_COLUMNS``): the best test accuracy over rounds (``round.test_acc``,
+  max) and the best untrained Supermask accuracy (``round.untrained_test_acc``, max). The run's Result column is
+  the last round's test accuracy (the lottery experiment returns it).
+
+Omniboard places new columns after the run fields and the config; it keeps the order a user gives the columns (drag
+a header) in the browser's local storage, so the server cannot bring them forward (the README says how, once).
 
 Omniboard itself is the npm package pinned in ``package.json`` (``make setup`` installs it into
-``node_modules/``). It serves the run list at ``http://127.0.0.1:PORT/sacred/`` and its API under
-``/sacred/api/v1/``; this command prints the address and runs until interrupted.
+``node_modules/``). It serves the run list at ``http://127.0.0.1:PORT/sacred`` (no trailing slash) and its API under
+``/sacred/api/v1/``; this command prints that address and runs until interrupted.
 """
 
 from __future__ import annotations
@@ -33,36 +38,49 @@ import pymongo.errors
 
 from experiments.dbspec import parse_db_spec
 from experiments.observers import ResilientMongoObserver
+from ticketlab import schema
 
 ROOT = Path(__file__).resolve().parent.parent
-# Column names differ from the config's top-level keys (Omniboard already shows those, as whole dictionaries).
-CUSTOM_COLUMNS = [  # (column name, config path)
-    ("Arch", "arch.name"), ("Data", "data.name"), ("Criterion", "criterion.name"), ("Mask-1", "treatment.mask1"),
-    ("Mask-0", "treatment.mask0"), ("Rounds", "pruning.rounds"), ("Iterations", "training.iterations"),
-]
-METRIC_COLUMNS = [  # (column name, metric name, extremum)
-    ("Best test acc", "round.test_acc", "max"), ("Best untrained acc", "round.untrained_test_acc", "max"),
-]
 
 
 def ensure_columns(database) -> None:
-    """Write ticketlab's columns into Omniboard's settings collections (existing ones are left as they are)."""
-    for name, path in CUSTOM_COLUMNS:
-        database["omniboard.custom.columns"].update_one({"name": name}, {"$setOnInsert": {"config_path": path}},
-                                                        upsert=True)
-    for name, metric, extremum in METRIC_COLUMNS:
+    """Write ticketlab's columns (``schema.CUSTOM_COLUMNS``, ``schema.METRIC_COLUMNS``) into Omniboard's settings
+    collections. A column the user changed is left as it is; one written by an older ticketlab without the
+    ``config.`` prefix (which Omniboard showed empty) is repaired."""
+    columns = database["omniboard.custom.columns"]
+    for name, path in schema.CUSTOM_COLUMNS:
+        columns.update_one({"name": name, "config_path": path.removeprefix("config.")}, {"$set": {"config_path": path}})
+        columns.update_one({"name": name}, {"$setOnInsert": {"config_path": path}}, upsert=True)
+    for name, metric, extremum in schema.METRIC_COLUMNS:
         database["omniboard.metric.columns"].update_one(
             {"name": name}, {"$setOnInsert": {"metric_name": metric, "extrema": extremum}}, upsert=True)
 
 
+def ensure_row_height(database) -> None:
+    """Rows tall enough for the Tags cell to show every tag (``schema.ROW_HEIGHT``), unless the user chose a row
+    height (Omniboard's settings, gear menu) other than Omniboard's default."""
+    database["omniboard.settings"].update_one(
+        {"name": "row_height", "value": {"$in": [schema.OMNIBOARD_DEFAULT_ROW_HEIGHT, None]}},
+        {"$set": {"value": schema.ROW_HEIGHT}}, upsert=False)
+    database["omniboard.settings"].update_one({"name": "row_height"},
+                                              {"$setOnInsert": {"value": schema.ROW_HEIGHT}}, upsert=True)
+
+
 def ensure_tags(database) -> int:
-    """Tag the runs that have no Omniboard tags (written before, or by another observer) as the observer would;
-    returns how many."""
-    untagged = list(database["runs"].find({"omniboard.tags": {"$exists": False}}, {"config": 1}))
-    for run in untagged:
-        database["runs"].update_one({"_id": run["_id"]},
-                                    {"$set": {"omniboard.tags": ResilientMongoObserver.tags(run.get("config", {}))}})
-    return len(untagged)
+    """Give every run ticketlab's Omniboard tags as the observer does (runs written by another observer have none,
+    runs of older versions one tag per value), keeping the tags a user added in Omniboard; returns how many runs
+    changed."""
+    changed = 0
+    for run in database["runs"].find({}, {"config": 1, "omniboard.tags": 1}):
+        config = run.get("config", {})
+        ours = ResilientMongoObserver.tags(config)
+        stale = set(ours).union(*ResilientMongoObserver.tag_values(config))
+        old = (run.get("omniboard") or {}).get("tags") or []
+        tags = ours + [t for t in old if t not in stale]
+        if tags != old:
+            database["runs"].update_one({"_id": run["_id"]}, {"$set": {"omniboard.tags": tags}})
+            changed += 1
+    return changed
 
 
 def omniboard_command() -> list[str]:
@@ -72,6 +90,12 @@ def omniboard_command() -> list[str]:
         raise FileNotFoundError(f"Omniboard is not installed: run `make setup` (needs node and npm; installs the "
                                 f"version pinned in {ROOT / 'package.json'} into {ROOT / 'node_modules'})")
     return [node, str(start)]
+
+
+def url(port: int) -> str:
+    """The run list's address. Without a trailing slash: from ``.../sacred/`` the app requests
+    ``/sacred/sacred/api/...`` and stays at "Loading app..." forever."""
+    return f"http://127.0.0.1:{port}/sacred"
 
 
 def main(argv=None) -> int:
@@ -95,6 +119,7 @@ def main(argv=None) -> int:
         command = omniboard_command()
         with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
             ensure_columns(client[db_name])
+            ensure_row_height(client[db_name])
             ensure_tags(client[db_name])
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -102,8 +127,7 @@ def main(argv=None) -> int:
     except pymongo.errors.PyMongoError as error:
         print(f"error: cannot reach the run database {db_name!r}: {error.__class__.__name__}", file=sys.stderr)
         return 2
-    print(f"Omniboard for database {db_name!r}: http://127.0.0.1:{args.port}/sacred/  (Ctrl-C stops it)",
-          flush=True)
+    print(f"Omniboard for database {db_name!r}: {url(args.port)}  (Ctrl-C stops it)", flush=True)
     os.chdir(ROOT)  # become Omniboard (exec): a signal to this process reaches it, no child is left behind
     os.execve(command[0], command + omniboard_args, dict(os.environ, PORT=str(args.port)))
 

@@ -6,7 +6,10 @@
 2. runs the mask-criteria comparison of the paper on real Fashion-MNIST with lenet300_100 at reduced iterations
    (large_final, magnitude_increase, large_init and random; seeds 1-3; mask-1 original, mask-0 zero) through the
    sweep, which skips the runs already completed: running the study again retrains nothing that is done;
-3. writes the analysis report (tables and figures) to ``<home>/study_report`` and prints where everything is.
+3. writes the analysis report (tables and figures) of its own runs (its settings: data, arch, iterations, rounds,
+   eval_every, criteria, seeds, mask-1 and mask-0; other runs in the same database, e.g. of the README's sweep
+   example, are left out) to ``<home>/study_report`` and prints where everything is, with commands that work as
+   printed (the Python that ran the study).
 
 Stop the database with ``python -m experiments.localdb stop``; its data survive a restart.
 """
@@ -14,6 +17,8 @@ Stop the database with ``python -m experiments.localdb stop``; its data survive 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 import sys
 import time
 
@@ -22,6 +27,14 @@ from experiments import localdb, sweep
 
 CRITERIA = "large_final,magnitude_increase,large_init,random"
 DB_NAME = "lottery"
+EVAL_EVERY = 200  # the ``reduced`` named config's
+
+
+def python_command() -> str:
+    """How to call the Python running this: ``.venv/bin/python`` from the repository, else its absolute path (a
+    bare ``python`` outside the virtual environment lacks ticketlab's packages)."""
+    relative = os.path.relpath(sys.executable)
+    return shlex.quote(relative if not relative.startswith("..") else sys.executable)
 
 
 def main(argv=None) -> int:
@@ -41,27 +54,32 @@ def main(argv=None) -> int:
     address = localdb.ensure_running(home, args.port)
     spec = f"{address}:{DB_NAME}"
     print(f"study: run database at {address} (data in {home / 'db'})")
+    settings = {"data.name": "fashion_mnist", "arch.name": "lenet300_100", "pruning.rounds": args.rounds,
+                "training.iterations": args.iterations, "training.eval_every": EVAL_EVERY}
     code = sweep.main(["-m", spec, "--criteria", args.criteria, "--mask1", "original", "--mask0", "zero",
                        "--seeds", args.seeds, "--workers", str(args.workers), "--logs", str(home / "study_logs"),
-                       "with", "reduced", "data.name=fashion_mnist", "arch.name=lenet300_100",
-                       f"pruning.rounds={args.rounds}", f"training.iterations={args.iterations}"])
+                       "with", "reduced", *[f"{key}={value}" for key, value in settings.items()]])
     if code != 0:
         print("study: some runs failed (see the logs above); the report covers the runs that completed",
               file=sys.stderr)
     out = home / "study_report"
-    result = write_report(f"mongodb://{address}", DB_NAME, out, where={"data": "fashion_mnist",
-                                                                        "arch": "lenet300_100"})
+    where = {**settings, "mask1": "original", "mask0": "zero", "criterion": args.criteria.split(","),
+             "seed": [int(seed) for seed in args.seeds.split(",")]}  # a config path or a frame column
+    result = write_report(f"mongodb://{address}", DB_NAME, out, where=where)
     print(f"\nstudy: report in {out}/report.md, after {time.monotonic() - started:.0f} s")
     for line in result["summary"]:
         print("  " + line)
     figures = sorted(p.name for p in result["files"] if p.suffix == ".png")
     print(f"  figures: {', '.join(figures)}")
-    print("\nbrowse and analyse the runs:")
-    print(f"  python -m experiments.omniboard -m {spec}    # then open http://127.0.0.1:9000/sacred")
-    print(f"  python -m analysis runs --mongo {address} --db {DB_NAME}")
-    print(f"  python -m analysis report --mongo {address} --db {DB_NAME} --out DIR")
+    python, home_option = python_command(), f" --home {shlex.quote(str(home))}" if args.home else ""
+    print("\nbrowse and analyse the runs (from this folder):")
+    print(f"  {python} -m experiments.omniboard -m {spec}    # then open the link it prints")
+    print(f"  {python} -m analysis runs --mongo {address} --db {DB_NAME}")
+    options = " ".join(f"--where {key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+                       for key, value in where.items())
+    print(f"  {python} -m analysis report --mongo {address} --db {DB_NAME} {options} --out DIR")
     print(f"  incense: incense.ExperimentLoader(mongo_uri='mongodb://{address}', db_name='{DB_NAME}')")
-    print(f"  stop the database: python -m experiments.localdb stop{f' --home {home}' if args.home else ''}")
+    print(f"  stop the database: {python} -m experiments.localdb stop{home_option}")
     return code
 
 

@@ -1,9 +1,14 @@
 """Omniboard (the pinned npm package) serving a database written by real fast runs, driven by Debian's headless
-Chromium through chromedriver: the run list renders and shows the runs with their criterion names."""
+Chromium through chromedriver at 1600 x 900, as a user sees it: the link the command prints opens the run list;
+the first screen's Tags cells show every tag of each run in full; after the README's one-time column reordering
+the Criterion, Mask-1, Mask-0, accuracy and Result cells hold the runs' values. Screenshots go to
+build/screenshots/."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,10 +20,13 @@ import pytest
 
 from experiments import omniboard
 from experiments.localdb import free_port
+from experiments.observers import ResilientMongoObserver
 from tests.conftest import run_cli
+from ticketlab import schema
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-SCREENSHOT = Path(__file__).resolve().parent.parent / "build" / "screenshots" / "omniboard_runs.png"
+SCREENSHOTS = omniboard.ROOT / "build" / "screenshots"
+README = omniboard.ROOT / "README.md"
 MISSING = [what for what, present in (
     ("node", shutil.which("node") is not None),
     ("Omniboard in node_modules (make setup)", (omniboard.ROOT / "node_modules" / "omniboard").is_dir()),
@@ -26,6 +34,7 @@ MISSING = [what for what, present in (
     ("chromedriver (apt-get install chromium-driver)", CHROMEDRIVER.exists()),
 ) if not present]
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"missing: {', '.join(MISSING)}")
+RUNS = {1: ("large_final", 1), 2: ("random", 2)}  # run id: (criterion, seed)
 
 
 def get(url: str):
@@ -35,32 +44,37 @@ def get(url: str):
 
 @pytest.fixture(scope="module")
 def board(db_server, tmp_path_factory):
-    """Two fast lottery runs in a fresh database and Omniboard serving it."""
-    import os
+    """Two fast lottery runs in a fresh database and Omniboard serving it; yields (the printed link, database)."""
     env = dict(os.environ, TICKETLAB_FAILURE_DIR=str(tmp_path_factory.mktemp("failed")))
     spec = f"{db_server.address}:omniboard_db"
-    for criterion, seed in (("large_final", 1), ("random", 2)):
+    for criterion, seed in RUNS.values():
         result = run_cli("experiments.lottery", "with", "fast", "data.name=synthetic", f"criterion.name={criterion}",
                          f"seed={seed}", "-m", spec, env=env)
         assert result.returncode == 0, result.stderr
     port = free_port()
-    log = open(tmp_path_factory.mktemp("omniboard") / "omniboard.log", "w")
-    process = subprocess.Popen([sys.executable, "-m", "experiments.omniboard", "-m", spec, "--port", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/sacred"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if get(f"{base}/api/v1/Runs/count?query=%7B%7D")[0] == 200:
-                break
-        except OSError:
+    log_path = tmp_path_factory.mktemp("omniboard") / "omniboard.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-m", "experiments.omniboard", "-m", spec, "--port", str(port)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline, link = time.monotonic() + 90, None
+        while time.monotonic() < deadline and process.poll() is None:
+            found = re.search(r"(http://\S+)", log_path.read_text())
+            if found:
+                link = found.group(1)
+                try:
+                    if get(f"{link}/api/v1/Runs/count?query=%7B%7D")[0] == 200:
+                        break
+                except OSError:
+                    pass
             time.sleep(0.5)
-    else:
+        else:
+            pytest.fail(f"Omniboard did not answer on port {port}:\n{log_path.read_text()}")
+        assert link == f"http://127.0.0.1:{port}/sacred"  # no trailing slash: with one the app never loads
+        yield link, db_server.client()["omniboard_db"]
+    finally:
         process.terminate()
-        pytest.fail(f"Omniboard did not answer on port {port}; see {log.name}")
-    yield base, db_server.client()["omniboard_db"]
-    process.terminate()
-    process.wait(20)
+        process.wait(20)
 
 
 def test_api_serves_runs_columns_metrics_and_artifacts(board):
@@ -68,23 +82,84 @@ def test_api_serves_runs_columns_metrics_and_artifacts(board):
     status, body = get(f"{base}/api/v1/Runs?select=_id,omniboard,config&sort_by=_id&order_by=1")
     runs = json.loads(body)
     assert status == 200 and [r["config"]["criterion"]["name"] for r in runs] == ["large_final", "random"]
-    assert runs[0]["omniboard"]["tags"] == ["large_final", "original", "zero", "lenet300_100", "synthetic", "seed=1"]
+    assert runs[0]["omniboard"]["tags"] == ["large_final", "original/zero", "synthetic", "lenet300_100/seed=1"]
     columns = {c["name"]: c["config_path"] for c in db["omniboard.custom.columns"].find()}
-    assert columns["Criterion"] == "criterion.name" and columns["Mask-1"] == "treatment.mask1"
-    metric = db["metrics"].find_one({"run_id": 1, "name": "val_acc"})
-    assert len(metric["values"]) == 12
+    assert columns["Criterion"] == "config.criterion.name" and columns["Mask-1"] == "config.treatment.mask1"
+    assert db["omniboard.settings"].find_one({"name": "row_height"})["value"] == schema.ROW_HEIGHT
+    # the learning curves and per-round accuracies share one axis in the Metrics Plot: no 0-100 series among them
+    metrics = {m["name"]: m["values"] for m in db["metrics"].find({"run_id": 1})}
+    assert set(metrics) == {"train_loss", "val_loss", "val_acc", "round.test_acc", "round.untrained_test_acc"}
+    assert len(metrics["val_acc"]) == 12 and max(max(v) for v in metrics.values()) < 5
     artifact = db["runs"].find_one({"_id": 1})["artifacts"][1]
     status, payload = get(f"{base}/api/v1/files/download/{artifact['file_id']}/{artifact['name']}")
     assert status == 200 and len(payload) > 100_000  # round_00.pt: weights and mask of lenet300_100
 
 
-def test_run_list_renders_in_headless_chromium(board):
+def test_older_runs_are_retagged_and_empty_columns_repaired(db_server, db_name):
+    """What an older ticketlab left: one tag per value (the Tags cell cut them), columns without ``config.``."""
+    db = db_server.client()[db_name]
+    config = {"criterion": {"name": "large_final"}, "treatment": {"mask1": "original", "mask0": "zero"},
+              "arch": {"name": "lenet300_100"}, "data": {"name": "fashion_mnist"}, "seed": 3}
+    old = ["large_final", "original", "zero", "lenet300_100", "fashion_mnist", "seed=3"]
+    db["runs"].insert_many([{"_id": 1, "config": config, "omniboard": {"tags": old + ["mine"]}},
+                            {"_id": 2, "config": dict(config, seed=4)}])
+    db["omniboard.custom.columns"].insert_many([{"name": "Criterion", "config_path": "criterion.name"},
+                                                {"name": "Arch", "config_path": "config.arch.name_mine"}])
+    db["omniboard.settings"].insert_one({"name": "row_height", "value": 70})
+    omniboard.ensure_columns(db)
+    omniboard.ensure_row_height(db)
+    assert omniboard.ensure_tags(db) == 2 and omniboard.ensure_tags(db) == 0  # idempotent
+    tagged = {run["_id"]: run["omniboard"]["tags"] for run in db["runs"].find()}
+    assert tagged == {1: ["large_final", "original/zero", "fashion_mnist", "lenet300_100/seed=3", "mine"],
+                      2: ["large_final", "original/zero", "fashion_mnist", "lenet300_100/seed=4"]}
+    columns = {c["name"]: c["config_path"] for c in db["omniboard.custom.columns"].find()}
+    assert columns["Criterion"] == "config.criterion.name"  # repaired
+    assert columns["Arch"] == "config.arch.name_mine"  # the user's own choice stays
+    assert set(columns) == {name for name, _ in schema.CUSTOM_COLUMNS}
+    assert db["omniboard.settings"].find_one({"name": "row_height"})["value"] == schema.ROW_HEIGHT
+    long = ResilientMongoObserver.tags(dict(config, treatment={"mask1": "signed_reshuffle",
+                                                               "mask0": "zero_if_toward_zero"}))
+    assert long[1:3] == ["signed_reshuffle", "zero_if_toward_zero"]  # a pair too long for one tag: two tags
+
+
+# The run list as a user reads it: per body row, the text of each cell under its header's title, and for the Tags
+# cell each tag chip's text and whether it is shown in full (not cut by its chip, its cell or the window).
+READ_TABLE = """
+const headers = [...document.querySelectorAll('.public_fixedDataTable_header .public_fixedDataTableCell_main')]
+  .map(h => ({text: h.innerText.trim(), left: h.getBoundingClientRect().left}));
+const rows = [...document.querySelectorAll('.public_fixedDataTable_bodyRow')];
+return rows.map(row => {
+  const cells = {};
+  for (const cell of row.querySelectorAll('.public_fixedDataTableCell_main')) {
+    const box = cell.getBoundingClientRect();
+    const header = headers.find(h => Math.abs(h.left - box.left) < 2);
+    if (!header || !header.text) continue;
+    const chips = [...cell.querySelectorAll('.select-cell [class*=multiValue]')].map(chip => {
+      const label = chip.firstElementChild, r = chip.getBoundingClientRect();
+      return {text: label.textContent, full: label.scrollWidth <= label.clientWidth && r.top >= box.top - 0.5
+              && r.bottom <= box.bottom + 0.5 && r.right <= box.right && r.right <= window.innerWidth};
+    });
+    cells[header.text] = {text: cell.innerText.trim(), chips: chips, visible: box.right <= window.innerWidth};
+  }
+  return cells;
+});
+"""
+
+
+def _readme_snippet() -> str:
+    """The README's JavaScript that brings ticketlab's columns to the front (the user pastes it once)."""
+    section = README.read_text().split("## Browsing runs: Omniboard", 1)[1].split("\n## ", 1)[0]
+    return re.search(r"```js\n(.*?)```", section, re.S).group(1)
+
+
+def test_run_list_in_headless_chromium(board):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    base, _ = board
+    link, db = board
+    tags = {run["_id"]: run["omniboard"]["tags"] for run in db["runs"].find()}
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
@@ -92,15 +167,61 @@ def test_run_list_renders_in_headless_chromium(board):
                  "--disable-sync", "--window-size=1600,900"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+
+    def table(required: set[str]) -> dict[int, dict]:
+        """The body rows by run id, once every row has the ``required`` columns filled."""
+        def ready(_):
+            rows = driver.execute_script(READ_TABLE)
+            by_id = {int(r["Id"]["text"]): r for r in rows if r.get("Id", {}).get("text", "").isdigit()}
+            done = set(by_id) == set(RUNS) and all(r.get(c, {}).get("text") for r in by_id.values()
+                                                     for c in required)
+            return by_id if done else False
+        return WebDriverWait(driver, 60).until(ready)
+
     try:
-        driver.get(base)
-        text = lambda: driver.find_element(By.TAG_NAME, "body").text  # noqa: E731
-        WebDriverWait(driver, 60).until(lambda _: "large_final" in text() and "random" in text())
-        assert "2 experiments" in text() and "COMPLETED" in text()
-        headers = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".public_fixedDataTableCell_cellContent")]
-        assert {"Id", "Status", "Tags"} <= set(headers)
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(SCREENSHOT))
+        driver.get(link)  # exactly the printed link
+        WebDriverWait(driver, 60).until(lambda _: "2 experiments" in driver.find_element(By.TAG_NAME, "body").text)
+        # the first screen, as Omniboard first lays it out: the Tags cells tell the runs apart
+        first = table({"Tags", "Status"})
+        driver.save_screenshot(str(SCREENSHOTS / "omniboard_first_screen.png"))
+        for run_id, row in first.items():
+            chips = row["Tags"]["chips"]
+            assert [c["text"] for c in chips] == tags[run_id] and row["Tags"]["visible"]
+            assert all(c["full"] for c in chips), f"run {run_id}: tags cut in the Tags cell: {chips}"
+            assert row["Status"]["text"] == "COMPLETED"
+
+        # the README's one-time reordering brings ticketlab's columns onto the first screen
+        driver.execute_script(_readme_snippet())
+        columns = {"Criterion", "Mask-1", "Mask-0", "Best test acc", "Best untrained acc", "Result", "Status"}
+        rows = table(columns)
+        driver.save_screenshot(str(SCREENSHOTS / "omniboard_ticketlab_columns.png"))
+        for run_id, row in rows.items():
+            criterion, _ = RUNS[run_id]
+            assert all(row[c]["visible"] for c in columns | {"Tags"}), row
+            assert (row["Criterion"]["text"], row["Mask-1"]["text"], row["Mask-0"]["text"]) == \
+                   (criterion, "original", "zero")
+            accuracies = [float(row[c]["text"]) for c in ("Best test acc", "Best untrained acc", "Result")]
+            assert all(0 <= a <= 1 for a in accuracies) and accuracies[0] >= accuracies[2]
+            assert [c["text"] for c in row["Tags"]["chips"]] == tags[run_id]
+        # a run's Metrics Plot (the first tab under an expanded row): every metric on one axis, none off its scale
+        driver.find_element(By.CSS_SELECTOR, "a[test-attr='cell-row_expander-0']").click()
+        plotted = WebDriverWait(driver, 60).until(lambda _: driver.execute_script(
+            "const plot = document.querySelector('.js-plotly-plot');"
+            "return plot && plot.data && plot.data.length ? plot.data.filter(t => !t.name.endsWith('.unsmoothed'))"
+            ".map(t => [t.name, Math.min(...t.y), Math.max(...t.y)]) : false;"))
+        plot = driver.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
+        driver.execute_script("arguments[0].scrollIntoView()", plot)
+        plot.screenshot(str(SCREENSHOTS / "omniboard_metrics_plot.png"))
+        assert {name for name, *_ in plotted} == {"train_loss", "val_loss", "val_acc", "round.test_acc",
+                                                  "round.untrained_test_acc"}
+        assert all(0 <= low and high <= (1 if "acc" in name else 3) for name, low, high in plotted), plotted
+        # Arch, Data, Rounds and Iterations follow, off the first screen: scroll them into view by widening
+        driver.set_window_size(6000, 900)
+        rows = table({"Arch", "Data", "Rounds", "Iterations"})
+        for row in rows.values():
+            assert (row["Arch"]["text"], row["Data"]["text"], row["Rounds"]["text"], row["Iterations"]["text"]) \
+                   == ("lenet300_100", "synthetic", "2", "100")
     finally:
         driver.quit()
-    assert SCREENSHOT.stat().st_size > 20_000
+    assert (SCREENSHOTS / "omniboard_first_screen.png").stat().st_size > 20_000

@@ -59,3 +59,34 @@ class SupermaskRecord:
 
 ROUND_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)]
 SUPERMASK_FIELDS = [f.name for f in dataclasses.fields(SupermaskRecord)]
+
+
+# ---- Omniboard
+# How a run shows in Omniboard's run list (experiments.omniboard writes the columns, the observer the tags). Omniboard
+# reads a custom column's value at ``config_path`` in the run document, so the paths start with ``config.``.
+
+# Tags. Omniboard's Tags cell (250 px) wraps its tag chips onto lines of about 140 px, 24.5 px each, one chip per
+# line unless both are tiny, and cuts a chip's text past about 20 characters; its default row height (70 px) shows
+# two lines. So a run carries four tags of at most 20 characters, e.g. ``large_final``, ``original/zero``,
+# ``fashion_mnist``, ``lenet300_100/seed=1`` (a group's values joined by "/", the seed as ``seed=N``; a group longer
+# than TAG_MAX_CHARS becomes one tag per value), and ticketlab's rows show four lines (``ROW_HEIGHT``, Omniboard's
+# ``row_height`` setting).
+TAG_GROUPS = (("criterion.name",), ("treatment.mask1", "treatment.mask0"), ("data.name",), ("arch.name", "seed"))
+TAG_MAX_CHARS = 20
+ROW_HEIGHT = 110
+OMNIBOARD_DEFAULT_ROW_HEIGHT = 70
+
+CUSTOM_COLUMNS = (  # (column name, config path)
+    ("Criterion", "config.criterion.name"), ("Mask-1", "config.treatment.mask1"), ("Mask-0", "config.treatment.mask0"),
+    ("Arch", "config.arch.name"), ("Data", "config.data.name"), ("Rounds", "config.pruning.rounds"),
+    ("Iterations", "config.training.iterations"),
+)
+# Metrics a lottery run logs once per round (name ``round.<field>`` of RoundRecord) at the round's last global step,
+# the end of its learning curve in Omniboard's Metrics Plot; with the learning curves (train_loss, val_loss, val_acc)
+# they are all in [0, ~2.5], so that one-axis plot of every metric stays readable (the percent remaining, 0-100, is
+# in ``info.rounds``, not a metric).
+ROUND_METRICS = ("test_acc", "untrained_test_acc")
+METRIC_COLUMNS = (  # (column name, metric name, extremum)
+    ("Best test acc", "round.test_acc", "max"), ("Best untrained acc", "round.untrained_test_acc", "max"),
+)
+

@@ -18,7 +18,7 @@ def config():
     iterations = None  # training steps per round; None: the paper's for the arch (50k fc, 20k/25k/30k conv)
     batch_size = 60  # examples per step
     eval_every = 100  # steps between validation evaluations (early stopping keeps the best)
-    threads = 0  # torch intra-op threads; 0: torch's default. Pin 1 per process in parallel sweeps
+    threads = 1  # torch intra-op threads (0: torch's default, all cores, up to 30x slower when the cores are busy)
 
 
 @training_ingredient.named_config
