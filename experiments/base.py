@@ -6,39 +6,99 @@
   swapped for ours, with the same arguments, before the run starts; ``-m DB`` with ``TICKETLAB_MONGO_URI`` set
   reaches an authenticated server). An unreachable database stops the run before it starts, in one line.
   Observers are attached only from the command line: library calls (``ex.run(...)``) and tests choose their own.
+* ``--resume RUN_ID`` (experiments made with ``resumable=True``) continues a run that died, in its own document,
+  with its stored config (``experiments.resume``).
+* SIGTERM, like Ctrl-C, interrupts a run: Sacred records it INTERRUPTED instead of leaving it RUNNING.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pymongo.errors
 import torch
 from sacred import SETTINGS, Experiment
+from sacred.commandline_options import cli_option
 from sacred.observers import MongoObserver
 from sacred.utils import apply_backspaces_and_linefeeds
 
 from experiments.dbspec import observer_kwargs
 from experiments.errors import RunDatabaseError
 from experiments.observers import ResilientMongoObserver
+from experiments import resume
 from masking import models
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
 SETTINGS.HOST_INFO.INCLUDE_CPU_INFO = False
 SETTINGS.CAPTURE_MODE = "sys"
 
+
+@cli_option("-R", "--resume")
+def resume_option(args, run):
+    """Continue run RUN_ID of the -m database from its last finished round, with its stored config (only execution
+    settings such as training.threads or data.root may be given with 'with')."""
+    # the work happens in TicketlabExperiment._create_run: the stored config must be known before the run is made
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """While the block runs (in the main thread), SIGTERM raises KeyboardInterrupt, once, as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one interrupt: the run's final save must not be cut short
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class TicketlabExperiment(Experiment):
-    def __init__(self, name: str, ingredients=()):
-        super().__init__(name, ingredients=list(ingredients))
+    def __init__(self, name: str, ingredients=(), resumable: bool = False):
+        super().__init__(name, ingredients=list(ingredients),
+                         additional_cli_options=[resume_option] if resumable else None)
         self.captured_out_filter = apply_backspaces_and_linefeeds
 
-    def _create_run(self, *args, **kwargs):
-        run = super()._create_run(*args, **kwargs)
+    def run(self, *args, **kwargs):
+        with sigterm_interrupts():
+            return super().run(*args, **kwargs)
+
+    def run_commandline(self, argv=None):
+        try:
+            return super().run_commandline(argv)
+        except KeyboardInterrupt:
+            run = self.current_run
+            options = run.meta_info.get("options", {}) if run else {}
+            hint = ""
+            if run is not None and run._id is not None and options.get("--mongo_db") and \
+                    any(o is resume_option for o in self.additional_cli_options):
+                command = resume.resume_command(run._id, options["--mongo_db"], experiment=self.path)
+                hint = f"; continue it with: python {' '.join(command[1:])}"
+            print(f"ticketlab: run {run._id if run else ''} INTERRUPTED{hint}", file=sys.stderr)
+            sys.exit(130)
+
+    def _create_run(self, command_name=None, config_updates=None, named_configs=(), info=None, meta_info=None,
+                    options=None):
+        resume_id = (options or {}).get(resume.RESUME_FLAG)
+        if resume_id:
+            doc = resume.stored_run((options or {}).get("--mongo_db"), resume_id)
+            config_updates, info = resume.prepare(self.path, doc, config_updates, named_configs)
+        run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
         spec = run.meta_info.get("options", {}).get("--mongo_db")
         if spec:
             try:
-                observer = ResilientMongoObserver(**observer_kwargs(spec))
+                observer = ResilientMongoObserver(**observer_kwargs(spec), overwrite=int(resume_id) if resume_id
+                                                  else None)
                 observer.runs.database.client.admin.command("ping")
             except ValueError as error:
                 raise RunDatabaseError(str(error)) from None

@@ -20,26 +20,35 @@ Metrics: ``train_loss``, ``val_loss``, ``val_acc`` at global step (round * itera
 ``round.test_acc``, ``round.untrained_test_acc`` (``schema.ROUND_METRICS``; step: (round + 1) * iterations).
 Artifacts: ``init.pt`` (initial weights and biases) and ``round_XX.pt`` ({"final": weights and biases at the end
 of training, "mask": the round's mask}).
+
+A run that died (killed, machine lost) continues from its last finished round into the same run document:
+``python -m experiments.lottery -m HOST:PORT:DB --resume RUN_ID`` (see ``experiments.resume``); the rounds it then
+trains are bit-identical to an uninterrupted run's on the CPU. SIGTERM and Ctrl-C leave the run INTERRUPTED.
+The procedure itself is ``masking.lottery`` (usable without Sacred); this script configures and records it.
 """
 
 from __future__ import annotations
 
+import datetime
+
 from analysis.conditions import condition_hash
+from experiments import resume
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
-from experiments.ingredients.criterion import criterion_ingredient, layer_rates
+from experiments.ingredients.criterion import criterion_ingredient, role_rates
 from experiments.ingredients.pruning import pruning_ingredient
 from experiments.ingredients.treatment import treatment_ingredient
-from masking import evaluation, hashing, models, rng
-from masking.pruning import Mask, apply_ticket, prune, schedule
+from masking import hashing, lottery
+from masking.pruning import Mask
+from masking.training import TrainingConfig, eval_points
 from ticketlab import schema
 
 ex = TicketlabExperiment("lottery", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, training_ing.training_ingredient, criterion_ingredient,
     treatment_ingredient, pruning_ingredient,
-])
+], resumable=True)
 
 
 @ex.config
@@ -66,74 +75,109 @@ def reduced():
 add_paper_configs(ex, lottery=True)
 
 
+# ---------------------------------------------------------------------- what a run records, in one place
+
+EVAL_METRICS = ("train_loss", "val_loss", "val_acc")  # at global step round * iterations + iteration
+ROUND_METRICS = schema.ROUND_METRICS  # as round.<name> at the round's last global step, (round + 1) * iterations
+
+
+def log_eval(_run, k: int, iterations: int, point: dict) -> None:
+    for key in EVAL_METRICS:
+        _run.log_scalar(key, point[key], k * iterations + point["iteration"])
+
+
+def record_round(_run, result: lottery.RoundResult, iterations: int, artifacts: ArtifactWriter | None) -> None:
+    """Store a finished round. The round record goes last: a run document that lists round k in ``info.rounds``
+    also holds its metrics and its artifact, so a resumed run can trust it."""
+    record = result.record
+    for key in ROUND_METRICS:
+        _run.log_scalar(f"round.{key}", float(getattr(record, key)), (record.round + 1) * iterations)
+    if artifacts:
+        artifacts.save(round_artifact(record.round), {"final": result.final, "mask": dict(result.mask)})
+    _run.info["rounds"].append(record.to_dict())
+
+
+def round_artifact(k: int) -> str:
+    return f"round_{k:02d}.pt"
+
+
+def round_steps(k: int, training: TrainingConfig) -> dict[str, set[int]]:
+    """The metric steps round ``k`` logs, by metric name."""
+    steps = {k * training.iterations + it for it in eval_points(training.iterations, training.eval_every)}
+    return {**{key: steps for key in EVAL_METRICS},
+            **{f"round.{key}": {(k + 1) * training.iterations} for key in ROUND_METRICS}}
+
+
+def metric_kept(name: str, step: int, rounds_done: int, iterations: int) -> bool:
+    """Whether a stored metric value belongs to the first ``rounds_done`` rounds (every metric of round k is at a
+    step in (k * iterations, (k + 1) * iterations])."""
+    return step <= rounds_done * iterations
+
+
+def continue_from(stored: resume.Resumed, setup: lottery.Setup, _run) -> lottery.Checkpoint | None:
+    """Keep the finished rounds of the stored run (records, metrics, artifacts), drop what an unfinished round
+    left, and return the checkpoint to continue from (None: start at round 0). A round is finished when its
+    record, its artifact and all its metric steps are stored; a round that is not is trained again."""
+    names, stored_steps = set(stored.artifact_names), stored.metric_steps()
+    rounds = []
+    for k, record in enumerate(_run.info.get("rounds", [])):
+        complete = all(steps <= stored_steps.get(name, set())
+                       for name, steps in round_steps(k, setup.spec.training).items())
+        if record.get("round") != k or round_artifact(k) not in names or not complete:
+            break
+        rounds.append(record)
+    if rounds and rounds[0]["init_hash"] != setup.init_hash:
+        raise resume.ResumeError(f"run {stored.run_id} cannot be resumed: this code builds other initial weights "
+                                 f"from seed {setup.spec.seed} (init hash {setup.init_hash[:12]}, stored "
+                                 f"{rounds[0]['init_hash'][:12]})")
+    stored.keep_artifacts({"init.pt"} | {round_artifact(k) for k in range(len(rounds))})
+    stored.keep_metrics(lambda name, step: metric_kept(name, step, len(rounds), setup.spec.training.iterations))
+    _run.info["rounds"] = rounds
+    _run.info.setdefault("resumed", []).append({"after_round": len(rounds) - 1,
+                                                "time": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+    if not rounds:
+        return None
+    k, last = len(rounds) - 1, rounds[-1]
+    saved = stored.load_artifact(round_artifact(k))
+    checkpoint = lottery.Checkpoint(k, saved["final"], Mask(saved["mask"]))
+    if (hashing.state_hash(checkpoint.final), hashing.state_hash(checkpoint.mask)) != \
+            (last["final_hash"], last["mask_hash"]):
+        raise resume.ResumeError(f"run {stored.run_id} cannot be resumed: its artifact {round_artifact(k)} does "
+                                 f"not match round {k}'s record")
+    return checkpoint
+
+
+def round_line(record, iterations: int) -> str:
+    return (f"round {record.round:2d}: {record.percent_remaining:6.2f}% left, test acc {record.test_acc:.4f} "
+            f"(early stop at {record.early_stop_iteration}), untrained {record.untrained_test_acc:.4f}, "
+            f"{1000 * record.train_seconds / iterations:.2f} s/1k it")
+
+
 @ex.main
-def main(seed, criterion, treatment, pruning: dict, training: dict, save_artifacts, _run, _config):
+def main(seed, arch, criterion, treatment, pruning: dict, save_artifacts, _run, _config):
     training_ing.cpu_settings()
     data = data_ing.load()
-    net = arch_ing.build(seed=seed, kind="masked", input_shape=data.input_shape, num_classes=data.num_classes)
-    init_state = {k: v.clone() for k, v in net.state_dict().items()}
-    init_hash = hashing.state_hash(models.weight_state(net))
-    roles = net.layer_roles()
-    rates = layer_rates(roles)
-    sizes = {name: init_state[name].numel() for name in roles}
-    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source, "init_hash": init_hash,
-                      "layer_rates": rates, "schedule": schedule(sizes, rates, pruning["rounds"]), "rounds": []})
+    train_config = training_ing.training_config()
+    spec = lottery.LotterySpec(arch=arch["name"], seed=seed, training=train_config, criterion=criterion["name"],
+                               mask1=treatment["mask1"], mask0=treatment["mask0"], rounds=pruning["rounds"],
+                               role_rates=role_rates())
+    setup = lottery.setup(spec, data)
+    stored = resume.resumed(_run)
+    start = continue_from(stored, setup, _run) if stored else None
+    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source,
+                      "init_hash": setup.init_hash, "layer_rates": setup.rates, "schedule": setup.schedule,
+                      "rounds": _run.info.get("rounds", []) if stored else []})
     artifacts = ArtifactWriter(_run) if save_artifacts else None
-    if artifacts:
-        artifacts.save("init.pt", models.weight_state(net))
-
-    mask, final_state = Mask.ones({name: init_state[name] for name in roles}), None
-    iterations = training["iterations"]
+    if artifacts and not (stored and "init.pt" in stored.artifact_names):
+        artifacts.save("init.pt", setup.init_weights)
+    iterations = train_config.iterations
+    if start is not None:
+        print(f"resuming run {stored.run_id} after round {start.round}")
     try:
-        for k in range(pruning["rounds"] + 1):
-            if k > 0:
-                mask = prune(criterion["name"], init_state, final_state, mask, rates, rng.stream(seed, "prune", k))
-                apply_ticket(net, init_state, final_state, mask, treatment["mask1"], treatment["mask0"],
-                             rng.stream(seed, "treatment", k))
-            start_hash = hashing.state_hash(models.weight_state(net))
-            _, untrained_acc = evaluation.evaluate(net, *data.test)
-
-            def log_point(point, k=k):
-                step = k * iterations + point["iteration"]
-                for key in ("train_loss", "val_loss", "val_acc"):
-                    _run.log_scalar(key, point[key], step)
-
-            optimizer = training_ing.make_optimizer(net)
-            result = training_ing.fit(net, optimizer, data, rng.stream(seed, "data order"), on_eval=log_point)
-            final_state = {key: v.clone() for key, v in net.state_dict().items()}
-            final_weights = models.weight_state(net)
-            final_val_loss, final_val_acc = result.curve[-1]["val_loss"], result.curve[-1]["val_acc"]
-            _, final_test_acc = evaluation.evaluate(net, *data.test)
-            net.load_state_dict(result.best_state)
-            test_loss, test_acc = evaluation.evaluate(net, *data.test)
-            net.load_state_dict(final_state)
-
-            record = {
-                "round": k,
-                "percent_remaining": mask.percent_remaining,
-                "init_hash": init_hash,
-                "start_hash": start_hash,
-                "final_hash": hashing.state_hash(final_weights),
-                "mask_hash": hashing.state_hash(mask),
-                "val_loss": result.best_val_loss,
-                "val_acc": result.best_val_acc,
-                "test_loss": test_loss,
-                "test_acc": test_acc,
-                "early_stop_iteration": result.best_iteration,
-                "final_val_acc": final_val_acc,
-                "final_val_loss": final_val_loss,
-                "final_test_acc": final_test_acc,
-                "untrained_test_acc": untrained_acc,
-                "train_seconds": result.seconds,
-            }
-            _run.info["rounds"].append(record)
-            for key in schema.ROUND_METRICS:
-                _run.log_scalar(f"round.{key}", float(record[key]), (k + 1) * iterations)  # the round's last step
-            if artifacts:
-                artifacts.save(f"round_{k:02d}.pt", {"final": final_weights, "mask": dict(mask)})
-            print(f"round {k:2d}: {record['percent_remaining']:6.2f}% left, test acc {test_acc:.4f} "
-                  f"(early stop at {result.best_iteration}), untrained {untrained_acc:.4f}, "
-                  f"{1000 * result.seconds / iterations:.2f} s/1k it")
+        for result in lottery.iterate_rounds(setup, start=start,
+                                             on_eval=lambda k, point: log_eval(_run, k, iterations, point)):
+            record_round(_run, result, iterations, artifacts)
+            print(round_line(result.record, iterations))
     finally:
         if artifacts:
             artifacts.close()

@@ -12,10 +12,14 @@ bundle to ``failure_dir``::
 
 ``upload_failed_runs`` (``python -m experiments.upload -m HOST:PORT:DB``) writes the bundles into a database the
 way the observer would have, and moves each uploaded bundle to ``<failure_dir>/uploaded/``.
+
+With ``overwrite=RUN_ID`` (a resumed run, ``experiments.resume``) the observer continues that run's document: its
+start time, info, artifacts and captured output stay (Sacred's own overwrite would clear them).
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import os
@@ -55,6 +59,20 @@ class ResilientMongoObserver(MongoObserver):
         self.metric_history: dict[str, dict[str, list]] = {}  # everything logged, for a recovery bundle
         self.pending_artifacts: list[dict] = []
         self._spool: Path | None = None
+        # the document of the run this one continues, as it was before (Sacred edits self.overwrite in place)
+        self.resumed_from: dict | None = copy.deepcopy(self.overwrite) if self.overwrite is not None else None
+
+    # what a resumed run keeps of the document it continues
+    KEPT_ON_RESUME = ("start_time", "info", "artifacts", "captured_out")
+
+    def insert(self):
+        if self.resumed_from is not None:  # called once, by the started event: restore before the first write
+            for key in self.KEPT_ON_RESUME:
+                if key in self.resumed_from:
+                    self.run_entry[key] = copy.deepcopy(self.resumed_from[key])
+            for key in ("stop_time", "fail_trace", "result"):
+                self.run_entry.pop(key, None)
+        return super().insert()
 
     # --------------------------------------------------------------- events that may meet a database that is down
 
@@ -105,6 +123,8 @@ class ResilientMongoObserver(MongoObserver):
         return [tag for tag in tags if tag]
 
     def heartbeat_event(self, info, captured_out, beat_time, result):
+        if self.resumed_from is not None:
+            captured_out = (self.resumed_from.get("captured_out") or "") + captured_out
         try:
             super().heartbeat_event(info, captured_out, beat_time, result)
             self._write_index()

@@ -11,7 +11,8 @@ Early stopping keeps the scores of minimum validation loss; test accuracy is the
 Run record: ``info`` holds test_acc_mean, test_acc_std, expected_density (mean keep probability), final_*
 (the same at the end of training), untrained_test_acc_mean (scores at their initial value), early_stop_iteration,
 init_hash (the seed's initialization, as in lottery runs) and final_hash (weights, biases and scores).
-Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifact: ``scores.pt``.
+Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifact: ``scores.pt`` (the scores at
+the early-stopping point). The procedure itself is ``masking.supermask_training`` (usable without Sacred).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
 from experiments.ingredients.supermask import supermask_ingredient
-from masking import hashing, models, rng
-from masking import supermask as supermask_lib
+from masking import supermask_training
 
 ex = TicketlabExperiment("supermask", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, supermask_ingredient, training_ing.training_ingredient,
@@ -52,49 +52,34 @@ def reduced():
 add_paper_configs(ex, lottery=False)
 
 
+EVAL_METRICS = ("train_loss", "val_loss", "val_acc", "expected_density")  # at step = iteration
+
+
+def log_eval(_run, point: dict) -> None:
+    for key in EVAL_METRICS:
+        _run.log_scalar(key, point[key], point["iteration"])
+
+
 @ex.main
-def main(seed, supermask: dict, save_artifacts, _run, _config):
+def main(seed, arch, supermask: dict, save_artifacts, _run, _config):
     training_ing.cpu_settings()
     data = data_ing.load()
-    net = arch_ing.build(seed=seed, kind="supermask", input_shape=data.input_shape, num_classes=data.num_classes,
-                         score_init=supermask["score_init"], rescale=supermask["rescale"])
-    init_hash = hashing.state_hash(models.weight_state(net))
-    if supermask["signed_constant"]:
-        supermask_lib.set_signed_constant(net)
-    supermask_lib.set_generator(net, rng.stream(seed, "mask samples"))
-    samples = supermask["eval_samples"]
-    evaluate = lambda: supermask_lib.evaluate(net, *data.test, samples=samples,  # noqa: E731
-                                              generator=rng.stream(seed, "evaluation"))
-    untrained_mean, _ = evaluate()
-
-    def log_point(point):
-        for key in ("train_loss", "val_loss", "val_acc"):
-            _run.log_scalar(key, point[key], point["iteration"])
-        _run.log_scalar("expected_density", supermask_lib.expected_density(net), point["iteration"])
-
-    result = training_ing.fit(net, training_ing.make_optimizer(net), data, rng.stream(seed, "data order"),
-                              on_eval=log_point)
-    final_mean, final_std = evaluate()
-    final = {"final_test_acc_mean": final_mean, "final_test_acc_std": final_std,
-             "final_expected_density": supermask_lib.expected_density(net),
-             "final_hash": hashing.state_hash(net.state_dict())}
-    net.load_state_dict(result.best_state)
-    mean, std = evaluate()
-    _run.info.update({
-        "condition_hash": condition_hash(_config), "data_source": data.source, "init_hash": init_hash,
-        "test_acc_mean": mean, "test_acc_std": std, "expected_density": supermask_lib.expected_density(net),
-        "early_stop_iteration": result.best_iteration, "val_acc": result.best_val_acc,
-        "untrained_test_acc_mean": untrained_mean, "eval_samples": samples, "train_seconds": result.seconds, **final,
-    })
+    train_config = training_ing.training_config()
+    spec = supermask_training.SupermaskSpec(
+        arch=arch["name"], seed=seed, training=train_config, signed_constant=supermask["signed_constant"],
+        rescale=supermask["rescale"], score_init=supermask["score_init"], eval_samples=supermask["eval_samples"])
+    result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point))
+    record = result.record
+    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source, **record.to_dict()})
     if save_artifacts:
         artifacts = ArtifactWriter(_run)
-        artifacts.save("scores.pt", {name: layer.scores.detach().clone()
-                                     for name, layer in supermask_lib.supermask_layers(net).items()})
+        artifacts.save("scores.pt", result.scores)
         artifacts.close()
-    print(f"supermask: test acc {mean:.4f} +- {std:.4f} over {samples} masks (early stop at "
-          f"{result.best_iteration}), expected density {_run.info['expected_density']:.3f}, untrained "
-          f"{untrained_mean:.4f}, {1000 * result.seconds / _config['training']['iterations']:.2f} s/1k it")
-    return mean
+    print(f"supermask: test acc {record.test_acc_mean:.4f} +- {record.test_acc_std:.4f} over "
+          f"{record.eval_samples} masks (early stop at {record.early_stop_iteration}), expected density "
+          f"{record.expected_density:.3f}, untrained {record.untrained_test_acc_mean:.4f}, "
+          f"{1000 * record.train_seconds / train_config.iterations:.2f} s/1k it")
+    return record.test_acc_mean
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -23,6 +23,49 @@ OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer
 OPTIMIZERS.add("adam", lambda params, lr, **kw: torch.optim.Adam(params, lr=lr, fused=True, **kw))
 OPTIMIZERS.add("sgd", lambda params, lr, **kw: torch.optim.SGD(params, lr=lr, **kw))
 optimizer_names = OPTIMIZERS.names
+
+
+class DataSplits(Protocol):
+    """In-memory data a procedure trains on (``experiments.datasets.Splits`` is one): ``(x, y)`` tensor pairs."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+
+
+def data_shape(data: DataSplits) -> tuple[tuple[int, ...], int]:
+    """(input shape (C, H, W), number of classes) of ``data``: what a net built for it needs."""
+    num_classes = int(max(int(split[1].max()) for split in (data.train, data.val, data.test))) + 1
+    return tuple(data.train[0].shape[1:]), num_classes
+
+
+@dataclasses.dataclass(frozen=True)
+class Placed:
+    """``DataSplits`` moved to a device, inputs in a floating dtype (labels stay integer)."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+
+
+def place(data: DataSplits, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> Placed:
+    """``data`` on ``device`` with inputs in ``dtype``; tensors already there are used as they are (no copy)."""
+    def move(split):
+        x, y = split
+        return x.to(device=device, dtype=dtype), y.to(device=device)
+
+    return Placed(move(data.train), move(data.val), move(data.test))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """How one round (or one Supermask run) trains: optimizer, learning rate, steps, batch, evaluation cadence."""
+
+    iterations: int
+    lr: float
+    batch_size: int = 60
+    eval_every: int = 100
+    optimizer: str = "adam"
 
 
 def cpu_settings(threads: int | None = None) -> None:
@@ -64,6 +107,19 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
     return loss.detach()
 
 
+def fit_config(model: nn.Module, data: DataSplits, config: TrainingConfig, generator: torch.Generator | None,
+               on_eval: Callable[[dict[str, float]], None] | None = None) -> "FitResult":
+    """``fit`` with a fresh optimizer per ``config`` on ``data``'s training and validation splits."""
+    optimizer = make_optimizer(model, config.optimizer, config.lr)
+    return fit(model, optimizer, data.train, data.val, config.iterations, config.batch_size, config.eval_every,
+               generator, on_eval)
+
+
+def eval_points(iterations: int, eval_every: int) -> list[int]:
+    """The iterations ``fit`` evaluates at: every ``eval_every`` steps and after the last."""
+    return sorted({*range(eval_every, iterations + 1, eval_every), iterations})
+
+
 @dataclasses.dataclass
 class FitResult:
     """What ``fit`` found: the early-stopping point (minimum validation loss) and the learning curve."""
@@ -100,12 +156,13 @@ def fit(
     best: tuple[float, float, int, dict] | None = None
     curve = []
     loss_sum, loss_count = torch.zeros(()), 0
+    points = set(eval_points(iterations, eval_every))
     model.train()
     for it in range(1, iterations + 1):
         idx = next(order)
         loss_sum += train_step(model, optimizer, x[idx], y[idx])
         loss_count += 1
-        if it % eval_every == 0 or it == iterations:
+        if it in points:
             val_loss, val_acc = evaluate(model, *val)
             point = {"iteration": it, "train_loss": float(loss_sum) / loss_count, "val_loss": val_loss,
                      "val_acc": val_acc}

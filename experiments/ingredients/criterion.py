@@ -4,7 +4,7 @@ from sacred import Ingredient
 
 from experiments.errors import check_choice, check_number
 from experiments.ingredients.arch import spec
-from masking import criteria, pruning
+from masking import criteria
 
 criterion_ingredient = Ingredient("criterion")
 
@@ -32,7 +32,8 @@ def resolve(config, command_name, logger):
 
 
 @criterion_ingredient.capture
-def layer_rates(roles, fc_rate, output_rate, conv_rate):
-    """Per-weight prune fraction for a net's layer roles."""
+def role_rates(fc_rate, output_rate, conv_rate) -> dict[str, float]:
+    """The per-round prune fraction of each layer role the config sets."""
     given = {"fc": fc_rate, "output": output_rate, "conv": conv_rate}
-    return pruning.layer_rates(roles, {role: rate for role, rate in given.items() if rate is not None})
+    return {role: rate for role, rate in given.items() if rate is not None}
+

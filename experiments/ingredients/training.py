@@ -47,14 +47,10 @@ def resolve(config, command_name, logger):
 
 
 @training_ingredient.capture
-def make_optimizer(model, optimizer, lr):
-    return training.make_optimizer(model, optimizer, lr)
-
-
-@training_ingredient.capture
-def fit(model, optimizer_, data, generator, iterations, batch_size, eval_every, on_eval=None):
-    return training.fit(model, optimizer_, data.train, data.val, iterations, batch_size, eval_every, generator,
-                        on_eval)
+def training_config(optimizer, lr, iterations, batch_size, eval_every) -> training.TrainingConfig:
+    """The resolved training settings as the library's ``TrainingConfig``."""
+    return training.TrainingConfig(iterations=iterations, lr=lr, batch_size=batch_size, eval_every=eval_every,
+                                   optimizer=optimizer)
 
 
 @training_ingredient.capture

@@ -1,0 +1,182 @@
+"""Continue a lottery run that died (SIGKILL, SIGTERM, a lost machine) from its last finished round, into the same
+run document.
+
+    python -m experiments.lottery -m HOST:PORT:DB --resume 7
+    python -m experiments.lottery -m HOST:PORT:DB --resume 7 with training.threads=1 data.root=/data
+
+The resumed run takes the config stored in run 7; only execution settings (``analysis.conditions.EXECUTION_KEYS``:
+data root, threads) may be given with ``with``. Sacred's ``MongoObserver(overwrite=7)`` writes into the same
+document; ``ResilientMongoObserver`` keeps its info, artifacts and captured output. A round is finished when the
+document lists it in ``info.rounds`` (the experiment stores a round's metrics and artifact before its record, so
+such a round is whole). The run restarts at the first unfinished round from the stored initial weights and the
+last finished round's ``round_XX.pt`` (final weights and mask): on the CPU the rounds it then computes are
+bit-identical to an uninterrupted run's. What an unfinished round had stored is removed first (metric steps,
+artifacts), so every metric series ends up with exactly the steps of an uninterrupted run.
+
+Refused in one line, before anything is written: a COMPLETED (or QUEUED) run, a run of another experiment, a run
+started with ``save_artifacts=False`` (its weights were not stored), config changes other than execution settings.
+A RUNNING run is taken to be dead: the caller checks that (the sweep with ``is_stale``).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import io
+import sys
+from typing import Callable, Iterable, Mapping, Sequence
+
+import pymongo
+import torch
+
+from analysis.conditions import EXECUTION_KEYS
+from experiments.dbspec import parse_db_spec
+from experiments.errors import UserError
+from experiments.observers import SERVER_TIMEOUT_MS
+
+RESUME_FLAG = "--resume"
+REFUSED_STATUSES = ("COMPLETED", "QUEUED")
+
+
+class ResumeError(UserError):
+    """A run cannot be resumed; the message says why."""
+
+
+def resume_command(run_id: int, db_spec: str, updates: Sequence[str] = (), experiment: str = "lottery") -> list[str]:
+    """The command that continues run ``run_id`` of database ``db_spec`` (``updates``: execution settings only,
+    e.g. ``["training.threads=1"]``)."""
+    command = [sys.executable, "-m", f"experiments.{experiment}", "-m", db_spec, RESUME_FLAG, str(int(run_id))]
+    return command + (["with", *updates] if updates else [])
+
+
+def is_stale(run_doc: Mapping, stale_after_s: float, now: datetime.datetime | None = None) -> bool:
+    """True for a RUNNING run whose last heartbeat (or start, before the first heartbeat) is older than
+    ``stale_after_s`` seconds: its process is taken to be dead. Times are UTC, as Sacred stores them."""
+    if run_doc.get("status") != "RUNNING":
+        return False
+    last = run_doc.get("heartbeat") or run_doc.get("start_time")
+    if last is None:
+        return True
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    as_utc = lambda t: t if t.tzinfo else t.replace(tzinfo=datetime.timezone.utc)  # noqa: E731
+    return (as_utc(now) - as_utc(last)).total_seconds() > stale_after_s
+
+
+def _leaves(tree: Mapping, path=()) -> Iterable[tuple[str, ...]]:
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value:
+            yield from _leaves(value, path + (key,))
+        else:
+            yield path + (key,)
+
+
+def _merge(base: dict, updates: Mapping) -> dict:
+    for key, value in updates.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def stored_run(db_spec: str | None, run_id) -> dict:
+    """The run document ``run_id`` of database ``db_spec``; a ResumeError if there is none."""
+    if not db_spec:
+        raise ResumeError(f"{RESUME_FLAG} needs the run database: add -m HOST:PORT:DB")
+    try:
+        run_id = int(run_id)
+    except (TypeError, ValueError):
+        raise ResumeError(f"{RESUME_FLAG} {run_id!r} is not valid; give a run id (an integer)") from None
+    url, db_name = parse_db_spec(db_spec)
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    try:
+        doc = client[db_name]["runs"].find_one({"_id": run_id})
+    except pymongo.errors.PyMongoError as error:
+        raise ResumeError(f"cannot reach the run database -m {db_spec} ({error.__class__.__name__})") from None
+    finally:
+        client.close()
+    if doc is None:
+        raise ResumeError(f"run {run_id} not found in -m {db_spec}")
+    return doc
+
+
+def prepare(experiment_name: str, doc: Mapping, config_updates: Mapping | None,
+            named_configs: Sequence[str]) -> tuple[dict, dict]:
+    """(config updates, info) that make a new run continue ``doc``: its stored config with the allowed execution
+    updates, and its stored info. A ResumeError, before anything is written, when it cannot be resumed."""
+    run_id = doc["_id"]
+    stored_experiment = doc.get("experiment", {}).get("name")
+    if stored_experiment != experiment_name:
+        raise ResumeError(f"run {run_id} is a {stored_experiment} run, not a {experiment_name} run")
+    if doc.get("status") in REFUSED_STATUSES:
+        raise ResumeError(f"run {run_id} is already {doc['status']}")
+    if named_configs:
+        raise ResumeError(f"{RESUME_FLAG} {run_id} takes the config stored in the run; named configs "
+                          f"({', '.join(named_configs)}) cannot be added")
+    changed = [".".join(path) for path in _leaves(config_updates or {}) if path not in EXECUTION_KEYS]
+    if changed:
+        allowed = ", ".join(sorted(".".join(path) for path in EXECUTION_KEYS))
+        raise ResumeError(f"{RESUME_FLAG} {run_id} takes the config stored in the run; only execution settings "
+                          f"({allowed}) may be given, not {', '.join(changed)}")
+    config = copy.deepcopy(doc.get("config", {}))
+    if not config.get("save_artifacts", False):
+        raise ResumeError(f"run {run_id} cannot be resumed: it ran with save_artifacts=False, so its weights "
+                          "were not stored")
+    return _merge(config, config_updates or {}), copy.deepcopy(doc.get("info", {}))
+
+
+class Resumed:
+    """The stored state of the run a resumed run continues, and the edits that drop an unfinished round."""
+
+    def __init__(self, observer):
+        self.observer = observer
+        self.doc = observer.resumed_from  # the run document as it was before this process started
+
+    @property
+    def run_id(self) -> int:
+        return self.doc["_id"]
+
+    @property
+    def artifact_names(self) -> list[str]:
+        return [a["name"] for a in self.observer.run_entry.get("artifacts", [])]
+
+    def load_artifact(self, name: str):
+        """The tensors saved (``torch.save``) as artifact ``name``."""
+        entry = next(a for a in self.observer.run_entry["artifacts"] if a["name"] == name)
+        data = self.observer.fs.get(entry["file_id"]).read()
+        return torch.load(io.BytesIO(data), weights_only=True)
+
+    def keep_artifacts(self, names: Iterable[str]) -> None:
+        """Drop every artifact not in ``names`` (from the run document and from GridFS)."""
+        names = set(names)
+        entries = self.observer.run_entry.get("artifacts", [])
+        for entry in entries:
+            if entry["name"] not in names:
+                self.observer.fs.delete(entry["file_id"])
+        self.observer.run_entry["artifacts"] = [a for a in entries if a["name"] in names]
+        self.observer.save()
+
+    def metric_steps(self) -> dict[str, set[int]]:
+        """The steps stored for each metric of the run."""
+        return {doc["name"]: set(doc["steps"]) for doc in self.observer.metrics.find({"run_id": self.run_id},
+                                                                                      {"name": 1, "steps": 1})}
+
+    def keep_metrics(self, keep: Callable[[str, int], bool]) -> None:
+        """Drop the stored metric values whose (name, step) ``keep`` rejects; the kept series also go into the
+        observer's history, so a recovery bundle written later holds the whole series."""
+        metrics = self.observer.metrics
+        for doc in metrics.find({"run_id": self.run_id}):
+            rows = [row for row in zip(doc["steps"], doc["values"], doc["timestamps"]) if keep(doc["name"], row[0])]
+            series = {"steps": [r[0] for r in rows], "values": [r[1] for r in rows],
+                      "timestamps": [r[2] for r in rows]}
+            if len(rows) != len(doc["steps"]):
+                metrics.update_one({"_id": doc["_id"]}, {"$set": series})
+            self.observer.metric_history[doc["name"]] = series
+
+
+def resumed(run) -> Resumed | None:
+    """The stored run this Sacred run continues (``--resume``), or None for a fresh run."""
+    for observer in run.observers:
+        if getattr(observer, "resumed_from", None) is not None:
+            return Resumed(observer)
+    return None

@@ -1,0 +1,89 @@
+"""The learned-Supermask procedure as a library: train one score per frozen weight, evaluate over mask samples.
+
+    spec = SupermaskSpec("lenet300_100", seed=1, training=TrainingConfig(iterations=2000, lr=0.1))
+    result = supermask_training.run(spec, data)
+    print(result.record.test_acc_mean, result.record.expected_density)
+
+The net is built from the seed (the same initial weights as a lottery run of that seed; ``signed_constant``
+replaces them by std * sign), masks are sampled from ``rng.stream(seed, "mask samples")`` while training, batches
+follow ``rng.stream(seed, "data order")``, and every test evaluation draws its ``eval_samples`` masks from a fresh
+``rng.stream(seed, "evaluation")``. Early stopping keeps the scores of minimum validation loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+
+from masking import hashing, models, rng
+from masking import supermask as layers
+from masking.training import DataSplits, Placed, TrainingConfig, data_shape, fit_config, place
+from ticketlab.schema import SupermaskRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class SupermaskSpec:
+    """Everything that defines a learned-Supermask run's results."""
+
+    arch: str
+    seed: int
+    training: TrainingConfig
+    signed_constant: bool = False  # train the mask over std * sign(w_init) instead of w_init
+    rescale: bool = False  # dynamic weight rescaling
+    score_init: float = 0.0  # initial score of every weight
+    eval_samples: int = 10  # test accuracy: mean over this many mask samples
+
+
+@dataclasses.dataclass
+class SupermaskResult:
+    record: SupermaskRecord
+    scores: dict[str, torch.Tensor]  # each layer's scores at the early-stopping point
+    curve: list[dict[str, float]]  # per evaluation: iteration, train_loss, val_loss, val_acc, expected_density
+
+
+def build(spec: SupermaskSpec, data: Placed, device: str | torch.device = "cpu",
+          dtype: torch.dtype = torch.float32) -> tuple[models.Net, str]:
+    """The seeded Supermask net for ``data`` (mask samples drawn from the seed's stream) and its init hash."""
+    input_shape, num_classes = data_shape(data)
+    net = models.build(spec.arch, seed=spec.seed, kind="supermask", input_shape=input_shape,
+                       num_classes=num_classes, score_init=spec.score_init, rescale=spec.rescale)
+    net.to(device=device, dtype=dtype)
+    init_hash = hashing.state_hash(models.weight_state(net))
+    if spec.signed_constant:
+        layers.set_signed_constant(net)
+    layers.set_generator(net, rng.stream(spec.seed, "mask samples"))
+    return net, init_hash
+
+
+def evaluate(net: models.Net, spec: SupermaskSpec, test: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float]:
+    """(mean, std) test accuracy over ``spec.eval_samples`` masks from a fresh evaluation stream."""
+    return layers.evaluate(net, *test, samples=spec.eval_samples, generator=rng.stream(spec.seed, "evaluation"))
+
+
+def run(spec: SupermaskSpec, data: DataSplits, on_eval: Callable[[dict[str, float]], None] | None = None,
+        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SupermaskResult:
+    """Train and evaluate one learned Supermask; ``on_eval(point)`` at every evaluation point."""
+    models.spec(spec.arch)
+    placed = place(data, device, dtype)
+    net, init_hash = build(spec, placed, device, dtype)
+    untrained_mean, _ = evaluate(net, spec, placed.test)
+
+    def point_with_density(point):
+        point["expected_density"] = layers.expected_density(net)
+        if on_eval is not None:
+            on_eval(point)
+
+    fit = fit_config(net, placed, spec.training, rng.stream(spec.seed, "data order"), point_with_density)
+    final_mean, final_std = evaluate(net, spec, placed.test)
+    final_density, final_hash = layers.expected_density(net), hashing.state_hash(net.state_dict())
+    net.load_state_dict(fit.best_state)
+    scores = {name: layer.scores.detach().clone() for name, layer in layers.supermask_layers(net).items()}
+    mean, std = evaluate(net, spec, placed.test)
+    record = SupermaskRecord(
+        init_hash=init_hash, test_acc_mean=mean, test_acc_std=std, expected_density=layers.expected_density(net),
+        early_stop_iteration=fit.best_iteration, val_acc=fit.best_val_acc, untrained_test_acc_mean=untrained_mean,
+        eval_samples=spec.eval_samples, train_seconds=fit.seconds, final_test_acc_mean=final_mean,
+        final_test_acc_std=final_std, final_expected_density=final_density, final_hash=final_hash)
+    return SupermaskResult(record, scores, fit.curve)
