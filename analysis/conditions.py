@@ -13,6 +13,8 @@ from typing import Mapping
 
 # config keys that say how a run executes, not what it computes
 EXECUTION_KEYS = frozenset({("data", "root"), ("training", "threads")})
+# keys added after runs were stored: hashed only when not at their default, so earlier runs keep their hash
+LATER_KEYS = {("training", "dtype"): "float32"}
 
 
 def condition_hash(config: Mapping, ignore_seed: bool = False) -> str:
@@ -20,7 +22,8 @@ def condition_hash(config: Mapping, ignore_seed: bool = False) -> str:
 
     def strip(node, path=()):
         if isinstance(node, Mapping):
-            return {k: strip(v, path + (k,)) for k, v in sorted(node.items()) if path + (k,) not in skip}
+            return {k: strip(v, path + (k,)) for k, v in sorted(node.items()) if path + (k,) not in skip
+                    and not (path + (k,) in LATER_KEYS and v == LATER_KEYS[path + (k,)])}
         return node
 
     return hashlib.sha256(json.dumps(strip(config), sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -60,26 +60,39 @@ def log_eval(_run, point: dict) -> None:
         _run.log_scalar(key, point[key], point["iteration"])
 
 
-@ex.main
-def main(seed, arch, supermask: dict, save_artifacts, _run, _config):
-    training_ing.cpu_settings()
-    data = data_ing.load()
-    train_config = training_ing.training_config()
-    spec = supermask_training.SupermaskSpec(
-        arch=arch["name"], seed=seed, training=train_config, signed_constant=supermask["signed_constant"],
-        rescale=supermask["rescale"], score_init=supermask["score_init"], eval_samples=supermask["eval_samples"])
-    result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point))
+@ex.capture
+def supermask_spec(seed, arch, supermask: dict) -> supermask_training.SupermaskSpec:
+    """The run's procedure, from its config."""
+    return supermask_training.SupermaskSpec(
+        arch=arch["name"], seed=seed, training=training_ing.training_config(),
+        signed_constant=supermask["signed_constant"], rescale=supermask["rescale"],
+        score_init=supermask["score_init"], eval_samples=supermask["eval_samples"])
+
+
+def record_result(_run, result: supermask_training.SupermaskResult, data_source: str, _config,
+                  save_artifacts: bool) -> str:
+    """Store a finished Supermask run (a member of a population too: ``experiments.population``); returns the
+    summary line the run prints."""
     record = result.record
-    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source, **record.to_dict()})
+    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data_source, **record.to_dict()})
     if save_artifacts:
         artifacts = ArtifactWriter(_run)
         artifacts.save("scores.pt", result.scores)
         artifacts.close()
-    print(f"supermask: test acc {record.test_acc_mean:.4f} +- {record.test_acc_std:.4f} over "
-          f"{record.eval_samples} masks (early stop at {record.early_stop_iteration}), expected density "
-          f"{record.expected_density:.3f}, untrained {record.untrained_test_acc_mean:.4f}, "
-          f"{1000 * record.train_seconds / train_config.iterations:.2f} s/1k it")
-    return record.test_acc_mean
+    return (f"supermask: test acc {record.test_acc_mean:.4f} +- {record.test_acc_std:.4f} over "
+            f"{record.eval_samples} masks (early stop at {record.early_stop_iteration}), expected density "
+            f"{record.expected_density:.3f}, untrained {record.untrained_test_acc_mean:.4f}, "
+            f"{1000 * record.train_seconds / _config['training']['iterations']:.2f} s/1k it")
+
+
+@ex.main
+def main(save_artifacts, _run, _config):
+    training_ing.cpu_settings()
+    data = data_ing.load()
+    result = supermask_training.run(supermask_spec(), data, on_eval=lambda point: log_eval(_run, point),
+                                    dtype=training_ing.dtype())
+    print(record_result(_run, result, data.source, _config, save_artifacts))
+    return result.record.test_acc_mean
 
 
 if __name__ == "__main__":

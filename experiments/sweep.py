@@ -87,6 +87,9 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
     parser.add_argument("--logs", type=Path, default=None, help="folder for per-run logs")
     parser.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
+    parser.add_argument("--population", type=int, default=1, metavar="K",
+                        help="train up to K points that differ only in seed, criterion and treatment (supermask: "
+                             "seed and settings) as one population in one process (experiments.population)")
     parser.add_argument("--failure-dir", default=None, help="where runs kept during a database outage wait")
     argv = list(argv)
     shared = argv[argv.index("with") + 1:] if "with" in argv else []
@@ -126,6 +129,9 @@ def main(argv=None) -> int:
     try:
         for bundle, run_id in upload_failed_runs(url, db_name, args.failure_dir):
             print(f"uploaded run {run_id} kept during a database outage ({bundle})")
+        if args.population > 1:  # compatible points trained together (experiments.population)
+            from experiments import population
+            return population.sweep(args, points, configs)
         done = completed_hashes(url, db_name, experiment.path)
     except pymongo.errors.PyMongoError as error:
         print(f"error: the run database {url}/{db_name} is unreachable: {error.__class__.__name__}", file=sys.stderr)

@@ -76,11 +76,17 @@ def run(spec: SupermaskSpec, data: DataSplits, on_eval: Callable[[dict[str, floa
             on_eval(point)
 
     fit = fit_config(net, placed, spec.training, rng.stream(spec.seed, "data order"), point_with_density)
-    final_mean, final_std = evaluate(net, spec, placed.test)
+    return finish(net, spec, placed.test, fit, init_hash, untrained_mean)
+
+
+def finish(net: models.Net, spec: SupermaskSpec, test: tuple[torch.Tensor, torch.Tensor], fit, init_hash: str,
+           untrained_mean: float) -> SupermaskResult:
+    """Evaluate a trained Supermask (``net`` as training left it) at the end and at the early-stopping point."""
+    final_mean, final_std = evaluate(net, spec, test)
     final_density, final_hash = layers.expected_density(net), hashing.state_hash(net.state_dict())
     net.load_state_dict(fit.best_state)
     scores = {name: layer.scores.detach().clone() for name, layer in layers.supermask_layers(net).items()}
-    mean, std = evaluate(net, spec, placed.test)
+    mean, std = evaluate(net, spec, test)
     record = SupermaskRecord(
         init_hash=init_hash, test_acc_mean=mean, test_acc_std=std, expected_density=layers.expected_density(net),
         early_stop_iteration=fit.best_iteration, val_acc=fit.best_val_acc, untrained_test_acc_mean=untrained_mean,

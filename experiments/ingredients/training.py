@@ -1,10 +1,11 @@
 """The ``training`` ingredient: optimizer, learning rate, iterations, batch size, evaluation cadence, threads."""
 
+import torch
 from sacred import Ingredient
 
 from experiments.errors import check_choice, check_number
 from experiments.ingredients.arch import spec
-from masking import training
+from masking import population, training
 
 training_ingredient = Ingredient("training")
 
@@ -19,6 +20,7 @@ def config():
     batch_size = 60  # examples per step
     eval_every = 100  # steps between validation evaluations (early stopping keeps the best)
     threads = 1  # torch intra-op threads (0: torch's default, all cores, up to 30x slower when the cores are busy)
+    dtype = "float32"  # float32, or float64 (population members then equal their single runs to 1e-9)
 
 
 @training_ingredient.named_config
@@ -43,6 +45,7 @@ def resolve(config, command_name, logger):
     check_number("training.batch_size", cfg["batch_size"], low=1, integer=True)
     check_number("training.eval_every", cfg["eval_every"], low=1, integer=True)
     check_number("training.threads", cfg["threads"], low=0, integer=True)
+    check_choice("training.dtype", cfg["dtype"], population.DTYPES)
     return updates
 
 
@@ -51,6 +54,11 @@ def training_config(optimizer, lr, iterations, batch_size, eval_every) -> traini
     """The resolved training settings as the library's ``TrainingConfig``."""
     return training.TrainingConfig(iterations=iterations, lr=lr, batch_size=batch_size, eval_every=eval_every,
                                    optimizer=optimizer)
+
+
+@training_ingredient.capture
+def dtype(dtype) -> torch.dtype:
+    return population.dtype_of(dtype)
 
 
 @training_ingredient.capture
