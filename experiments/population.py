@@ -206,9 +206,10 @@ def _train_lottery(members: Sequence[Member], live: list[Member], data, dtype, e
 
 
 def _train_supermask(members: Sequence[Member], live: list[Member], data, dtype, echo) -> None:
-    results = population_procedures.supermasks(
-        [member.spec for member in members], data, lambda index, point: supermask_exp.log_eval(members[index].run,
-                                                                                             point), dtype=dtype)
+    def on_eval(index, point):
+        supermask_exp.log_eval(members[index].run, point)
+
+    results = population_procedures.supermasks([member.spec for member in members], data, on_eval, dtype=dtype)
     for member, result in zip(members, results):
         if isinstance(result, MemberFailed):
             _fail(member, result, live, echo)

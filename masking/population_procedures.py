@@ -34,10 +34,8 @@ from masking.training import DataSplits, place
 
 OnEval = Callable[[int, int, dict[str, float]], None]  # (member, round, evaluation point)
 
-# what members of one population may differ in: everything else in a LotterySpec must be equal
+# what members of one population may differ in: everything else in their specs must be equal
 MEMBER_FIELDS = ("seed", "criterion", "mask1", "mask0", "sources")
-
-
 SUPERMASK_MEMBER_FIELDS = ("seed", "signed_constant", "rescale", "score_init", "eval_samples")
 
 
