@@ -31,16 +31,13 @@ import re
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 from typing import Sequence
-
-import pymongo
 
 from sacred.arg_parser import get_config_updates
 from sacred.utils import SacredError
 from tqdm import tqdm
 
-from analysis.conditions import EXECUTION_KEYS, condition_hash
+from analysis.conditions import condition_hash
 from experiments import lottery as lottery_exp
 from experiments import supermask as supermask_exp
 from experiments.base import ArtifactWriter, sigterm_interrupts
@@ -48,9 +45,9 @@ from experiments.dbspec import parse_db_spec
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
 from experiments.localdb import home_dir
-from experiments.observers import SERVER_TIMEOUT_MS
 from masking import lottery, population, population_procedures
 from masking.population import MemberFailed
+from ticketlab.schema import EXECUTION_KEYS, flatten
 
 # config keys members of one population may differ in, by experiment
 MEMBER_KEYS = {"lottery": ("seed", "criterion", "treatment"), "supermask": ("seed", "supermask")}
@@ -96,25 +93,17 @@ def parse_members(text: str) -> list[list[str]]:
 
 
 def shared_config(config: dict, experiment: str = "lottery") -> dict:
-    """A member's config without what members may differ in and without execution settings."""
-    skip = EXECUTION_KEYS | {(key,) for key in MEMBER_KEYS[experiment]}
-
-    def strip(node, path=()):
-        if isinstance(node, dict):
-            return {k: strip(v, path + (k,)) for k, v in node.items() if path + (k,) not in skip}
-        return node
-
-    return strip(config)
+    """A member's flat config without what members may differ in and without execution settings."""
+    return {path: value for path, value in flatten(config).items()
+            if path not in EXECUTION_KEYS and path.split(".")[0] not in MEMBER_KEYS[experiment]}
 
 
-def first_difference(a, b, path="") -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            found = first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else key)
-            if found:
-                return found
-        return None
-    return None if a == b else f"{path} is {a!r} vs {b!r}"
+def first_difference(a: dict, b: dict) -> str | None:
+    """``"KEY is A vs B"`` for the first (sorted) key where two flat configs differ, else None."""
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            return f"{key} is {a.get(key)!r} vs {b.get(key)!r}"
+    return None
 
 
 def create_runs(member_updates: Sequence[Sequence[str]], shared: Sequence[str] = (), db_spec: str | None = None,
@@ -252,17 +241,6 @@ def group(configs: Sequence[dict], size: int, experiment: str = "lottery") -> li
     return [members[i:i + size] for members in groups.values() for i in range(0, len(members), size)]
 
 
-def completed_conditions(db_spec: str, experiment: str = "lottery") -> set[str]:
-    """``condition_hash`` of every COMPLETED run of ``experiment`` in the database of ``db_spec``."""
-    url, db_name = parse_db_spec(db_spec)
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
-    try:
-        cursor = client[db_name]["runs"].find({"status": "COMPLETED", "experiment.name": experiment}, {"config": 1})
-        return {condition_hash(doc["config"]) for doc in cursor}
-    finally:
-        client.close()
-
-
 def population_command(members: Sequence[Sequence[str]], shared: Sequence[str], db_spec: str, threads: int,
                        experiment: str = "lottery") -> list[str]:
     """The command that trains ``members`` (their own ``with`` arguments) as one population."""
@@ -283,7 +261,9 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict]) -> int
         return 2
     shared, db_spec, size = list(args.shared), args.mongo_db, args.population
     workers, threads = args.workers, args.threads
-    done = completed_conditions(db_spec, args.experiment)
+    from experiments.sweep import completed_hashes
+
+    done = completed_hashes(*parse_db_spec(db_spec), args.experiment)
     todo = [i for i, config in enumerate(configs) if condition_hash(config) not in done]
     groups = [[todo[i] for i in members] for members in group([configs[i] for i in todo], size, args.experiment)]
     alone = sum(len(members) == 1 for members in groups)
