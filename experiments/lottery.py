@@ -171,25 +171,37 @@ def cpu(tensors):
     return {name: t.cpu() for name, t in tensors.items()}
 
 
-@ex.main
-def main(seed, arch, criterion, treatment, pruning: dict, save_artifacts, _run, _config):
-    device, execution = training_ing.execution_settings()
-    data = data_ing.load()
-    train_config = training_ing.training_config()
-    spec = lottery.LotterySpec(arch=arch["name"], seed=seed, training=train_config, criterion=criterion["name"],
-                               mask1=treatment["mask1"], mask0=treatment["mask0"], rounds=pruning["rounds"],
-                               role_rates=role_rates(), sources=lottery.parse_sources(criterion["source"]),
+@ex.capture
+def lottery_spec(seed, arch, criterion, treatment, pruning: dict) -> lottery.LotterySpec:
+    """The run's procedure, from its config."""
+    return lottery.LotterySpec(arch=arch["name"], seed=seed, training=training_ing.training_config(),
+                               criterion=criterion["name"], mask1=treatment["mask1"], mask0=treatment["mask0"],
+                               rounds=pruning["rounds"], role_rates=role_rates(),
+                               sources=lottery.parse_sources(criterion["source"]),
                                source_iteration=criterion["source_iteration"])
-    setup = lottery.setup(spec, data, device)
-    stored = resume.resumed(_run)
-    start = continue_from(stored, setup, _run) if stored else None
-    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source,
+
+
+def begin_record(_run, setup: lottery.Setup, data_source: str, _config, artifacts: ArtifactWriter | None,
+                 execution: dict, stored: resume.Resumed | None = None) -> None:
+    """What a run records before its first round (a run of a population too: ``experiments.population``)."""
+    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data_source,
                       "init_hash": setup.init_hash, "layer_rates": setup.rates, "schedule": setup.schedule,
                       "rounds": _run.info.get("rounds", []) if stored else [], "execution": execution})
-    artifacts = ArtifactWriter(_run) if save_artifacts else None
     if artifacts and not (stored and "init.pt" in stored.artifact_names):
         artifacts.save("init.pt", cpu(setup.init_weights))
-    iterations = train_config.iterations
+
+
+@ex.main
+def main(save_artifacts, _run, _config):
+    device, execution = training_ing.execution_settings()
+    data = data_ing.load()
+    spec = lottery_spec()
+    setup = lottery.setup(spec, data, device, dtype=training_ing.dtype())
+    stored = resume.resumed(_run)
+    start = continue_from(stored, setup, _run) if stored else None
+    artifacts = ArtifactWriter(_run) if save_artifacts else None
+    begin_record(_run, setup, data.source, _config, artifacts, execution, stored)
+    iterations = spec.training.iterations
     if start is not None:
         print(f"resuming run {stored.run_id} after round {start.round}")
     progress = Progress(iterations, last_round=spec.rounds, first_round=0 if start is None else start.round + 1)

@@ -106,34 +106,46 @@ def start_mask_of(run, seed, data, start, start_run, start_round, start_criterio
     return mask
 
 
-@ex.main
-def main(seed, arch, supermask: dict, save_artifacts, _run, _config):
-    device, execution = training_ing.execution_settings()
-    data = data_ing.load()
-    train_config = training_ing.training_config()
-    start = start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"])
-    spec = supermask_training.SupermaskSpec(
-        arch=arch["name"], seed=seed, training=train_config, signed_constant=supermask["signed_constant"],
-        rescale=supermask["rescale"], score_init=supermask["score_init"], eval_samples=supermask["eval_samples"],
+@ex.capture
+def supermask_spec(seed, arch, supermask: dict, start=None) -> supermask_training.SupermaskSpec:
+    """The run's procedure, from its config (``start``: the mask the scores start from, ``start_mask_of``)."""
+    return supermask_training.SupermaskSpec(
+        arch=arch["name"], seed=seed, training=training_ing.training_config(),
+        signed_constant=supermask["signed_constant"], rescale=supermask["rescale"],
+        score_init=supermask["score_init"], eval_samples=supermask["eval_samples"],
         start_mask=start, p_keep=supermask["p_keep"], p_drop=supermask["p_drop"], sign_draws=supermask["sign_draws"])
-    progress = Progress(train_config.iterations, label="")
-    try:
-        result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point), device=device,
-                                        on_progress=lambda it: progress.update(0, it))
-    finally:
-        progress.close()
+
+
+def record_result(_run, result: supermask_training.SupermaskResult, data_source: str, _config,
+                  save_artifacts: bool, execution: dict) -> str:
+    """Store a finished Supermask run (a member of a population too: ``experiments.population``); returns the
+    summary line the run prints."""
     record = result.record
-    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source, **record.to_dict(),
+    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data_source, **record.to_dict(),
                       "execution": execution})
     if save_artifacts:
         artifacts = ArtifactWriter(_run)
         artifacts.save("scores.pt", {name: t.cpu() for name, t in result.scores.items()})
         artifacts.close()
-    print(f"supermask: test acc {record.test_acc_mean:.4f} +- {record.test_acc_std:.4f} over "
-          f"{record.eval_samples} masks (early stop at {record.early_stop_iteration}), expected density "
-          f"{record.expected_density:.3f}, untrained {record.untrained_test_acc_mean:.4f}, "
-          f"{1000 * record.train_seconds / train_config.iterations:.2f} s/1k it")
-    return record.test_acc_mean
+    return (f"supermask: test acc {record.test_acc_mean:.4f} +- {record.test_acc_std:.4f} over "
+            f"{record.eval_samples} masks (early stop at {record.early_stop_iteration}), expected density "
+            f"{record.expected_density:.3f}, untrained {record.untrained_test_acc_mean:.4f}, "
+            f"{1000 * record.train_seconds / _config['training']['iterations']:.2f} s/1k it")
+
+
+@ex.main
+def main(seed, arch, save_artifacts, _run, _config):
+    device, execution = training_ing.execution_settings()
+    data = data_ing.load()
+    spec = supermask_spec(start=start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"]))
+    progress = Progress(spec.training.iterations, label="")
+    try:
+        result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point), device=device,
+                                        dtype=training_ing.dtype(), on_progress=lambda it: progress.update(0, it))
+    finally:
+        progress.close()
+    print(record_result(_run, result, data.source, _config, save_artifacts, execution))
+    return result.record.test_acc_mean
 
 
 if __name__ == "__main__":

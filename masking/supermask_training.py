@@ -95,17 +95,23 @@ def run(spec: SupermaskSpec, data: DataSplits, on_eval: Callable[[dict[str, floa
 
     fit = fit_config(net, placed, spec.training, rng.stream(spec.seed, "data order"), point_with_density,
                      on_progress)
-    final_mean, final_std = evaluate(net, spec, placed.test)
+    return finish(net, spec, placed.test, fit, init_hash, untrained_mean)
+
+
+def finish(net: models.Net, spec: SupermaskSpec, test: tuple[torch.Tensor, torch.Tensor], fit, init_hash: str,
+           untrained_mean: float) -> SupermaskResult:
+    """Evaluate a trained Supermask (``net`` as training left it) at the end and at the early-stopping point."""
+    final_mean, final_std = evaluate(net, spec, test)
     final_density, final_hash = layers.expected_density(net), hashing.state_hash(net.state_dict())
     net.load_state_dict(fit.best_state)
     scores = {name: layer.scores.detach().clone() for name, layer in layers.supermask_layers(net).items()}
-    mean, std = evaluate(net, spec, placed.test)
+    mean, std = evaluate(net, spec, test)
     questions = {}
     if spec.start_mask is not None:
         questions.update({k if k == "start_density" else f"start_{k}": v
                           for k, v in layers.mask_change(spec.start_mask, net).items()})
     if spec.sign_draws:
-        questions.update(layers.sign_variants(net, *placed.test, samples=spec.eval_samples, draws=spec.sign_draws,
+        questions.update(layers.sign_variants(net, *test, samples=spec.eval_samples, draws=spec.sign_draws,
                                               generator=rng.stream(spec.seed, "sign variants")))
     record = SupermaskRecord(
         init_hash=init_hash, test_acc_mean=mean, test_acc_std=std, expected_density=layers.expected_density(net),

@@ -95,9 +95,9 @@ class SupermaskRecord:
 ROUND_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)]
 SUPERMASK_FIELDS = [f.name for f in dataclasses.fields(SupermaskRecord)]
 
-# the other keys of a run's ``info`` (besides ``metrics``, which Sacred's Mongo observer adds)
-LOTTERY_INFO = ("condition_hash", "data_source", "init_hash", "layer_rates", "schedule", "rounds")
-SUPERMASK_INFO = ("condition_hash", "data_source", *SUPERMASK_FIELDS)
+# the other keys of a run's ``info`` (besides ``metrics``, which Sacred's Mongo observer adds); ``execution``: where it ran
+LOTTERY_INFO = ("condition_hash", "data_source", "init_hash", "layer_rates", "schedule", "rounds", "execution")
+SUPERMASK_INFO = ("condition_hash", "data_source", "execution", *SUPERMASK_FIELDS)
 
 # ------------------------------------------------------------------------------------------------ config
 
@@ -121,6 +121,9 @@ EXECUTION_KEYS = frozenset({
     "training.deterministic",
 })
 SEED_KEY = "seed"
+# keys added after runs were stored, with the value those runs had: a condition leaves them out at that value,
+# so earlier runs keep their condition hash
+LATER_KEYS = {"training.dtype": "float32"}
 
 
 def flatten(config, prefix: str = "") -> dict:
@@ -138,7 +141,8 @@ def flatten(config, prefix: str = "") -> dict:
 def condition_config(config, ignore_seed: bool = True) -> dict:
     """The flat config that makes a condition: every config path but the execution keys (and the seed)."""
     skip = EXECUTION_KEYS | ({SEED_KEY} if ignore_seed else set())
-    return {k: v for k, v in flatten(config).items() if k not in skip}
+    return {k: v for k, v in flatten(config).items()
+            if k not in skip and not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def column_of(path: str) -> str:

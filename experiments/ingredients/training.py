@@ -4,11 +4,12 @@
 condition hash), and the device actually used is recorded in ``info.execution``.
 """
 
+import torch
 from sacred import Ingredient
 
 from experiments.errors import ConfigError, check_choice, check_number
 from experiments.ingredients.arch import arch_ingredient, spec
-from masking import training
+from masking import population, training
 
 # its config hook reads the arch (iterations, lr defaults) and, when present, the supermask ingredient (lr default)
 training_ingredient = Ingredient("training", ingredients=[arch_ingredient])
@@ -25,6 +26,7 @@ def config():
     eval_every = 100  # steps between validation evaluations (early stopping keeps the best)
     threads = 1  # torch intra-op threads (0: torch's default, all cores, up to 30x slower when the cores are busy)
     device = "auto"  # auto (CUDA when available, else cpu), cpu, cuda or cuda:N
+    dtype = "float32"  # float32, or float64 (population members then equal their single runs to 1e-9)
 
 
 @training_ingredient.named_config
@@ -53,6 +55,7 @@ def resolve(config, command_name, logger):
         training.resolve_device(cfg["device"])
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    check_choice("training.dtype", cfg["dtype"], population.DTYPES)
     return updates
 
 
@@ -61,6 +64,11 @@ def training_config(optimizer, lr, iterations, batch_size, eval_every) -> traini
     """The resolved training settings as the library's ``TrainingConfig``."""
     return training.TrainingConfig(iterations=iterations, lr=lr, batch_size=batch_size, eval_every=eval_every,
                                    optimizer=optimizer)
+
+
+@training_ingredient.capture
+def dtype(dtype) -> torch.dtype:
+    return population.dtype_of(dtype)
 
 
 @training_ingredient.capture

@@ -1,0 +1,210 @@
+"""Population training vs the sequential single-run loop, side by side in one command on the CPU.
+
+    python bench/population.py [--sizes 1,8,27,55] [--member-steps 600] [--repeats 5] [--arch lenet300_100]
+
+Time per member-step (one step of one net) of masked LeNet-300-100 training at batch 60, on MNIST-shaped data in
+memory, 50% of each net's weights pruned at random (mask-0 'init': pruned weights frozen at nonzero values):
+
+* ``single``: the sweep's default, 2 worker processes with 1 thread each, each training single runs one after
+  another with ``masking.training`` (MaskedLinear, fused Adam); the reference.
+* ``stack K``: 2 worker processes with 1 thread each, each training a population of K members in lockstep with
+  ``masking.population`` (hand-written batched layers: ``baddbmm``, grouped conv).
+* ``vmap K``: the same with torch's model-ensembling API (``torch.func.stack_module_state`` + ``functional_call``
+  + ``vmap``) over plain nets, gradients masked the same way, one fused Adam over the stack.
+* ``stack K, 1 proc x 2 threads``: one process with 2 threads training one population of 2K members.
+
+Every step draws each member's batch from its own generator (``training.batch_indices``) and gathers it, as
+training does. Denormals are flushed to zero everywhere. Variants run in interleaved blocks, each repeat starting
+with the reference; a block's time is the slower worker's. Printed: median wall ms per member-step, CPU ms per
+member-step (what one member-step costs a core, less sensitive to other work on the machine) and the throughput
+ratio to ``single`` of the same repeat (median, min, max). Other work on the machine shows as spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import multiprocessing as mp
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+
+def _ticket(arch: str, seed: int, kind: str, input_shape):
+    from masking import models, pruning
+
+    net = models.build(arch, seed=seed, kind="masked", input_shape=input_shape)
+    init = net.state_dict()
+    names = net.layer_roles()
+    mask = pruning.prune("random", init, init, pruning.Mask.ones({n: init[n] for n in names}),
+                         {n: 0.5 for n in names}, torch.Generator().manual_seed(seed))
+    pruning.apply_ticket(net, init, init, mask, "original", "init", torch.Generator().manual_seed(seed))
+    if kind == "masked":
+        return net, mask
+    dense = models.build(arch, seed=seed, kind="dense", input_shape=input_shape)
+    dense.load_state_dict({k: v for k, v in net.state_dict().items() if k.endswith((".weight", ".bias"))})
+    return dense, mask
+
+
+class Variant:
+    """Builds one variant's nets once; ``run(steps)`` times ``steps`` lockstep steps (wall and CPU seconds)."""
+
+    def __init__(self, method: str, size: int, arch: str, data, first_seed: int):
+        from masking import population, training
+
+        self.data, self.size = data, size
+        x, _ = data
+        seeds = range(first_seed, first_seed + size)
+        self.orders = [training.batch_indices(len(x), 60, torch.Generator().manual_seed(s)) for s in seeds]
+        shape = tuple(x.shape[1:])
+        if method == "single":
+            self.nets = [_ticket(arch, s, "masked", shape)[0] for s in seeds]
+            self.opts = [training.make_optimizer(n, "adam", 1.2e-3) for n in self.nets]
+            self.step = self._single
+        elif method == "stack":
+            stack = population.Stack([_ticket(arch, s, "masked", shape)[0] for s in seeds])
+            opt = population.make_optimizer(stack, "adam", 1.2e-3)
+            self.step = lambda xb, yb: population.train_step(stack, opt, xb, yb)
+        elif method == "vmap":
+            self.step = self._vmap_step([_ticket(arch, s, "dense", shape) for s in seeds])
+        else:
+            raise ValueError(method)
+        self.method = method
+
+    def _single(self, steps: int) -> None:
+        from masking import training
+
+        x, y = self.data
+        for net, opt, order in zip(self.nets, self.opts, self.orders):  # one run after another
+            for _ in range(steps):
+                idx = next(order)
+                training.train_step(net, opt, x[idx], y[idx])
+
+    @staticmethod
+    def _vmap_step(pairs):
+        from torch.func import functional_call, stack_module_state, vmap
+
+        nets = [net for net, _ in pairs]
+        params, buffers = stack_module_state(nets)
+        keep = {f"{name}": torch.stack([m[name] for _, m in pairs]).float() for name in pairs[0][1]}
+        base = copy.deepcopy(nets[0]).to("meta")
+
+        def loss(p, b, x, y):
+            return F.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+        batched = vmap(loss)
+        opt = torch.optim.Adam(list(params.values()), lr=1.2e-3, fused=True)
+
+        def step(xb, yb):
+            opt.zero_grad(set_to_none=True)
+            batched(params, buffers, xb, yb).sum().backward()
+            for name, k in keep.items():
+                params[name].grad.mul_(k)
+            opt.step()
+
+        return step
+
+    def run(self, steps: int) -> tuple[float, float]:
+        x, y = self.data
+        start, cpu = time.perf_counter(), time.process_time()
+        if self.method == "single":
+            self._single(steps)
+        else:
+            for _ in range(steps):
+                idx = torch.stack([next(o) for o in self.orders])
+                self.step(x[idx], y[idx])
+        return time.perf_counter() - start, time.process_time() - cpu
+
+
+def worker(conn, barrier, arch: str, worker_index: int) -> None:
+    torch.set_flush_denormal(True)
+    variants: dict = {}
+    gen = torch.Generator().manual_seed(0)
+    shape = (1, 28, 28) if arch == "lenet300_100" else (3, 32, 32)
+    data = (torch.rand(6000, *shape, generator=gen), torch.randint(0, 10, (6000,), generator=gen))
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            return
+        method, size, threads, steps = msg
+        torch.set_num_threads(threads)
+        key = (method, size)
+        if key not in variants:
+            variants[key] = Variant(method, size, arch, data, first_seed=1000 * worker_index)
+            variants[key].run(max(2, steps // 10))  # warm-up
+        barrier.wait()
+        conn.send(variants[key].run(steps))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="1,8,27,55", help="population sizes K (members per process)")
+    parser.add_argument("--member-steps", type=int, default=600, help="member-steps per worker per block")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--arch", default="lenet300_100")
+    parser.add_argument("--no-vmap", action="store_true", help="leave out the torch.func variant")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    ctx = mp.get_context("spawn")
+    barrier2, barrier1 = ctx.Barrier(2), ctx.Barrier(1)
+    pipes, procs = [], []
+    for i in range(2):
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=worker, args=(child, barrier2, args.arch, i), daemon=True)
+        proc.start()
+        pipes.append(parent)
+        procs.append(proc)
+    solo_parent, solo_child = ctx.Pipe()
+    solo = ctx.Process(target=worker, args=(solo_child, barrier1, args.arch, 2), daemon=True)
+    solo.start()
+
+    # (label, method, members per process, processes, threads, steps per block)
+    single_steps = max(1, args.member_steps // 4)  # each worker trains 4 single runs one after another
+    plan = [("single", "single", 4, 2, 1, single_steps)]
+    for k in sizes:
+        plan.append((f"stack {k}", "stack", k, 2, 1, max(3, args.member_steps // k)))
+        if not args.no_vmap:
+            plan.append((f"vmap {k}", "vmap", k, 2, 1, max(3, args.member_steps // k)))
+    big = 2 * max(sizes)
+    plan.append((f"stack {big}, 1 proc x 2 threads", "stack", big, 1, 2, max(3, 2 * args.member_steps // big)))
+
+    times = {label: [] for label, *_ in plan}
+    cpu_times = {label: [] for label, *_ in plan}
+    ratios = {label: [] for label, *_ in plan[1:]}
+    try:
+        for rep in range(args.repeats):
+            for label, method, size, nproc, threads, steps in plan:
+                targets = pipes if nproc == 2 else [solo_parent]
+                for conn in targets:
+                    conn.send((method, size, threads, steps))
+                answers = [conn.recv() for conn in targets]
+                seconds = max(wall for wall, _ in answers)  # the slower process
+                per_member_step = seconds / (size * steps)  # every process did size*steps member-steps
+                per_member_step /= nproc  # nproc processes side by side
+                times[label].append(per_member_step)
+                cpu_times[label].append(sum(cpu for _, cpu in answers) / (nproc * size * steps))
+                if label != "single":
+                    ratios[label].append(times["single"][-1] / per_member_step)
+            print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
+    finally:
+        for conn in [*pipes, solo_parent]:
+            conn.send(None)
+        for proc in [*procs, solo]:
+            proc.join(10)
+
+    print(f"{args.arch}, batch 60, 50% pruned, {args.repeats} interleaved repeats; wall time per member-step (all "
+          "processes together), CPU time per member-step, and throughput vs 'single' (wall; median [min, max])")
+    for label, ts in times.items():
+        line = (f"  {label:32s} {1000 * statistics.median(ts):7.3f} ms/member-step wall "
+                f"{1000 * statistics.median(cpu_times[label]):7.3f} ms cpu")
+        if label in ratios:
+            rs = ratios[label]
+            line += f"   {statistics.median(rs):5.2f}x  [min {min(rs):.2f}, max {max(rs):.2f}]"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""Lottery runs (or learned Supermasks) trained together as one population, each stored as its own Sacred run.
+
+    python -m experiments.population -m 127.0.0.1:27017:lottery \\
+        --members "criterion.name=large_final,seed=1; criterion.name=random,seed=1; seed=2" \\
+        with reduced data.name=fashion_mnist
+
+``--members`` lists the members, separated by ``;``; each is a list of ``with`` arguments (``KEY=VALUE`` or named
+configs, separated by ``,`` or spaces) on top of the shared arguments after ``with``. Members may differ in
+``seed``, ``criterion`` and ``treatment`` only (``masking.population_procedures``); anything else that differs
+is reported in one line before any run starts, as is any bad value. ``--experiment supermask`` trains learned
+Supermasks whose members differ in ``seed`` and ``supermask`` settings.
+
+Every member is a run of ``experiments.lottery`` in its own right: Sacred creates it from the member's config
+(``ex._create_run``, the same observers ``-m`` gives a single run) and it stores exactly what a single run stores
+(``info.rounds``, metrics, artifacts, captured output: ``experiments.lottery``'s own recording functions), plus
+``info.population``: ``{"id", "size", "index", "device"}``. Its events (started, heartbeats, completed, failed) are
+driven here, one member at a time, while ``masking.population_procedures`` trains all members in lockstep. A
+member whose loss goes non-finite is marked FAILED alone; the others finish. Analysis, Omniboard and the sweep's
+skip-if-done see members as the single runs they are. ``run_population`` is the same for notebooks and the sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from typing import Sequence
+
+import torch
+
+from sacred.arg_parser import get_config_updates
+from sacred.utils import SacredError
+from tqdm import tqdm
+
+from analysis.conditions import condition_hash
+from experiments import lottery as lottery_exp
+from experiments import supermask as supermask_exp
+from experiments.base import ArtifactWriter, sigterm_interrupts
+from experiments.dbspec import parse_db_spec
+from experiments.ingredients import data as data_ing
+from experiments.ingredients import training as training_ing
+from experiments.localdb import home_dir
+from masking import lottery, population, population_procedures
+from masking import training as masking_training
+from masking.population import MemberFailed
+from ticketlab.schema import EXECUTION_KEYS, flatten
+
+# config keys members of one population may differ in, by experiment
+MEMBER_KEYS = {"lottery": ("seed", "criterion", "treatment"), "supermask": ("seed", "supermask")}
+
+
+class MemberOutput:
+    """One member's captured output: Sacred reads it as it reads a run's captured stdout."""
+
+    closed = False
+
+    def __init__(self):
+        self._parts: list[str] = []
+
+    def write(self, text: str) -> None:
+        self._parts.append(text)
+
+    def get(self) -> str:
+        text, self._parts = "".join(self._parts), []
+        return text
+
+
+@dataclasses.dataclass
+class Member:
+    """One member: its Sacred run (created, not started), its procedure's spec, its output and artifacts."""
+
+    experiment: str  # lottery or supermask
+    run: object
+    spec: object  # lottery.LotterySpec or supermask_training.SupermaskSpec
+    output: MemberOutput = dataclasses.field(default_factory=MemberOutput)
+    artifacts: ArtifactWriter | None = None
+
+    def echo_line(self, line: str, echo) -> None:
+        self.output.write(line + "\n")
+        echo(f"[member {self.run.info['population']['index']}, run {self.run._id}] {line}")
+
+
+def parse_members(text: str) -> list[list[str]]:
+    """``"a=1,b=2; a=3"`` -> ``[["a=1", "b=2"], ["a=3"]]``; a ValueError on an empty member."""
+    members = [[item for item in re.split(r"[,\s]+", part.strip()) if item] for part in text.split(";")]
+    if not members or any(not m for m in members):
+        raise ValueError(f"--members {text!r}: each member (separated by ';') needs at least one KEY=VALUE")
+    return members
+
+
+def shared_config(config: dict, experiment: str = "lottery") -> dict:
+    """A member's flat config without what members may differ in and without execution settings."""
+    return {path: value for path, value in flatten(config).items()
+            if path not in EXECUTION_KEYS and path.split(".")[0] not in MEMBER_KEYS[experiment]}
+
+
+def first_difference(a: dict, b: dict) -> str | None:
+    """``"KEY is A vs B"`` for the first (sorted) key where two flat configs differ, else None."""
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            return f"{key} is {a.get(key)!r} vs {b.get(key)!r}"
+    return None
+
+
+def create_runs(member_updates: Sequence[Sequence[str]], shared: Sequence[str] = (), db_spec: str | None = None,
+                observers: Sequence = (), experiment: str = "lottery") -> list[Member]:
+    """One Sacred run of ``experiments.<experiment>`` per member, configured and validated (config hooks run),
+    none started; a ValueError when two members cannot share a population."""
+    if experiment not in MEMBER_KEYS:
+        raise ValueError(f"unknown experiment {experiment!r}; valid choices: {', '.join(MEMBER_KEYS)}")
+    module = lottery_exp if experiment == "lottery" else supermask_exp
+    members: list[Member] = []
+    for updates in member_updates:
+        config_updates, named_configs = get_config_updates([*shared, *updates])
+        run = module.ex._create_run(config_updates=config_updates, named_configs=named_configs,
+                                    options={"--mongo_db": db_spec} if db_spec else None)
+        run.observers = [*run.observers, *observers]
+        if members:
+            difference = first_difference(shared_config(members[0].run.config, experiment),
+                                          shared_config(run.config, experiment))
+            if difference:
+                raise ValueError(f"member {len(members)} cannot share a population with member 0 ({difference}); "
+                                 f"members may differ in {', '.join(MEMBER_KEYS[experiment])} only")
+        unsupported = _unsupported(run.config, experiment)
+        if unsupported:
+            raise ValueError(f"member {len(members)}: {unsupported} does not run in a population yet; run it as a "
+                             f"single run")
+        # captured functions read the config of the run made last: build the member's spec now
+        spec = lottery_exp.lottery_spec() if experiment == "lottery" else supermask_exp.supermask_spec()
+        members.append(Member(experiment, run, spec))
+    return members
+
+
+def cpu_execution() -> dict:
+    """The execution info of a population member: populations train on the CPU."""
+    return masking_training.execution_info(torch.device("cpu"))
+
+
+def _unsupported(config: dict, experiment: str) -> str | None:
+    """The config value a population cannot train side by side (the open questions' trajectory sources and
+    Supermasks started from a mask), or None."""
+    if experiment == "lottery" and config["criterion"].get("source", "init_final") != "init_final":
+        return f"criterion.source={config['criterion']['source']!r}"
+    if experiment == "supermask" and config["supermask"].get("start", "scratch") != "scratch":
+        return f"supermask.start={config['supermask']['start']!r}"
+    return None
+
+
+def run_population(member_updates: Sequence[Sequence[str]], shared: Sequence[str] = (), db_spec: str | None = None,
+                   observers: Sequence = (), experiment: str = "lottery", population_id: str | None = None,
+                   echo=print) -> list:
+    """Train the members as one population, each recorded as its own run; returns the finished Sacred runs (their
+    ``status`` COMPLETED or FAILED, ``_id`` set by the database observer)."""
+    return train(create_runs(member_updates, shared, db_spec, observers, experiment), population_id, echo)
+
+
+def train(members: Sequence[Member], population_id: str | None = None, echo=print) -> list:
+    """Start the runs made by ``create_runs`` and train them as one population."""
+    masking_training.cpu_settings(members[0].run.config["training"]["threads"])
+    data = data_ing.load()  # the same data for every member (their data configs are equal)
+    dtype = population.dtype_of(members[0].run.config["training"]["dtype"])
+    population_id = population_id or uuid.uuid4().hex[:12]
+    for index, member in enumerate(members):
+        run = member.run
+        run.info["population"] = {"id": population_id, "size": len(members), "index": index, "device": "cpu"}
+        run.observers = sorted(run.observers, key=lambda o: -o.priority)
+        run._output_file = member.output
+        run._emit_started()
+        run._start_heartbeat()
+    live = list(members)
+    try:
+        if members[0].experiment == "lottery":
+            _train_lottery(members, live, data, dtype, echo)
+        else:
+            _train_supermask(members, live, data, dtype, echo)
+    except BaseException as error:  # the population itself failed or was interrupted: so does every live member
+        for member in live:
+            _finish(member, error=error)
+        raise
+    for member in live:
+        _finish(member)
+    return [member.run for member in members]
+
+
+def _fail(member: Member, error: MemberFailed, live: list[Member], echo) -> None:
+    member.echo_line(f"FAILED: {error}", echo)
+    _finish(member, error=error)
+    live.remove(member)
+
+
+def _train_lottery(members: Sequence[Member], live: list[Member], data, dtype, echo) -> None:
+    setups = [lottery.setup(member.spec, data, dtype=dtype) for member in members]
+    for member, setup in zip(members, setups):
+        member.artifacts = ArtifactWriter(member.run) if member.run.config["save_artifacts"] else None
+        lottery_exp.begin_record(member.run, setup, data.source, member.run.config, member.artifacts, cpu_execution())
+    iterations = members[0].spec.training.iterations
+
+    def on_eval(index, k, point):
+        lottery_exp.log_eval(members[index].run, k, iterations, point)
+
+    for results in population_procedures.lottery_rounds(setups, on_eval):
+        for member, result in zip(members, results):
+            if isinstance(result, MemberFailed):
+                _fail(member, result, live, echo)
+            elif result is not None:
+                lottery_exp.record_round(member.run, result, iterations, member.artifacts, member.spec.sources)
+                member.echo_line(lottery_exp.round_line(result.record, iterations), echo)
+    for member in live:
+        member.run.result = member.run.info["rounds"][-1]["test_acc"]
+
+
+def _train_supermask(members: Sequence[Member], live: list[Member], data, dtype, echo) -> None:
+    def on_eval(index, point):
+        supermask_exp.log_eval(members[index].run, point)
+
+    results = population_procedures.supermasks([member.spec for member in members], data, on_eval, dtype=dtype)
+    for member, result in zip(members, results):
+        if isinstance(result, MemberFailed):
+            _fail(member, result, live, echo)
+            continue
+        run = member.run
+        member.echo_line(supermask_exp.record_result(run, result, data.source, run.config,
+                                                     run.config["save_artifacts"], cpu_execution()), echo)
+        run.result = result.record.test_acc_mean
+
+
+def _finish(member: Member, error: BaseException | None = None) -> None:
+    """Close a member's run as Sacred closes a run: COMPLETED with its result, FAILED or INTERRUPTED."""
+    run = member.run
+    try:
+        run._stop_time()
+        run._get_captured_output()
+        run._stop_heartbeat()
+        if error is None:
+            run._emit_completed(run.result)
+        elif isinstance(error, KeyboardInterrupt):
+            run._emit_interrupted("INTERRUPTED")
+        else:
+            run._emit_failed(type(error), error, error.__traceback__)
+        run._warn_about_failed_observers()
+        run._wait_for_observers()
+    finally:
+        if member.artifacts:
+            member.artifacts.close()
+
+
+# ------------------------------------------------------------------------------------ populations in a sweep
+
+
+def group(configs: Sequence[dict], size: int, experiment: str = "lottery") -> list[list[int]]:
+    """Indices of ``configs`` in populations of at most ``size``: configs equal but for what members may differ in
+    (``MEMBER_KEYS``) share one, in grid order; a point with no partner is a group of one."""
+    groups: dict[str, list[int]] = {}
+    for index, config in enumerate(configs):
+        groups.setdefault(json.dumps(shared_config(config, experiment), sort_keys=True, default=str), []).append(index)
+    return [members[i:i + size] for members in groups.values() for i in range(0, len(members), size)]
+
+
+def population_command(members: Sequence[Sequence[str]], shared: Sequence[str], db_spec: str, threads: int,
+                       experiment: str = "lottery") -> list[str]:
+    """The command that trains ``members`` (their own ``with`` arguments) as one population."""
+    return [sys.executable, "-m", "experiments.population", "-m", db_spec, "--experiment", experiment,
+            "--members", "; ".join(",".join(member) for member in members),
+            "with", *shared, f"training.threads={threads}"]
+
+
+def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict]) -> int:
+    """``python -m experiments.sweep --population K``: the grid's points (``points``: ``with`` arguments, the
+    shared ``args.shared`` first; ``configs``: their resolved configs) not COMPLETED in the database, grouped
+    (``group``) into populations of at most K, ``--workers`` populations at a time on this machine, each one
+    process pinned to ``--threads`` threads (``python -m experiments.population``; a point with no partner runs as
+    the single run it is). Returns the sweep's exit status."""
+    if getattr(args, "executor", "local") != "local":
+        print(f"error: --population runs on this machine only (--executor local), not {args.executor}",
+              file=sys.stderr)
+        return 2
+    shared, db_spec, size = list(args.shared), args.mongo_db, args.population
+    workers, threads = args.workers, args.threads
+    from experiments.sweep import completed_hashes
+
+    done = completed_hashes(*parse_db_spec(db_spec), args.experiment)
+    todo = [i for i, config in enumerate(configs) if condition_hash(config) not in done]
+    groups = [[todo[i] for i in members] for members in group([configs[i] for i in todo], size, args.experiment)]
+    alone = sum(len(members) == 1 for members in groups)
+    print(f"sweep: {len(points)} runs in the grid, {len(points) - len(todo)} already completed, {len(todo)} to run "
+          f"as {len(groups) - alone} population(s) of at most {size} and {alone} single run(s), {workers} at a time "
+          f"x {threads} thread(s)")
+    own = [[list(points[i][len(shared):]) for i in members] for members in groups]
+    if args.dry_run:
+        for members in own:
+            print(("  population: " if len(members) > 1 else "  single run: ")
+                  + "; ".join(" ".join(member) for member in members))
+        return 0
+    logs = args.logs or home_dir() / "sweep_logs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    logs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+    def run(index: int) -> int:
+        if len(own[index]) == 1:  # no partner: the single run itself
+            command = [sys.executable, "-m", f"experiments.{args.experiment}", "with", *points[groups[index][0]],
+                       f"training.threads={threads}", "-m", db_spec]
+        else:
+            command = population_command(own[index], shared, db_spec, threads, args.experiment)
+        with open(logs / f"population_{index:04d}.log", "w") as log:
+            log.write(" ".join(command) + "\n")
+            log.flush()
+            return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                  stdin=subprocess.DEVNULL).returncode
+
+    failed = []
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
+            tqdm(total=len(todo), unit="run", desc="populations", dynamic_ncols=True) as bar:
+        futures = {pool.submit(run, index): index for index in range(len(groups))}
+        for future in concurrent.futures.as_completed(futures):
+            index = futures[future]
+            if future.result() != 0:
+                failed.append(index)
+            bar.update(len(groups[index]))
+    print(f"sweep: {len(groups) - len(failed)} of {len(groups)} populations and single runs completed; logs in {logs}")
+    for index in failed:
+        print(f"  FAILED (some members): {'; '.join(' '.join(m) for m in own[index])}  "
+              f"(log: {logs / f'population_{index:04d}.log'})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.population", description=__doc__.split("\n\n")[0],
+                                     epilog="Anything after 'with' applies to every member.")
+    parser.add_argument("-m", "--mongo_db", metavar="HOST:PORT:DB", help="the run database (each member a run)")
+    parser.add_argument("--members", required=True, help="members separated by ';', each KEY=VALUE,KEY=VALUE")
+    parser.add_argument("--experiment", choices=list(MEMBER_KEYS), default="lottery")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    shared = argv[argv.index("with") + 1:] if "with" in argv else []
+    args = parser.parse_args(argv[:argv.index("with")] if "with" in argv else argv)
+    try:
+        members = create_runs(parse_members(args.members), shared, args.mongo_db, experiment=args.experiment)
+    except (ValueError, SacredError) as error:  # bad input: one line, nothing started
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        with sigterm_interrupts():  # SIGTERM, like Ctrl-C: every live member is marked INTERRUPTED
+            runs = train(members)
+    except KeyboardInterrupt:
+        print("population: INTERRUPTED; its members are marked INTERRUPTED", file=sys.stderr)
+        return 130
+    failed = [run for run in runs if run.status != "COMPLETED"]
+    print(f"population: {len(runs) - len(failed)} of {len(runs)} members completed "
+          f"(runs {', '.join(str(run._id) for run in runs)})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

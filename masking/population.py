@@ -1,0 +1,342 @@
+"""Populations: K masked nets of one architecture trained in lockstep as one batched computation.
+
+A LeNet-300-100 step at batch 60 is far too small to keep a core busy; K nets side by side are not. ``Stack`` holds
+the weights of K masked nets (``models.build(kind="masked")``) stacked per layer, ``[K, ...]``, and runs them in one
+batched forward/backward:
+
+* fully connected layers: ``torch.baddbmm`` over ``[K, B, in] x [K, in, out]``;
+* convolutions: one grouped ``conv2d`` with ``groups=K`` on ``[B, K * C, H, W]`` (member k's channels are group k).
+
+Every member keeps what makes it its own run: its initial weights, mask and frozen values (pruned weights get a zero
+gradient and keep their values bit for bit, as in ``masking.layers``), its data order (its own generator through
+``training.batch_indices``), its validation curve, early-stopping point and best state. Members never mix: the
+loss is the sum of the members' mean losses, so each member's gradient is its own, and Adam (elementwise, one step
+count for all) over the stacked parameters is K Adams. In float64 a member equals its single run (``training.fit``
+on the same net and generator) to rounding (1e-14 in practice); in float32 batched products round differently and
+Adam amplifies that, so members drift from single runs as seeds do (bench and docs state how far).
+
+The hand-written batched layers beat ``torch.func`` (``stack_module_state`` + ``functional_call`` + ``vmap``) on the
+CPU: ``bench/population.py`` measures both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from masking.layers import MaskedMixin
+from masking.models import Net
+from masking.rng import generator_device
+from masking.supermask import SupermaskMixin
+from masking.training import OPTIMIZERS, FitResult, batch_indices
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def dtype_of(name: str | torch.dtype) -> torch.dtype:
+    """The torch dtype of a ``training.dtype`` value; a ValueError naming the valid choices otherwise."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; valid choices: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``uniform < probs`` as a float mask whose gradient passes straight through to ``probs``
+    (``masking.supermask.sample_mask`` with the uniforms drawn beforehand)."""
+
+    @staticmethod
+    def forward(ctx, probs: torch.Tensor, uniform: torch.Tensor) -> torch.Tensor:
+        return (uniform < probs).to(probs.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None
+
+
+class MemberFailed(FloatingPointError):
+    """A member's numbers went bad (a non-finite loss); the other members go on."""
+
+
+class Stack(nn.Module):
+    """The state of K nets of one architecture (masked or Supermask), stacked per tensor, and their batched forward.
+
+    Tensors are named as in a ``Net`` (``fcs.0.weight`` becomes ``fcs_0_weight``; fc matrices are stacked as
+    ``[K, in, out]``, the layout whose batched products need no copies); the trainable ones (a masked net's weights
+    and biases, a Supermask's scores) are parameters. ``member_state(k)`` is member k's state dict, loadable into
+    its ``Net``. Supermask layers sample each member's mask from that member's own generator (the one its net's
+    layers hold), in the order its single run draws them.
+    """
+
+    def __init__(self, nets: Sequence[Net], dtype: str | torch.dtype | None = None):
+        super().__init__()
+        if not nets:
+            raise ValueError("a population needs at least one member")
+        first = nets[0]
+        for net in nets:
+            if net.arch != first.arch or net.input_shape != first.input_shape or \
+                    [type(m) for m in net.modules()] != [type(m) for m in first.modules()]:
+                raise ValueError("population members must share the architecture, kind and input shape: "
+                                 f"{net.arch.name} {net.input_shape} vs {first.arch.name} {first.input_shape}")
+        dtype = dtype_of(dtype) if dtype is not None else first.fcs[0].weight.dtype
+        self.size = len(nets)
+        self.arch, self.input_shape = first.arch, first.input_shape
+        self.pool_after = list(first.pool_after)
+        self.num_convs, self.num_fcs = len(first.convs), len(first.fcs)
+        trainable = {name for name, p in first.named_parameters() if p.requires_grad}
+        states = [net.state_dict() for net in nets]
+        self.names = list(states[0])
+        for name in self.names:
+            stacked = self._stacked(name, [s[name].detach() for s in states])
+            stacked = stacked.clone() if stacked.dtype == torch.bool else stacked.to(dtype).clone()
+            if name in trainable:
+                self.register_parameter(self._attr(name), nn.Parameter(stacked))
+            else:
+                self.register_buffer(self._attr(name), stacked)
+        modules = dict(first.named_modules())
+        self.masked = [name for name, m in modules.items() if isinstance(m, MaskedMixin)]
+        # per Supermask layer: which members rescale their weights dynamically (a [K] bool tensor)
+        self.supermask = {name: torch.tensor([dict(net.named_modules())[name].rescale for net in nets])
+                          for name, m in modules.items() if isinstance(m, SupermaskMixin)}
+        self.generators = [next((m.generator for m in net.modules() if isinstance(m, SupermaskMixin)), None)
+                           for net in nets]
+        self._fixed: dict[str, torch.Tensor] | None = None
+        self._refresh()
+
+    @staticmethod
+    def _attr(name: str) -> str:
+        return name.replace(".", "_")
+
+    @staticmethod
+    def _transposed(name: str, tensor: torch.Tensor) -> bool:
+        return name.startswith("fcs.") and tensor.dim() == 2
+
+    @classmethod
+    def _stacked(cls, name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
+        stacked = torch.stack(tensors)
+        return stacked.transpose(1, 2).contiguous() if cls._transposed(name, tensors[0]) else stacked
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """The stacked tensor of ``name`` (a ``Net`` state-dict key)."""
+        return getattr(self, self._attr(name))
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member ``k``'s state dict, copies in its ``Net``'s layout and the stack's dtype."""
+        state = {}
+        for name in self.names:
+            tensor = self.tensor(name)[k].detach()
+            state[name] = (tensor.t() if self._transposed(name, tensor) else tensor).contiguous().clone()
+        return state
+
+    def _refresh(self) -> None:
+        """Float keep-masks ([K, ...], 1 kept) of the masked layers where some member prunes; pruned values
+        restored."""
+        self._keep = {}
+        for layer in self.masked:
+            mask = self.tensor(f"{layer}.mask")
+            if not bool(mask.all()):
+                self._keep[layer] = mask.to(self.tensor(f"{layer}.weight").dtype)
+        self.restore_frozen()
+
+    def restore_frozen(self) -> None:
+        """Write each member's frozen values back into its pruned positions (exact: ``w * keep + frozen``)."""
+        with torch.no_grad():
+            for layer, keep in self._keep.items():
+                weight = self.tensor(f"{layer}.weight")
+                torch.addcmul(self.tensor(f"{layer}.frozen"), weight, keep, out=weight.data)
+
+    def mask_grads(self) -> None:
+        """Zero the gradient of every pruned weight (so Adam's moments stay 0 there and the weight never moves)."""
+        for layer, keep in self._keep.items():
+            grad = self.tensor(f"{layer}.weight").grad
+            if grad is not None:
+                grad.mul_(keep)
+
+    # ------------------------------------------------------------------------------------------- Supermask layers
+
+    def _uniforms(self, layer: str) -> torch.Tensor:
+        """One uniform sample per weight of ``layer`` for every member, each from its own generator in its own
+        layout (what ``supermask.bernoulli`` draws in the single run), stacked like the weights."""
+        weight = self.tensor(f"{layer}.weight")
+        shape = weight.shape[1:][::-1] if self._transposed(f"{layer}.weight", weight[0]) else weight.shape[1:]
+        draws = [torch.rand(shape, generator=g, device=generator_device(g)) for g in self.generators]
+        return self._stacked(f"{layer}.weight", draws).to(weight.device)
+
+    def _sample(self, layer: str, probs: torch.Tensor) -> torch.Tensor:
+        if self._fixed is not None:
+            return self._fixed[layer]
+        return _StraightThrough.apply(probs, self._uniforms(layer))
+
+    @contextlib.contextmanager
+    def fixed_masks(self):
+        """Within the block, each Supermask layer uses one mask per member drawn on entry (as ``evaluate`` of one
+        net draws one per pass); nothing for masked nets."""
+        if not self.supermask:
+            yield
+            return
+        with torch.no_grad():
+            self._fixed = {layer: (self._uniforms(layer) < torch.sigmoid(self.tensor(f"{layer}.scores"))).to(
+                self.tensor(f"{layer}.weight").dtype) for layer in self.supermask}
+        try:
+            yield
+        finally:
+            self._fixed = None
+
+    def expected_density(self, k: int) -> float:
+        """Member ``k``'s mean keep probability sigmoid(score) over all Supermask weights."""
+        scores = [self.tensor(f"{layer}.scores")[k].detach() for layer in self.supermask]
+        return sum(float(torch.sigmoid(s).sum()) for s in scores) / sum(s.numel() for s in scores)
+
+    def weight(self, layer: str) -> torch.Tensor:
+        """The stacked weight ``layer`` computes with: a masked layer's weight, or a Supermask layer's frozen weight
+        times its sampled mask (rescaled per member with dynamic weight rescaling)."""
+        weight = self.tensor(f"{layer}.weight")
+        if layer not in self.supermask:
+            return weight
+        mask = self._sample(layer, torch.sigmoid(self.tensor(f"{layer}.scores")))
+        weight = weight * mask
+        rescale = self.supermask[layer]
+        if bool(rescale.any()):
+            factor = (mask[0].numel() / mask.flatten(1).sum(1).clamp_min(1.0)).detach()
+            factor = torch.where(rescale.to(factor.device), factor, torch.ones_like(factor))
+            weight = weight * factor.view(-1, *[1] * (mask.dim() - 1))
+        return weight
+
+    def forward(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """Logits ``[K, B, classes]``: member k's net on ``x[k]`` (``x`` is ``[K, B, C, H, W]``), or every member
+        on the same ``x`` (``[B, C, H, W]``) when ``shared``."""
+        K = self.size
+        if self.num_convs:
+            if shared:
+                B = x.shape[0]
+                h = x.repeat(1, K, 1, 1)  # [B, K*C, H, W]
+            else:
+                B = x.shape[1]
+                h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
+            for i, pool in enumerate(self.pool_after):
+                w, b = self.weight(f"convs.{i}"), self.tensor(f"convs.{i}.bias")
+                h = F.relu(F.conv2d(h, w.flatten(0, 1), b.flatten(), padding=1, groups=K))
+                if pool:
+                    h = F.max_pool2d(h, 2)
+            h = h.view(B, K, -1).transpose(0, 1)  # [K, B, features], each member's flatten(1) order
+        else:
+            h = x.flatten(1) if shared else x.flatten(2)
+        last = self.num_fcs - 1
+        for j in range(self.num_fcs):
+            w, b = self.weight(f"fcs.{j}"), self.tensor(f"fcs.{j}.bias")
+            if h.dim() == 2:  # the shared input of the first layer: [B, in] @ [K, in, out]
+                h = torch.matmul(h, w) + b.unsqueeze(1)
+            else:
+                h = torch.baddbmm(b.unsqueeze(1), h, w)
+            if j < last:
+                h = F.relu(h)
+        return h
+
+
+def make_optimizer(stack: Stack, name: str = "adam", lr: float = 1e-3, **kwargs) -> torch.optim.Optimizer:
+    """One optimizer over the stacked parameters (the registry's, e.g. fused Adam): elementwise optimizers over a
+    stack equal one per member. With weight decay, pruned weights are restored after every step."""
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"learning rate must be a positive number, got {lr!r}")
+    optimizer = OPTIMIZERS.get(name)([p for p in stack.parameters() if p.requires_grad], lr, **kwargs)
+    if stack._keep and any(group.get("weight_decay", 0) for group in optimizer.param_groups):
+        optimizer.register_step_post_hook(lambda opt, args, kw: stack.restore_frozen())
+    return optimizer
+
+
+def train_step(stack: Stack, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One lockstep optimizer step: member k on its batch ``(x[k], y[k])``; returns the K (detached) losses."""
+    optimizer.zero_grad(set_to_none=True)
+    logits = stack(x)
+    K, B = y.shape
+    losses = F.cross_entropy(logits.reshape(K * B, -1), y.reshape(-1), reduction="none").view(K, B).mean(1)
+    losses.sum().backward()
+    stack.mask_grads()
+    optimizer.step()
+    return losses.detach()
+
+
+@torch.no_grad()
+def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> list[tuple[float, float]]:
+    """Every member's (mean cross-entropy loss, top-1 accuracy) on the same ``(x, y)``; ``batch_size`` is per
+    member, so memory stays that of one net's ``masking.evaluation.evaluate``."""
+    chunk = max(1, batch_size // stack.size)
+    loss_sum = torch.zeros(stack.size, dtype=torch.float64)
+    correct = torch.zeros(stack.size, dtype=torch.int64)
+    for outer in range(0, len(x), batch_size):  # one pass of the single run: one Supermask sample per member
+        with stack.fixed_masks():
+            for start in range(outer, min(outer + batch_size, len(x)), chunk):
+                end = min(start + chunk, outer + batch_size)
+                logits = stack(x[start:end], shared=True)  # [K, b, classes]
+                target = y[start:end]
+                K, b, C = logits.shape
+                losses = F.cross_entropy(logits.reshape(K * b, C), target.repeat(K), reduction="none").view(K, b)
+                loss_sum += losses.sum(1).double().cpu()
+                correct += (logits.argmax(2) == target).sum(1).cpu()
+    return [(float(loss_sum[k]) / len(x), int(correct[k]) / len(x)) for k in range(stack.size)]
+
+
+@dataclasses.dataclass
+class _Best:
+    val_loss: float
+    val_acc: float
+    iteration: int
+    state: dict
+
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+def fit(stack: Stack, optimizer: torch.optim.Optimizer, train: Split, val: Split, iterations: int, batch_size: int,
+        eval_every: int, generators: Sequence[torch.Generator | None],
+        on_eval: Callable[[int, dict[str, float]], None] | None = None) -> list[FitResult | MemberFailed]:
+    """``training.fit`` for every member at once: member k draws its batches from ``generators[k]``, is evaluated
+    every ``eval_every`` steps (and after the last) and keeps its own best state (``member_state``).
+
+    Returns one ``FitResult`` per member (``seconds`` is the population's wall time), or a ``MemberFailed`` for a
+    member whose training or validation loss became non-finite; ``on_eval(k, point)`` is called for live members.
+    """
+    if len(generators) != stack.size:
+        raise ValueError(f"{stack.size} members need {stack.size} generators, got {len(generators)}")
+    if iterations < 1 or eval_every < 1:
+        raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
+    start = time.perf_counter()
+    x, y = train
+    orders = [batch_indices(len(x), batch_size, g) for g in generators]
+    best: list[_Best | None] = [None] * stack.size
+    failed: dict[int, MemberFailed] = {}
+    curves: list[list[dict]] = [[] for _ in range(stack.size)]
+    loss_sum, loss_count = torch.zeros(stack.size, dtype=x.dtype, device=x.device), 0
+    for it in range(1, iterations + 1):
+        idx = torch.stack([next(order) for order in orders])  # [K, B]
+        loss_sum += train_step(stack, optimizer, x[idx], y[idx])
+        loss_count += 1
+        if it % eval_every == 0 or it == iterations:
+            scores = evaluate(stack, *val)
+            for k, (val_loss, val_acc) in enumerate(scores):
+                if k in failed:
+                    continue
+                point = {"iteration": it, "train_loss": float(loss_sum[k]) / loss_count, "val_loss": val_loss,
+                         "val_acc": val_acc}
+                if not (math.isfinite(point["train_loss"]) and math.isfinite(val_loss)):
+                    failed[k] = MemberFailed(f"member {k}: non-finite loss at iteration {it} "
+                                             f"(train {point['train_loss']}, validation {val_loss})")
+                    continue
+                curves[k].append(point)
+                if best[k] is None or val_loss < best[k].val_loss:
+                    best[k] = _Best(val_loss, val_acc, it, stack.member_state(k))
+                if on_eval is not None:
+                    on_eval(k, point)
+            loss_sum, loss_count = torch.zeros_like(loss_sum), 0
+    seconds = time.perf_counter() - start
+    return [failed[k] if k in failed else
+            FitResult(best[k].iteration, best[k].val_loss, best[k].val_acc, best[k].state, curves[k], seconds)
+            for k in range(stack.size)]

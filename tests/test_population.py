@@ -1,0 +1,349 @@
+"""Populations: members trained in lockstep equal their single runs (float64), keep their masks, fail alone."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from masking import models, population, pruning, rng, supermask, training
+
+
+def data(shape, n=700, seed=0, dtype=torch.float64):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *shape, generator=gen).to(dtype)
+    y = torch.randint(0, 10, (n,), generator=gen)
+    return (x[200:], y[200:]), (x[:200], y[:200])
+
+
+def ticket(arch, seed, fraction, mask0, shape, dtype=torch.float64):
+    """A masked net of ``arch`` from ``seed``, ``fraction`` of each layer pruned at random, in ``dtype``."""
+    net = models.build(arch, seed=seed, kind="masked", input_shape=shape)
+    init = net.state_dict()
+    names = net.layer_roles()
+    mask = pruning.prune("random", init, init, pruning.Mask.ones({n: init[n] for n in names}),
+                         {n: fraction for n in names}, rng.stream(seed, "prune"))
+    pruning.apply_ticket(net, init, init, mask, "original", mask0, rng.stream(seed, "treatment"))
+    return net.to(dtype)
+
+
+MEMBERS = [(1, 0.5, "init"), (2, 0.0, "zero"), (3, 0.3, "random_zero")]  # seed, fraction pruned, mask-0
+
+
+def single_fit(arch, shape, member, train, val, iterations=40, eval_every=10, lr=1e-3):
+    net = ticket(arch, *member, shape)
+    optimizer = training.make_optimizer(net, "adam", lr)
+    result = training.fit(net, optimizer, train, val, iterations, 20, eval_every, rng.stream(member[0], "data order"))
+    return net, result
+
+
+@pytest.mark.parametrize("arch,shape", [("lenet300_100", (1, 28, 28)), ("conv2", (3, 4, 4))])
+def test_float64_members_equal_their_single_runs(arch, shape):
+    train, val = data(shape)
+    stack = population.Stack([ticket(arch, *m, shape) for m in MEMBERS], "float64")
+    optimizer = population.make_optimizer(stack, "adam", 1e-3)
+    results = population.fit(stack, optimizer, train, val, 40, 20, 10,
+                             [rng.stream(m[0], "data order") for m in MEMBERS])
+    for k, member in enumerate(MEMBERS):
+        net, single = single_fit(arch, shape, member, train, val)
+        got = results[k]
+        assert got.best_iteration == single.best_iteration
+        assert len(got.curve) == len(single.curve) == 4
+        for a, b in zip(got.curve, single.curve):
+            assert a["iteration"] == b["iteration"]
+            assert a["val_acc"] == b["val_acc"]
+            assert abs(a["val_loss"] - b["val_loss"]) < 1e-9
+            # training.fit sums its train losses in a float32 scalar: equal to that rounding
+            assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-6)
+        state = stack.member_state(k)
+        final = net.state_dict()
+        for name, tensor in final.items():
+            if name.endswith(".mask"):
+                assert torch.equal(state[name], tensor), name
+            else:
+                assert float((state[name] - tensor).abs().max()) < 1e-9, name
+            if name.endswith(".weight"):  # pruned weights kept their frozen values, bit for bit
+                pruned = ~final[name.replace(".weight", ".mask")]
+                assert torch.equal(state[name][pruned], tensor[pruned]), name
+        loaded = ticket(arch, *member, shape)
+        loaded.load_state_dict(got.best_state)
+        for name, tensor in single.best_state.items():
+            assert float((loaded.state_dict()[name].double() - tensor.double()).abs().max()) < 1e-9, name
+        (val_loss, val_acc), = population.evaluate(population.Stack([net], "float64"), *val)
+        assert abs(val_loss - single.curve[-1]["val_loss"]) < 1e-9 and val_acc == single.curve[-1]["val_acc"]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_one_adam_over_the_stack_is_one_adam_per_member(fused):
+    gen = torch.Generator().manual_seed(0)
+    members = [torch.randn(30, 20, generator=gen) for _ in range(3)]
+    stacked = torch.nn.Parameter(torch.stack(members))
+    singles = [torch.nn.Parameter(m.clone()) for m in members]
+    opt_stack = torch.optim.Adam([stacked], lr=1e-2, fused=fused)
+    opts = [torch.optim.Adam([p], lr=1e-2, fused=fused) for p in singles]
+    for _ in range(20):
+        grads = [torch.randn(30, 20, generator=gen) for _ in members]
+        stacked.grad = torch.stack(grads)
+        opt_stack.step()
+        for p, g, opt in zip(singles, grads, opts):
+            p.grad = g.clone()
+            opt.step()
+    for k, p in enumerate(singles):
+        assert torch.equal(stacked.detach()[k], p.detach())  # bit for bit, float32
+
+
+def test_frozen_weights_stay_bit_identical_in_float32_with_weight_decay():
+    shape = (1, 28, 28)
+    train, val = data(shape, dtype=torch.float32)
+    nets = [ticket("lenet300_100", *m, shape, dtype=torch.float32) for m in MEMBERS]
+    before = [net.state_dict() for net in nets]
+    stack = population.Stack(nets)
+    optimizer = population.make_optimizer(stack, "adam", 1e-2, weight_decay=0.1)
+    population.fit(stack, optimizer, train, val, 20, 20, 10, [rng.stream(m[0], "data order") for m in MEMBERS])
+    for k, state in enumerate(before):
+        after = stack.member_state(k)
+        for name in ("fcs.0.weight", "fcs.1.weight", "fcs.2.weight"):
+            pruned = ~state[name.replace(".weight", ".mask")]
+            assert torch.equal(after[name][pruned], state[name][pruned])
+            assert not torch.equal(after[name][~pruned], state[name][~pruned])  # kept weights trained
+
+
+def test_a_member_whose_loss_goes_bad_fails_alone():
+    shape = (1, 28, 28)
+    train, val = data(shape)
+    nets = [ticket("lenet300_100", *m, shape) for m in MEMBERS]
+    with torch.no_grad():
+        nets[1].fcs[0].bias.fill_(float("nan"))
+    stack = population.Stack(nets)
+    results = population.fit(stack, population.make_optimizer(stack, "adam", 1e-3), train, val, 40, 20, 10,
+                             [rng.stream(m[0], "data order") for m in MEMBERS])
+    assert isinstance(results[1], population.MemberFailed) and "iteration 10" in str(results[1])
+    for k in (0, 2):
+        _, single = single_fit("lenet300_100", shape, MEMBERS[k], train, val)
+        assert [p["val_acc"] for p in results[k].curve] == [p["val_acc"] for p in single.curve]
+
+
+def test_members_must_share_the_architecture():
+    with pytest.raises(ValueError, match="share the architecture"):
+        population.Stack([models.build("lenet300_100", kind="masked"), models.build("conv2", kind="masked")])
+    with pytest.raises(ValueError, match="valid choices: float32, float64"):
+        population.dtype_of("float16")
+
+
+def supermask_net(seed, rescale, shape, dtype=torch.float64):
+    net = models.build("lenet300_100", seed=seed, kind="supermask", input_shape=shape, rescale=rescale).to(dtype)
+    supermask.set_generator(net, rng.stream(seed, "mask samples"))
+    return net
+
+
+def test_float64_supermask_members_equal_their_single_runs():
+    shape = (1, 28, 28)
+    train, val = data(shape)
+    members = [(1, False), (2, True)]  # seed, dynamic weight rescaling
+    stack = population.Stack([supermask_net(*m, shape) for m in members])
+    results = population.fit(stack, population.make_optimizer(stack, "adam", 0.1), train, val, 30, 20, 10,
+                             [rng.stream(seed, "data order") for seed, _ in members])
+    for k, member in enumerate(members):
+        net = supermask_net(*member, shape)
+        single = training.fit(net, training.make_optimizer(net, "adam", 0.1), train, val, 30, 20, 10,
+                              rng.stream(member[0], "data order"))
+        assert results[k].best_iteration == single.best_iteration
+        for a, b in zip(results[k].curve, single.curve, strict=True):
+            assert a["val_acc"] == b["val_acc"] and abs(a["val_loss"] - b["val_loss"]) < 1e-9
+        state = stack.member_state(k)
+        for name, tensor in net.state_dict().items():
+            assert float((state[name] - tensor).abs().max()) < 1e-9, name
+        assert abs(stack.expected_density(k) - supermask.expected_density(net)) < 1e-12
+
+
+# ------------------------------------------------------------------------------ the lottery procedure, populated
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    from experiments import datasets
+    return datasets.load("synthetic", "/nonexistent", 500, 0, synthetic_shape="mnist", synthetic_train=1500,
+                         synthetic_test=500)
+
+
+def test_float64_lottery_members_equal_their_single_runs(synthetic):
+    """Two criteria x two treatments x two seeds, three rounds: masks identical, numbers equal to 1e-9."""
+    from masking import lottery, population_procedures
+    config = training.TrainingConfig(iterations=20, lr=1.2e-3, batch_size=60, eval_every=10)
+    specs = [lottery.LotterySpec("lenet300_100", seed, config, criterion=criterion, mask1=mask1, mask0=mask0,
+                                 rounds=2)
+             for seed in (1, 2) for criterion in ("large_final", "random")
+             for mask1, mask0 in (("original", "zero"), ("signed_constant", "init"))]
+    members = [[] for _ in specs]
+    setups = [lottery.setup(spec, synthetic, dtype=torch.float64) for spec in specs]
+    for results in population_procedures.lottery_rounds(setups):
+        for m, result in enumerate(results):
+            members[m].append(result)
+    for spec, got in zip(specs, members):
+        single = list(lottery.iterate_rounds(lottery.setup(spec, synthetic, dtype=torch.float64)))
+        for a, b in zip(got, single, strict=True):
+            ra, rb = a.record.to_dict(), b.record.to_dict()
+            for key in ("round", "percent_remaining", "init_hash", "start_hash", "mask_hash", "early_stop_iteration"):
+                assert ra[key] == rb[key], (spec, key)
+            for key in ("val_loss", "val_acc", "test_loss", "test_acc", "final_val_acc", "final_val_loss",
+                        "final_test_acc", "untrained_test_acc"):
+                assert abs(ra[key] - rb[key]) < 1e-9, (spec, key)
+            for name, tensor in b.final.items():
+                assert float((a.final[name] - tensor).abs().max()) < 1e-9, name
+    assert len({m[1].record.mask_hash for m in members}) == len(specs) // 2  # treatments share the criterion's mask
+
+
+
+def test_float64_supermask_population_equals_single_runs(synthetic):
+    """Two seeds x two settings (plain; signed constant with rescaling): every record field equal to 1e-9."""
+    from masking import population_procedures, supermask_training
+    config = training.TrainingConfig(iterations=20, lr=0.1, batch_size=60, eval_every=10)
+    specs = [supermask_training.SupermaskSpec("lenet300_100", seed, config, signed_constant=signed, rescale=signed,
+                                              eval_samples=3)
+             for seed in (1, 2) for signed in (False, True)]
+    got = population_procedures.supermasks(specs, synthetic, dtype=torch.float64)
+    for spec, member in zip(specs, got):
+        single = supermask_training.run(spec, synthetic, dtype=torch.float64)
+        a, b = member.record.to_dict(), single.record.to_dict()
+        for key, value in b.items():
+            if key in ("train_seconds", "final_hash"):
+                continue
+            if value is None:  # a field of an option these specs do not use (start mask, sign variants)
+                assert a[key] is None, (spec, key)
+                continue
+            assert value == a[key] if isinstance(value, (str, int)) else abs(value - a[key]) < 1e-9, (spec, key)
+        assert [p["expected_density"] for p in member.curve] == pytest.approx(
+            [p["expected_density"] for p in single.curve], abs=1e-12)
+        for name, scores in single.scores.items():
+            assert float((member.scores[name] - scores).abs().max()) < 1e-9, name
+
+
+# ------------------------------------------------------------------------ members as runs in the real database
+
+FAST = ["fast", "data.name=synthetic", "training.threads=1", "training.iterations=50"]
+
+
+def test_members_are_runs_like_single_runs_and_a_bad_member_fails_alone(db_server, db_name, monkeypatch, tmp_path):
+    """Three members in one population, the third poisoned (NaN) in round 1: two COMPLETED runs and one FAILED,
+    each with the documents, metrics and artifacts of a single run, seen by load_runs like single runs."""
+    import analysis
+    from experiments import lottery as lottery_exp
+    from experiments import population as population_exp
+    from experiments.observers import ResilientMongoObserver
+    from masking import lottery
+
+    monkeypatch.setenv("TICKETLAB_FAILURE_DIR", str(tmp_path / "failed"))
+    db_spec = f"{db_server.address}:{db_name}"
+    treat = lottery.treat
+
+    def poisoned_treat(setup, k, mask, previous):
+        treat(setup, k, mask, previous)
+        if setup.spec.seed == 3 and k == 1:
+            with torch.no_grad():
+                setup.net.fcs[0].bias.fill_(float("nan"))
+
+    monkeypatch.setattr(lottery, "treat", poisoned_treat)
+    members = [["criterion.name=large_final", "seed=1"], ["criterion.name=random", "seed=1"],
+               ["treatment.mask1=signed_constant", "seed=3"]]
+    runs = population_exp.run_population(members, FAST, db_spec, population_id="p-test", echo=lambda line: None)
+    assert [run.status for run in runs] == ["COMPLETED", "COMPLETED", "FAILED"]
+
+    single = lottery_exp.ex.run(config_updates={"criterion": {"name": "large_final"}, "seed": 1,
+                                                "data": {"name": "synthetic"},
+                                                "training": {"threads": 1, "iterations": 50}},
+                                named_configs=["fast"], options={"--mongo_db": db_spec})
+    db = db_server.client()[db_name]
+    docs = {doc["_id"]: doc for doc in db["runs"].find()}
+    single_doc = docs[single._id]
+    for index, run in enumerate(runs):
+        doc = docs[run._id]
+        assert doc["info"]["population"] == {"id": "p-test", "size": 3, "index": index, "device": "cpu"}
+        assert doc["experiment"]["name"] == "lottery" and doc["status"] == run.status
+        assert set(doc["info"]) == set(single_doc["info"]) | {"population"}
+        names = {a["name"] for a in doc["artifacts"]}
+        metrics = {m["name"] for m in db["metrics"].find({"run_id": run._id})}
+        assert metrics == {m["name"] for m in db["metrics"].find({"run_id": single._id})}
+        if run.status == "COMPLETED":
+            assert set(doc) == set(single_doc)  # the same document: what Omniboard and incense read
+            assert doc["omniboard"]["tags"] == ResilientMongoObserver.tags(doc["config"])  # Omniboard's Tags
+            assert names == {a["name"] for a in single_doc["artifacts"]}
+            assert [r["round"] for r in doc["info"]["rounds"]] == [0, 1, 2]
+            assert "round  2" in doc["captured_out"] and doc["result"] == doc["info"]["rounds"][-1]["test_acc"]
+    # the member starts where its single run starts (float32 training then rounds differently: see the drift bench)
+    member, alone = docs[runs[0]._id]["info"], single_doc["info"]
+    assert (member["init_hash"], member["rounds"][0]["start_hash"], member["condition_hash"]) == \
+        (alone["init_hash"], alone["rounds"][0]["start_hash"], alone["condition_hash"])
+    bad = docs[runs[2]._id]
+    assert [r["round"] for r in bad["info"]["rounds"]] == [0]
+    assert "non-finite loss" in "".join(bad["fail_trace"]) and "FAILED" in bad["captured_out"]
+
+    df = analysis.load_runs(f"mongodb://{db_server.address}", db_name)
+    by_run = df.groupby("run_id")
+    assert set(by_run.groups) == {run._id for run in runs} | {single._id}
+    assert by_run["status"].first()[runs[2]._id] == "FAILED" and by_run["round"].max()[runs[0]._id] == 2
+    assert set(df[df.run_id == runs[1]._id]["criterion"]) == {"random"}
+    assert df[df.run_id == runs[0]._id]["condition"].iloc[0] == df[df.run_id == single._id]["condition"].iloc[0]
+
+
+def test_members_that_cannot_share_are_one_line_before_anything_runs(db_server, db_name, ticketlab_env):
+    from tests.conftest import run_cli
+    result = run_cli("experiments.population", "-m", f"{db_server.address}:{db_name}",
+                     "--members", "seed=1; seed=2,training.lr=0.1", "with", *FAST, env=ticketlab_env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: member 1 cannot share a population with member 0 (training.lr is 0.0012 vs 0.1); members may "
+        "differ in seed, criterion, treatment only"]
+    assert db_server.client()[db_name]["runs"].count_documents({}) == 0
+
+
+@pytest.mark.slow
+def test_sweep_population_groups_compatible_points_and_skips_what_is_done(db_server, db_name, ticketlab_env,
+                                                                          tmp_path):
+    from tests.conftest import run_cli
+    args = ["experiments.sweep", "-m", f"{db_server.address}:{db_name}", "--criteria", "large_final,random,large_init",
+            "--seeds", "1", "--population", "2", "--logs", str(tmp_path / "logs"), "with", *FAST, "pruning.rounds=1"]
+    result = run_cli(*args, env=ticketlab_env)
+    assert result.returncode == 0, result.stderr
+    assert "3 to run as 1 population(s) of at most 2 and 1 single run(s)" in result.stdout
+    runs = list(db_server.client()[db_name]["runs"].find(sort=[("_id", 1)]))
+    assert [r["status"] for r in runs] == ["COMPLETED"] * 3
+    assert sorted(r["info"].get("population", {}).get("size", 1) for r in runs) == [1, 2, 2]
+    assert {r["config"]["criterion"]["name"] for r in runs} == {"large_final", "random", "large_init"}
+    again = run_cli(*args, env=ticketlab_env)
+    assert again.returncode == 0 and "3 already completed, 0 to run" in again.stdout
+
+
+def test_supermask_members_are_runs_like_single_runs(db_server, db_name, monkeypatch, tmp_path):
+    from experiments import population as population_exp
+    from experiments import supermask as supermask_exp
+
+    monkeypatch.setenv("TICKETLAB_FAILURE_DIR", str(tmp_path / "failed"))
+    db_spec = f"{db_server.address}:{db_name}"
+    shared = ["fast", "data.name=synthetic", "training.threads=1", "training.iterations=40"]
+    runs = population_exp.run_population([["seed=1"], ["seed=2", "supermask.signed_constant=True"]], shared,
+                                         db_spec, experiment="supermask", echo=lambda line: None)
+    single = supermask_exp.ex.run(config_updates={"seed": 1, "data": {"name": "synthetic"},
+                                                  "training": {"threads": 1, "iterations": 40}},
+                                  named_configs=["fast"], options={"--mongo_db": db_spec})
+    db = db_server.client()[db_name]
+    alone = db["runs"].find_one({"_id": single._id})
+    for index, run in enumerate(runs):
+        doc = db["runs"].find_one({"_id": run._id})
+        assert doc["status"] == "COMPLETED" and doc["experiment"]["name"] == "supermask"
+        assert doc["info"]["population"]["index"] == index and doc["info"]["population"]["size"] == 2
+        assert set(doc["info"]) == set(alone["info"]) | {"population"}
+        assert {a["name"] for a in doc["artifacts"]} == {a["name"] for a in alone["artifacts"]}
+        assert {m["name"] for m in db["metrics"].find({"run_id": run._id})} == \
+            {m["name"] for m in db["metrics"].find({"run_id": single._id})}
+        assert "supermask: test acc" in doc["captured_out"]
+    member = db["runs"].find_one({"_id": runs[0]._id})["info"]
+    assert (member["init_hash"], member["condition_hash"]) == (alone["info"]["init_hash"],
+                                                               alone["info"]["condition_hash"])
+
+
+def test_the_default_dtype_keeps_the_condition_hashes_of_earlier_runs():
+    from analysis.conditions import condition_hash
+    before = {"seed": 1, "training": {"lr": 0.1}}  # a run stored before training.dtype existed
+    assert condition_hash({"seed": 1, "training": {"lr": 0.1, "dtype": "float32"}}) == condition_hash(before)
+    assert condition_hash({"seed": 1, "training": {"lr": 0.1, "dtype": "float64"}}) != condition_hash(before)
