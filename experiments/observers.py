@@ -211,13 +211,30 @@ def _millis(moment):
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000) if moment is not None else None
 
 
+class BundleError(Exception):
+    """A recovery bundle cannot be read (corrupted, half-written); it stays where it is."""
+
+
+def read_bundle(bundle: Path) -> tuple[dict, dict, list[dict]]:
+    """(run document, metrics, artifacts) of a bundle, every file checked before anything is written."""
+    try:
+        with open(bundle / "run.pickle", "rb") as f:
+            entry = pickle.load(f)
+        with open(bundle / "metrics.pickle", "rb") as f:
+            metrics = pickle.load(f)
+        artifacts = json.loads((bundle / "artifacts.json").read_text())
+        missing = [item["file"] for item in artifacts if not (bundle / item["file"]).is_file()]
+        if not isinstance(entry, dict) or "_id" not in entry or not isinstance(metrics, dict) or missing:
+            raise ValueError(f"missing {', '.join(missing)}" if missing else "not a run bundle")
+    except Exception as error:  # a truncated pickle raises anything from EOFError to UnpicklingError
+        raise BundleError(f"recovery bundle {bundle} cannot be read ({type(error).__name__}: {error}); "
+                          "it is kept as it is") from None
+    return entry, metrics, artifacts
+
+
 def upload_bundle(bundle: Path, database) -> int:
     """Write one recovery bundle into ``database`` (a pymongo Database); returns the run's _id there."""
-    with open(bundle / "run.pickle", "rb") as f:
-        entry = pickle.load(f)
-    with open(bundle / "metrics.pickle", "rb") as f:
-        metrics = pickle.load(f)
-    artifacts = json.loads((bundle / "artifacts.json").read_text())
+    entry, metrics, artifacts = read_bundle(bundle)
     runs, fs = database["runs"], gridfs.GridFS(database)
 
     existing = runs.find_one({"_id": entry["_id"]}, {"start_time": 1, "experiment.name": 1})
@@ -233,17 +250,23 @@ def upload_bundle(bundle: Path, database) -> int:
     info["metrics"] = [{"name": doc["name"], "id": str(doc["_id"])}
                        for doc in database["metrics"].find({"run_id": entry["_id"]}, {"name": 1})]
     for item in artifacts:
-        with open(bundle / item["file"], "rb") as f:
-            file_id = fs.put(f, filename=f"artifact://runs/{entry['_id']}/{item['name']}",
-                             metadata=item["metadata"], content_type=item["content_type"])
+        filename = f"artifact://runs/{entry['_id']}/{item['name']}"
+        stored = database["fs.files"].find_one({"filename": filename}, {"_id": 1})  # uploaded before: not twice
+        if stored is None:
+            with open(bundle / item["file"], "rb") as f:
+                file_id = fs.put(f, filename=filename, metadata=item["metadata"], content_type=item["content_type"])
+        else:
+            file_id = stored["_id"]
         entry.setdefault("artifacts", []).append({"name": item["name"], "file_id": file_id})
     runs.replace_one({"_id": entry["_id"]}, entry, upsert=True)
     run_index.write(database, entry)
     return entry["_id"]
 
 
-def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = None) -> list[tuple[Path, int]]:
-    """Upload every bundle in ``failure_dir``; each uploaded bundle moves to ``<failure_dir>/uploaded/``."""
+def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = None,
+                       unreadable: list[str] | None = None) -> list[tuple[Path, int]]:
+    """Upload every bundle in ``failure_dir``; each uploaded bundle moves to ``<failure_dir>/uploaded/``. A bundle
+    that cannot be read stays; its one-line reason goes to ``unreadable`` (or is raised without it)."""
     bundles = failed_run_bundles(failure_dir)
     if not bundles:
         return []
@@ -252,7 +275,13 @@ def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = 
     done = []
     try:
         for bundle in bundles:
-            run_id = upload_bundle(bundle, database)
+            try:
+                run_id = upload_bundle(bundle, database)
+            except BundleError as error:
+                if unreadable is None:
+                    raise
+                unreadable.append(str(error))
+                continue
             target = bundle.parent / "uploaded" / bundle.name
             target.parent.mkdir(exist_ok=True)
             shutil.move(str(bundle), target)

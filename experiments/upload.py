@@ -22,19 +22,26 @@ def main(argv=None) -> int:
                         help=f"where the observer kept the runs (default: $TICKETLAB_FAILURE_DIR or "
                              f"{default_failure_dir()})")
     args = parser.parse_args(argv)
-    url, db_name = parse_db_spec(args.mongo_db)
+    try:
+        url, db_name = parse_db_spec(args.mongo_db)
+    except ValueError as error:
+        parser.error(str(error))
     pending = failed_run_bundles(args.failure_dir)
     if not pending:
         print(f"no runs waiting in {args.failure_dir or default_failure_dir()}")
         return 0
+    unreadable: list[str] = []
     try:
-        done = upload_failed_runs(url, db_name, args.failure_dir)
+        done = upload_failed_runs(url, db_name, args.failure_dir, unreadable)
     except pymongo.errors.PyMongoError as error:
-        print(f"error: cannot upload to {url}/{db_name}: {error.__class__.__name__}: {error}", file=sys.stderr)
+        where = url.rsplit("@", 1)[-1]  # no credentials in a printed line
+        print(f"error: cannot upload to {where} database {db_name!r}: {error.__class__.__name__}", file=sys.stderr)
         return 2
     for bundle, run_id in done:
         print(f"uploaded run {run_id} to {db_name} (bundle moved to {bundle})")
-    return 0
+    for reason in unreadable:
+        print(f"error: {reason}", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 if __name__ == "__main__":
