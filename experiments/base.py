@@ -25,10 +25,10 @@ import torch
 from sacred import SETTINGS, Experiment
 from sacred.commandline_options import cli_option
 from sacred.observers import MongoObserver
-from sacred.utils import apply_backspaces_and_linefeeds
+from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds
 
 from experiments.dbspec import observer_kwargs
-from experiments.errors import RunDatabaseError
+from experiments.errors import ConfigError, RunDatabaseError
 from experiments.observers import ResilientMongoObserver
 from experiments import resume
 from masking import models
@@ -75,7 +75,10 @@ class TicketlabExperiment(Experiment):
 
     def run_commandline(self, argv=None):
         try:
-            return super().run_commandline(argv)
+            run = super().run_commandline(argv)
+            if run is not None and any(getattr(o, "lost", False) for o in run.observers):
+                sys.exit(1)  # the run finished but could be neither stored nor kept: not a success
+            return run
         except KeyboardInterrupt:
             run = self.current_run
             options = run.meta_info.get("options", {}) if run else {}
@@ -90,11 +93,24 @@ class TicketlabExperiment(Experiment):
     def _create_run(self, command_name=None, config_updates=None, named_configs=(), info=None, meta_info=None,
                     options=None):
         resume_id = (options or {}).get(resume.RESUME_FLAG)
+        spec = (options or {}).get("--mongo_db")
+        if spec:  # before Sacred parses it (it fails with a traceback on a spec it cannot match)
+            try:
+                observer_kwargs(spec)
+            except ValueError as error:
+                raise RunDatabaseError(str(error)) from None
+        seed = (config_updates or {}).get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError(f"seed={seed!r} is not valid; it must be an integer")
         if resume_id:
             doc = resume.stored_run((options or {}).get("--mongo_db"), resume_id)
             config_updates, info = resume.prepare(self.path, doc, config_updates, named_configs)
-        run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
-        spec = run.meta_info.get("options", {}).get("--mongo_db")
+        try:
+            run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
+        except ConfigAddedError as error:  # Sacred's message spans lines: one line naming the unknown keys
+            raise ConfigError(f"unknown config key {', '.join(sorted(error.conflicting_configs))}; see the valid "
+                              f"keys with: python -m experiments.{self.path} print_config") \
+                from None
         if spec:
             try:
                 observer = ResilientMongoObserver(**observer_kwargs(spec), overwrite=int(resume_id) if resume_id

@@ -59,6 +59,7 @@ class ResilientMongoObserver(MongoObserver):
         self.metric_history: dict[str, dict[str, list]] = {}  # everything logged, for a recovery bundle
         self.pending_artifacts: list[dict] = []
         self._spool: Path | None = None
+        self.lost = False  # set when a finished run could be neither stored nor kept on disk
         # the document of the run this one continues, as it was before (Sacred edits self.overwrite in place)
         self.resumed_from: dict | None = copy.deepcopy(self.overwrite) if self.overwrite is not None else None
 
@@ -160,7 +161,15 @@ class ResilientMongoObserver(MongoObserver):
             self.runs.replace_one({"_id": self.run_entry["_id"]}, self.run_entry, upsert=True)
             self._write_index()
         except pymongo.errors.PyMongoError as error:
-            bundle = self.write_bundle()
+            try:
+                bundle = self.write_bundle()
+            except OSError as disk_error:  # a failure folder that is not writable or full: say so, in one line
+                self.lost = True
+                print(f"ticketlab: run {self.run_entry['_id']} is LOST: the run database is unreachable "
+                      f"({type(error).__name__}) and it cannot be kept in {self.failure_dir} ({disk_error}); "
+                      f"nothing of it is marked finished",
+                      file=sys.stderr)
+                return
             print(f"ticketlab: the run database is unreachable ({type(error).__name__}); run "
                   f"{self.run_entry['_id']} is kept in {bundle}. Upload it later with: "
                   f"python -m experiments.upload -m HOST:PORT:DB --failure-dir {self.failure_dir}", file=sys.stderr)
@@ -173,6 +182,15 @@ class ResilientMongoObserver(MongoObserver):
         experiment = self.run_entry.get("experiment", {}).get("name", "run")
         bundle = Path(self.failure_dir) / f"{experiment}_{self.run_entry['_id']}_{stamp}"
         partial = bundle.with_name(bundle.name + ".partial")
+        try:
+            self._write_bundle_files(partial)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)  # no half-written bundle left to fill a full disk further
+            raise
+        partial.rename(bundle)  # a bundle appears whole or not at all
+        return bundle
+
+    def _write_bundle_files(self, partial: Path) -> None:
         (partial / "artifacts").mkdir(parents=True, exist_ok=True)
         with open(partial / "run.pickle", "wb") as f:
             pickle.dump(self.run_entry, f)
@@ -184,8 +202,6 @@ class ResilientMongoObserver(MongoObserver):
             shutil.move(item["file"], target)
             listed.append({**item, "file": f"artifacts/{target.name}"})
         (partial / "artifacts.json").write_text(json.dumps(listed, indent=1, default=str))
-        partial.rename(bundle)  # a bundle appears whole or not at all
-        return bundle
 
 
 def _extend(store: dict[str, dict[str, list]], metrics_by_name: dict[str, dict[str, list]]) -> None:
@@ -274,6 +290,7 @@ def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = 
     database = client[db_name]
     done = []
     try:
+        client.admin.command("ping")  # an unreachable database: refused before any bundle is read
         for bundle in bundles:
             try:
                 run_id = upload_bundle(bundle, database)

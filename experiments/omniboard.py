@@ -105,6 +105,8 @@ def main(argv=None) -> int:
     where.add_argument("--mu", metavar="URI", help="a MongoDB URI with the database in its path")
     parser.add_argument("--port", type=int, default=9000, help="Omniboard's port (default 9000)")
     args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"argument --port: {args.port} is not a TCP port (1 to 65535)")
     if args.mu:
         uri, db_name = args.mu, urlparse(args.mu).path.lstrip("/") or "sacred"
         omniboard_args = ["--mu", args.mu]

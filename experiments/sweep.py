@@ -115,7 +115,10 @@ def main(argv=None) -> int:
     args, parser = parse_args(sys.argv[1:] if argv is None else argv)
     if args.workers < 1 or args.threads < 1:
         parser.error("--workers and --threads must be at least 1")
-    url, db_name = parse_db_spec(args.mongo_db)
+    try:
+        url, db_name = parse_db_spec(args.mongo_db)
+    except ValueError as error:
+        parser.error(str(error))
     experiment = importlib.import_module(f"experiments.{args.experiment}").ex
     points = [args.shared + point for point in grid_points(build_axes(args, parser))]
     try:
