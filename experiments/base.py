@@ -108,7 +108,7 @@ class TicketlabExperiment(Experiment):
         try:
             run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
         except ConfigAddedError as error:  # Sacred's message spans lines: one line naming the unknown keys
-            raise ConfigError(f"unknown config key {', '.join(sorted(error.conflicting_configs))}; see the valid "
+            raise ConfigError(f"unknown config key {', '.join(sorted(error.__conflicting_configs__))}; see the valid "
                               f"keys with: python -m experiments.{self.path} print_config") \
                 from None
         if spec:

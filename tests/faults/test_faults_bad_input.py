@@ -46,6 +46,8 @@ CASES = [
     (LOT, ["with", *SYN, "learning_rate=0.1", "-m", "{db}"], ["learning_rate"]),
     (LOT, ["with", *SYN, "paper_resnet", "-m", "{db}"], ["paper_resnet"]),
     (LOT, ["with", *SYN, "seed=abc", "-m", "{db}"], ["seed", "abc"]),
+    (LOT, ["with", "paper_fc", "data.name=synthetic", "training.eval_every=1", "-m", "{db}"],
+     ["training.eval_every=1", "eval_every >= 13"]),
     (LOT, ["with", "fast", "data.name=mnist", "data.root={empty}", "-m", "{db}"], ["{empty}", "train-images"]),
     (LOT, ["with", "fast", "data.name=cifar10", "data.root={empty}", "-m", "{db}"], ["{empty}", "data_batch_1"]),
     (LOT, ["with", *SYN, "-m", "127.0.0.1:1:nodb"], ["127.0.0.1:1:nodb"]),
@@ -78,7 +80,7 @@ CASES = [
     (ANA, ["runs", "--mongo", "{mongo}", "--db", "{name}"], ["{name}"]),
     (ANA, ["runs", "--mongo", "{mongo}", "--db", "{name}", "--where", "criterion"], ["'criterion'", "KEY=VALUE"]),
     (ANA, ["reprot", "--mongo", "{mongo}", "--db", "{name}"], ["'reprot'", "report"]),
-    (LOCALDB, ["restart"], ["'restart'", "start, stop, status"]),
+    (LOCALDB, ["restart"], ["'restart'", "'start', 'stop', 'status'"]),
     (LOCALDB, ["start", "--port", "abc"], ["'abc'"]),
 ]
 
