@@ -15,9 +15,6 @@ import hashlib
 import warnings
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -25,7 +22,9 @@ from matplotlib.transforms import offset_copy  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
+from analysis.conditions import settings  # noqa: E402
 from analysis.stats import PERCENT_DECIMALS, ComparisonError, check_comparable, compare  # noqa: E402
+from ticketlab import schema  # noqa: E402
 
 _PALETTE = plt.get_cmap("tab20").colors + plt.get_cmap("Dark2").colors
 # the paper's vocabulary, each name with its own color in every figure (criteria, mask-1, mask-0 actions)
@@ -52,7 +51,7 @@ def color(name: str):
 
 def baseline_names() -> set[str]:
     """The studies' baselines (random, original, zero): drawn black and dashed wherever they appear."""
-    return {baseline for _, baseline, *_ in STUDIES.values()}
+    return {study.baseline for study in STUDIES.values()}
 
 
 def style(name: str) -> dict:
@@ -116,7 +115,9 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
     ax.grid(True, which="both", alpha=0.25)
 
 
-def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+def save(fig, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write ``fig`` as ``<out_dir>/<stem>.png`` and ``.pdf`` and close it; returns the two paths."""
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for path in paths:
@@ -126,8 +127,9 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
 
 
 def study_figure(df: pd.DataFrame, factor: str, baseline: str, metric: str, title: str, ylabel: str,
-                 out_dir: Path, stem: str, significance: pd.DataFrame | None = None) -> list[Path]:
-    """Accuracy vs percent remaining for one study; ``significance`` (a ``compare`` table) adds the markers."""
+                 significance: pd.DataFrame | None = None):
+    """Accuracy vs percent remaining for one study, as a matplotlib Figure (``save`` writes it);
+    ``significance`` (a ``compare`` table) adds the markers."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_vs_remaining(df, factor, baseline, metric, ax, ylabel, significance)
     ax.set_title(f"{title}\n{_subtitle(df, factor)}", fontsize=10)
@@ -135,7 +137,7 @@ def study_figure(df: pd.DataFrame, factor: str, baseline: str, metric: str, titl
     if significance is not None:
         ax.text(0.99, 0.01, "* differs from baseline (Holm, p < 0.05)", transform=ax.transAxes, ha="right",
                 va="bottom", fontsize=7)
-    return _save(fig, out_dir, stem)
+    return fig
 
 
 def _subtitle(df: pd.DataFrame, factor: str) -> str:
@@ -147,72 +149,76 @@ def _subtitle(df: pd.DataFrame, factor: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ the studies
-# Each study selects its runs (the others' factors at their paper defaults) and returns [] when the data do not
-# support it: fewer than two conditions, or no baseline.
+# The studies are declared in ticketlab.schema (``Study``). Each selects its runs (its fixed columns) and has nothing
+# to show when the data do not support it: fewer than two conditions, or no baseline. Runs of several settings
+# (configs that differ in more than the factor) are never pooled: ``study_settings`` splits them.
 
-STUDIES = {
-    # name: (factor, baseline, fixed config, metric, title, y label)
-    "criteria": ("criterion", "random", {"mask1": "original", "mask0": "zero"}, "test_acc",
-                 "Mask criteria: test accuracy at early stopping", "test accuracy"),
-    "mask1": ("mask1", "original", {"criterion": "large_final", "mask0": "zero"}, "test_acc",
-              "Mask-1 actions (kept weights' start values), large_final masks", "test accuracy"),
-    "mask0": ("mask0", "zero", {"criterion": "large_final", "mask1": "original"}, "test_acc",
-              "Mask-0 actions (pruned weights' values), large_final masks", "test accuracy"),
-    "untrained": ("criterion", "random", {"mask0": "zero"}, "untrained_test_acc",
-                  "Untrained Supermasks: test accuracy of masked initial weights, no training",
-                  "untrained test accuracy"),
-}
+STUDIES = schema.STUDIES
 
 
 def select(df: pd.DataFrame, fixed: dict) -> pd.DataFrame:
-    keep = pd.Series(True, index=df.index)
+    """The completed runs whose columns hold the ``fixed`` values."""
+    keep = df["status"] == "COMPLETED"
     for column, value in fixed.items():
         keep &= df[column] == value
-    return df[keep & (df["status"] == "COMPLETED")]
+    return df[keep]
+
+
+def _supported(runs: pd.DataFrame, study: schema.Study) -> bool:
+    return runs[study.factor].nunique() >= 2 and study.baseline in set(runs[study.factor])
 
 
 def study_runs(df: pd.DataFrame, name: str) -> pd.DataFrame | None:
     """The completed runs of study ``name``, or None when they do not support it (fewer than two conditions, no
-    baseline). ComparisonError when they mix settings the study does not vary."""
-    factor, baseline, fixed, *_ = STUDIES[name]
-    runs = select(df, fixed)
-    if name == "untrained" and runs["mask1"].nunique() > 1:  # one mask-1 action per figure: the most common
-        runs = runs[runs["mask1"] == runs["mask1"].mode().iloc[0]]
-    if runs[factor].nunique() < 2 or baseline not in set(runs[factor]):
+    baseline). ComparisonError when they mix settings (see ``study_settings``)."""
+    study = STUDIES[name]
+    runs = select(df, study.fixed)
+    if not _supported(runs, study):
         return None
-    check_comparable(runs, factor)
+    check_comparable(runs, study.factor)
     return runs
 
 
-def study(df: pd.DataFrame, name: str, out_dir: Path) -> tuple[list[Path], pd.DataFrame | None]:
-    """Figure (and comparison table, None when there are too few seeds for tests) of study ``name``; ([], None)
-    when the data do not support it."""
-    factor, baseline, _, metric, title, ylabel = STUDIES[name]
+def study_settings(df: pd.DataFrame, name: str) -> list[tuple[str, pd.DataFrame]]:
+    """The settings of study ``name`` the data support: (label naming what sets it apart, its runs); the label
+    is ``""`` when there is one setting."""
+    study = STUDIES[name]
+    runs = select(df, study.fixed)
+    if not _supported(runs, study):
+        return []
+    return [(label, part) for label, part in settings(runs, study.factor) if _supported(part, study)]
+
+
+def study(df: pd.DataFrame, name: str):
+    """(Figure, comparison table) of study ``name`` on runs of one setting: the table is None when there are too
+    few seeds for tests; (None, None) when the data do not support the study. ``save(fig, out_dir,
+    f"study_{name}")`` writes the figure."""
+    spec = STUDIES[name]
     runs = study_runs(df, name)
     if runs is None:
-        return [], None
-    if name == "untrained":
-        title += f" (mask1={runs['mask1'].iloc[0]})"
+        return None, None
+    title = spec.title + "".join(f" ({c}={runs[c].iloc[0]})" for c in ("criterion", "mask1", "mask0")
+                                 if c != spec.factor and c not in spec.fixed)  # the treatment it ran with
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # what is left out is in table.attrs["skipped"]
         try:
-            table = compare(runs, factor, baseline, metric)
+            table = compare(runs, spec.factor, spec.baseline, spec.metric)
         except ComparisonError:
             table = None  # too few seeds for tests: lines and bands only
-    return study_figure(runs, factor, baseline, metric, title, ylabel, out_dir, f"study_{name}", table), table
+    return study_figure(runs, spec.factor, spec.baseline, spec.metric, title, spec.ylabel, table), table
 
 
-def early_stopping_figure(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+def early_stopping_figure(df: pd.DataFrame):
     """Early-stopping iteration vs percent remaining per criterion (the "tickets train faster" plot), over the
-    criteria study's runs (mask1=original, mask0=zero)."""
-    _, baseline, fixed, *_ = STUDIES["criteria"]
-    runs = select(df, fixed)
+    criteria study's runs (mask1=original, mask0=zero), as a Figure; None when there are no such runs."""
+    study = STUDIES["criteria"]
+    baseline, runs = study.baseline, select(df, study.fixed)
     if runs.empty:
-        return []
+        return None
     check_comparable(runs, "criterion")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_vs_remaining(runs, "criterion", baseline, "early_stop_iteration", ax, "early-stopping iteration")
     ax.set_title(f"Early-stopping iteration (minimum validation loss)\n{_subtitle(runs, 'criterion')}",
                  fontsize=10)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, out_dir, "early_stopping")
+    return fig

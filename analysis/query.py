@@ -1,207 +1,247 @@
-"""The run database as tidy pandas frames, in one query each.
+"""The run database as tidy pandas frames, read from Sacred's ``runs`` collection at the time of the call.
 
-``load_runs`` returns one row per (lottery run, round); ``load_supermask_runs`` one row per Supermask run. Both
-read the run record contract of ``experiments/lottery.py`` and ``experiments/supermask.py`` (config and ``info``)
-from the compact ``run_index`` collection (``analysis.run_index``) in two round trips, so loading stays fast
-as the database grows; ``where`` filters run on the fetched entries. Runs without an index entry (written by
-another observer) are indexed first; a user who may not write gets them read from ``runs`` (slower, same result).
+``load_runs`` returns one row per (lottery run, finished round); ``load_supermask_runs`` one row per Supermask
+run; ``load_curves`` the learning curves (Sacred's ``metrics`` collection) of chosen runs. Each is one projected
+``find`` on the collection Sacred writes: what any writer put there (ticketlab's observer, Sacred's own
+MongoObserver, another client's update or delete, a run still RUNNING) is what comes back, with no cache.
+``where`` filters run on the server (``$in`` on the config path), then exactly on the client (``True`` is not
+``1``; no substrings).
+
+Columns: ``run_id``, ``status``, ``experiment``, every config value (short names from
+``ticketlab.schema.CONFIG_COLUMNS`` such as ``criterion``, ``arch``, ``seed``; every other value under its dotted
+path, such as ``training.eval_every``), ``condition`` (``conditions.condition_hash(config, ignore_seed=True)``:
+equal for the seeds of one condition) and the record fields (``ticketlab.schema.ROUND_FIELDS`` or
+``SUPERMASK_FIELDS``).
 
 When to use which: these frames for tables, statistics and figures over many runs; incense
-(``incense.ExperimentLoader(mongo_uri, db_name).find_by_id(run_id)``) to open one run as an object, read its
-metric series and download its artifacts (``exp.artifacts["round_03.pt"].content``). incense loads each run
-separately (and its ``find_by_config_key`` matches substrings), so it is slow for thousands of runs.
+(``incense.ExperimentLoader(mongo_uri, db_name).find_by_id(run_id)``) to open one run as an object and download
+its artifacts (``exp.artifacts["round_03.pt"].content``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import operator
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import pymongo
 import pymongo.errors
 
-from analysis import run_index
+from analysis.conditions import condition_hash
+from experiments import dbspec
+from ticketlab.schema import CONFIG_COLUMNS, ROUND_FIELDS, SUPERMASK_FIELDS, column_of, flatten, path_of
 
-SERVER_TIMEOUT_MS = 5000
-
-# where-filter aliases: a frame column -> the run document field it comes from
-ALIASES = {
-    "run_id": "_id", "status": "status", "seed": "config.seed", "arch": "config.arch.name",
-    "data": "config.data.name", "criterion": "config.criterion.name", "mask1": "config.treatment.mask1",
-    "mask0": "config.treatment.mask0", "optimizer": "config.training.optimizer", "lr": "config.training.lr",
-    "iterations": "config.training.iterations", "batch_size": "config.training.batch_size",
-    "fc_rate": "config.criterion.fc_rate", "output_rate": "config.criterion.output_rate",
-    "conv_rate": "config.criterion.conv_rate", "rounds": "config.pruning.rounds",
-    "signed_constant": "config.supermask.signed_constant", "rescale": "config.supermask.rescale",
-    "score_init": "config.supermask.score_init",
-}
-# config columns of each frame (besides run_id, status, experiment); together they distinguish conditions
-LOTTERY_CONFIG = ["seed", "arch", "data", "criterion", "mask1", "mask0", "optimizer", "lr", "iterations",
-                  "batch_size", "fc_rate", "output_rate", "conv_rate", "rounds"]
-SUPERMASK_CONFIG = ["seed", "arch", "data", "signed_constant", "rescale", "score_init", "optimizer", "lr",
-                    "iterations", "batch_size"]
-ROUND_FIELDS = ["round", "percent_remaining", "test_acc", "val_acc", "final_test_acc", "untrained_test_acc",
-                "early_stop_iteration", "init_hash", "final_hash", "mask_hash", "test_loss", "val_loss"]
-SUPERMASK_FIELDS = ["test_acc_mean", "test_acc_std", "expected_density", "early_stop_iteration", "val_acc",
-                    "untrained_test_acc_mean", "final_test_acc_mean", "init_hash", "final_hash"]
+# frame columns that are run fields, not config: column -> run document field
+RUN_FIELDS = {"run_id": "_id", "status": "status", "experiment": "experiment.name"}
 
 
 class QueryError(ValueError):
     """A query that cannot be answered (unreachable database, unknown key, nothing found); the message says why."""
 
 
-def connect(mongo_uri: str) -> pymongo.MongoClient:
-    uri = mongo_uri if "://" in mongo_uri else f"mongodb://{mongo_uri}"
+def resolve(mongo: str | dbspec.DbSpec | None, db_name: str | None = None) -> dbspec.DbSpec:
+    """The database of ``mongo`` (a ``-m`` spec, a URI, ``HOST:PORT`` with ``db_name``, or None for
+    ``$TICKETLAB_MONGO_URI``)."""
+    if isinstance(mongo, dbspec.DbSpec):
+        return mongo if not db_name else dbspec.DbSpec(mongo.url, db_name)
     try:
-        client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+        return dbspec.parse(mongo, db_name)
+    except dbspec.DbSpecError as error:
+        raise QueryError(str(error)) from None
+
+
+def connect(spec: dbspec.DbSpec) -> pymongo.MongoClient:
+    """A client of ``spec``'s server that has answered a ping (QueryError in one line otherwise)."""
+    try:
+        client = pymongo.MongoClient(spec.url, serverSelectionTimeoutMS=dbspec.server_timeout_ms())
         client.admin.command("ping")
     except (pymongo.errors.PyMongoError, ValueError) as error:
-        raise QueryError(f"cannot reach the run database at {mongo_uri!r}: {error.__class__.__name__}: "
-                         f"{str(error).splitlines()[0][:200]}") from None
+        raise QueryError(dbspec.unreachable(spec, error)) from None
     return client
 
 
-def _field(key: str) -> tuple[str, ...]:
-    """The path of a where-key in an index entry: a frame column (``ALIASES``) or a config path."""
-    path = ALIASES.get(key, key if key.startswith(("config.", "info.")) else f"config.{key}")
-    return tuple(path.split("."))
+def _field(key: str) -> str:
+    """The run document field of a where-key: a run field, a frame column, a config path or an ``info.`` path."""
+    if key in RUN_FIELDS:
+        return RUN_FIELDS[key]
+    if key.startswith("info."):
+        return key
+    return "config." + path_of(key)
 
 
-_MISSING = object()
+def _equal(value, wanted) -> bool:
+    """Exact match; True does not match 1."""
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return type(value) is type(wanted) and value == wanted
+    return value == wanted
 
 
-def _lookup(entry: Mapping, path: tuple[str, ...]):
-    value = entry
-    for part in path:
-        if not isinstance(value, dict) or part not in value:
+def _lookup(doc: Mapping, field: str):
+    value = doc
+    for part in field.split("."):
+        if not isinstance(value, Mapping) or part not in value:
             return _MISSING
         value = value[part]
     return value
 
 
-def apply_where(entries: list[dict], where: Mapping[str, Any] | None, experiment: str) -> list[dict]:
-    """The entries whose values equal ``where``'s (a list, tuple or set means any of its values); a key that no
-    entry has is a QueryError."""
-    for key, wanted in (where or {}).items():
-        path = _field(key)
-        if entries and all(_lookup(e, path) is _MISSING for e in entries):
-            raise QueryError(f"unknown key {key!r}: no {experiment} run has {'.'.join(path)}; use a column "
-                             f"({', '.join(ALIASES)}) or a config path such as training.lr")
-        allowed = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
-        entries = [e for e in entries if any(_equal(_lookup(e, path), v) for v in allowed)]
-    return entries
+_MISSING = object()
 
 
-def _equal(value, wanted) -> bool:
-    """Exact match; True does not match 1."""
-    return type(value) is type(wanted) and value == wanted if isinstance(value, bool) or isinstance(wanted, bool) \
-        else value == wanted
+def _server_values(values: list) -> list:
+    """The values to ask the server for: numbers in both int and float form (the client then matches exactly)."""
+    out = []
+    for v in values:
+        out.append(v)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer():
+            out += [int(v), float(v)]
+    return out
 
 
-def _fetch(mongo_uri: str, db_name: str, experiment: str, where) -> list[dict]:
-    """The index entries of ``experiment``'s runs matching ``where``, in run order.
-
-    Two round trips: the number of runs (collection statistics, no scan) and every index document. When the two
-    counts differ, runs were written by another observer or deleted: the index is synced first."""
-    client = connect(mongo_uri)
+def _find(mongo, db_name, experiment: str, where: Mapping[str, Any] | None, projection: dict) -> list[dict]:
+    """The run documents of ``experiment`` matching ``where``, sorted by run id (one ``find``)."""
+    spec = resolve(mongo, db_name)
+    wanted = {key: list(v) if isinstance(v, (list, tuple, set)) else [v] for key, v in (where or {}).items()}
+    query: dict[str, Any] = {"experiment.name": experiment}
+    for key, values in wanted.items():
+        query.setdefault(_field(key), {"$in": _server_values(values)})
+    client = connect(spec)
     try:
-        database = client[db_name]
-        docs = list(database[run_index.COLLECTION].find({}))
-        if len(docs) != database["runs"].estimated_document_count() or \
-                any(doc.get("format") != run_index.FORMAT for doc in docs):
-            try:
-                run_index.sync(database)
-            except pymongo.errors.OperationFailure:  # may not write: index the runs in memory (slower)
-                runs = database["runs"].find({"experiment.name": experiment},
-                                             {"experiment.sources": 0, "captured_out": 0, "host": 0, "meta": 0})
-                return apply_where(sorted((run_index.entry(doc) for doc in runs), key=lambda e: e["_id"]), where,
-                                   experiment)
-            docs = list(database[run_index.COLLECTION].find({}))
-        entries = sorted((run_index.decode(doc) for doc in docs if doc["experiment"] == experiment),
-                         key=lambda e: e["_id"])
-        return apply_where(entries, where, experiment)
+        runs = client[spec.db_name]["runs"]
+        try:
+            docs = list(runs.find(query, projection).sort("_id", 1))
+            if not docs and wanted and runs.find_one({"experiment.name": experiment}, {"_id": 1}) is not None:
+                for key in wanted:
+                    if runs.find_one({"experiment.name": experiment, _field(key): {"$exists": True}},
+                                     {"_id": 1}) is None:
+                        columns = ", ".join([*RUN_FIELDS, *CONFIG_COLUMNS])
+                        raise QueryError(f"unknown key {key!r}: no {experiment} run in database "
+                                         f"{spec.db_name!r} has {_field(key)}; use a column ({columns}) or a "
+                                         f"config path such as training.lr")
+        except pymongo.errors.PyMongoError as error:
+            raise QueryError(dbspec.unreachable(spec, error)) from None
     finally:
         client.close()
-
-
-_PATHS = {column: tuple(path.split(".")) for column, path in ALIASES.items()}
-
-
-def _config_columns(doc: Mapping, columns: list[str]) -> dict:
-    row = {"run_id": doc["_id"], "status": doc.get("status"), "experiment": doc.get("experiment")}
-    for column in columns:
-        value = doc
-        for part in _PATHS[column]:
-            value = value.get(part) if isinstance(value, dict) else None
-        row[column] = value
-    row["condition"] = doc.get("condition")
-    return row
+    for key, values in wanted.items():
+        field = _field(key)
+        docs = [d for d in docs if any(_equal(_lookup(d, field), v) for v in values)]
+    return docs
 
 
 def _array(values: list) -> np.ndarray:
     """A typed array when the values are all ints or all numbers, else an object array (strings, None, mixed)."""
-    kinds = {type(v) for v in values}
-    if kinds and kinds <= {int, float}:
-        return np.asarray(values, dtype=np.int64 if kinds == {int} else np.float64)
-    return np.asarray(values, dtype=object)
+    kinds = set(map(type, values))
+    try:
+        if kinds and kinds <= {int, float}:
+            return np.asarray(values, dtype=np.int64 if kinds == {int} else np.float64)
+    except OverflowError:  # an int beyond int64: kept as it is
+        pass
+    if kinds == {bool}:
+        return np.asarray(values, dtype=bool)
+    return np.fromiter(values, dtype=object, count=len(values))
 
 
-def load_runs(mongo_uri: str, db_name: str, where: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """One row per (lottery run, round): config columns (``LOTTERY_CONFIG``), ``condition`` (the config hash
-    without the seed: equal for the seeds of one condition), and the round record (``ROUND_FIELDS``).
-    Runs of every status are returned (``status`` says which); a run still RUNNING has the rounds it finished."""
-    columns = ["run_id", "status", "experiment", *LOTTERY_CONFIG, "condition", *ROUND_FIELDS]
-    config: dict[str, list] = {c: [] for c in columns[:-len(ROUND_FIELDS)]}
-    by_condition: dict[str, dict] = {}  # config columns but the seed are a function of the condition
-    counts, arrays, lists = [], [], []
-    for doc in _fetch(mongo_uri, db_name, "lottery", where):
-        table = doc["tables"].get("rounds")
-        if not table:
-            continue
-        shared = by_condition.get(doc["condition"])
-        if shared is None:
-            shared = by_condition[doc["condition"]] = _config_columns(doc, LOTTERY_CONFIG)
-        for column in config:
-            config[column].append(shared[column] if column not in ("run_id", "status", "seed") else
-                                  doc["_id"] if column == "run_id" else doc["status"] if column == "status" else
-                                  doc["config"].get("seed"))
-        counts.append(table["n"])
-        packed, other = run_index.table_arrays(table)
-        arrays.append(packed)
-        lists.append(other)
-    data = {column: np.repeat(_array(values), counts) for column, values in config.items()}
-    data.update(_round_columns(arrays, lists, counts))
-    return pd.DataFrame(data, columns=columns)
+def _cell(value):
+    """A config value as a frame cell: lists and dicts as tuples (hashable, comparable)."""
+    if isinstance(value, list):
+        return tuple(_cell(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _cell(v)) for k, v in value.items()))
+    return value
 
 
-def _round_columns(arrays: list[np.ndarray], lists: list[dict], counts: list[int]) -> dict[str, np.ndarray]:
-    """ROUND_FIELDS over all runs. Packed columns concatenate in one operation when every run packed the same
-    ones (the usual case); the rest (constants, plain lists, missing fields) go column by column."""
-    same = bool(arrays) and all(a.dtype == arrays[0].dtype for a in arrays)
-    merged = np.concatenate(arrays) if same else None
-    columns = {}
-    for field in ROUND_FIELDS:
-        if same and field in (arrays[0].dtype.names or ()):
-            columns[field] = merged[field]
-            continue
-        values: list = []
-        for packed, other, n in zip(arrays, lists, counts):
-            if field in other:
-                values.extend(other[field])
-            elif field in (packed.dtype.names or ()):
-                column = packed[field]
-                values.extend(run_index.hex_strings(column) if column.dtype.kind == "S" else column.tolist())
-            else:
-                values.extend([None] * n)
-        columns[field] = _array(values)
-    return {f: run_index.hex_strings(c) if c.dtype.kind == "S" else c for f, c in columns.items()}
+def _run_columns(docs: list[dict]) -> dict[str, list]:
+    """run_id, status, experiment, every config value (short or dotted column) and condition, one value per run."""
+    flats = [flatten(doc.get("config") or {}) for doc in docs]
+    paths = list(dict.fromkeys(path for flat in flats for path in flat))
+    short = [p for p in CONFIG_COLUMNS.values() if p in paths]
+    ordered = short + sorted(p for p in paths if p not in short)
+    columns: dict[str, list] = {
+        "run_id": [d["_id"] for d in docs], "status": [d.get("status") for d in docs],
+        "experiment": [(d.get("experiment") or {}).get("name") for d in docs]}
+    for path in ordered:
+        columns[column_of(path)] = [_cell(flat.get(path)) for flat in flats]
+    columns["condition"] = [condition_hash(flat, ignore_seed=True, flat=True) for flat in flats]
+    return columns
 
 
-def load_supermask_runs(mongo_uri: str, db_name: str, where: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """One row per Supermask run: config columns (``SUPERMASK_CONFIG``), ``condition`` and ``SUPERMASK_FIELDS``."""
-    docs = _fetch(mongo_uri, db_name, "supermask", where)
-    rows = [{**_config_columns(doc, SUPERMASK_CONFIG), **{f: doc["info"].get(f) for f in SUPERMASK_FIELDS}}
-            for doc in docs]
-    columns = ["run_id", "status", "experiment", *SUPERMASK_CONFIG, "condition", *SUPERMASK_FIELDS]
-    return pd.DataFrame(rows, columns=columns)
+def load_runs(mongo: str | None = None, db_name: str | None = None, where: Mapping[str, Any] | None = None,
+              metrics: bool | Iterable[str] | None = None):
+    """One row per (lottery run, round it finished): run and config columns, ``condition``, ``ROUND_FIELDS``.
+
+    ``mongo``: a ``-m`` spec (``HOST:PORT:DB``, ``mongodb://.../DB``), a server URI with ``db_name``, or None for
+    ``$TICKETLAB_MONGO_URI``. ``where``: {column or config path: value or list of values}.
+    Runs of every status are returned (``status`` says which); a run still RUNNING has the rounds it finished, a
+    run with no finished round has no row. ``metrics=True`` (every metric) or a list of metric names also loads
+    the learning curves of these runs: the result is then ``(runs, curves)`` (see ``load_curves``)."""
+    docs = _find(mongo, db_name, "lottery", where,
+                 {"status": 1, "experiment.name": 1, "config": 1, "info.rounds": 1})
+    records = [((d.get("info") or {}).get("rounds") or []) for d in docs]
+    counts = [len(r) for r in records]
+    data = {column: np.repeat(_array(values), counts) for column, values in _run_columns(docs).items()}
+    if not docs:
+        data = {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": []}
+    for field, values in zip(ROUND_FIELDS, _record_columns([record for run in records for record in run])):
+        data[field] = _array(values)
+    runs = pd.DataFrame(data)
+    if metrics is None or metrics is False:
+        return runs
+    ids = [d["_id"] for d in docs]
+    return runs, load_curves(mongo, db_name, ids, None if metrics is True else list(metrics))
+
+
+_ROUND_GETTER = operator.itemgetter(*ROUND_FIELDS)
+
+
+def _record_columns(records: list[dict]) -> list[tuple]:
+    """The ROUND_FIELDS columns of round records (None where a record lacks a field)."""
+    if not records:
+        return [()] * len(ROUND_FIELDS)
+    try:
+        return list(zip(*map(_ROUND_GETTER, records)))
+    except KeyError:  # a record without some field (an older run, another writer): slower, same result
+        return [tuple(record.get(field) for record in records) for field in ROUND_FIELDS]
+
+
+def load_supermask_runs(mongo: str | None = None, db_name: str | None = None,
+                        where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One row per Supermask run: run and config columns, ``condition`` and ``SUPERMASK_FIELDS`` (None while the
+    run has not finished)."""
+    docs = _find(mongo, db_name, "supermask", where, {"status": 1, "experiment.name": 1, "config": 1,
+                                                      **{f"info.{f}": 1 for f in SUPERMASK_FIELDS}})
+    data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()} if docs else \
+        {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": []}
+    for field in SUPERMASK_FIELDS:
+        data[field] = _array([(d.get("info") or {}).get(field) for d in docs])
+    return pd.DataFrame(data)
+
+
+def load_curves(mongo: str | None = None, db_name: str | None = None, run_ids: Iterable[int] | None = None,
+                names: Iterable[str] | None = None) -> pd.DataFrame:
+    """The learning curves (Sacred's ``metrics`` collection) of ``run_ids`` (all runs when None): one row per
+    (run_id, name, step) with ``value`` and ``timestamp``, sorted. ``names`` selects metrics (``val_acc``,
+    ``train_loss``, ``round.test_acc``, ...)."""
+    spec = resolve(mongo, db_name)
+    query: dict[str, Any] = {}
+    if run_ids is not None:
+        query["run_id"] = {"$in": [int(r) for r in run_ids]}
+    if names is not None:
+        query["name"] = {"$in": list(names)}
+    client = connect(spec)
+    try:
+        docs = list(client[spec.db_name]["metrics"].find(query, {"run_id": 1, "name": 1, "steps": 1, "values": 1,
+                                                                  "timestamps": 1}))
+    except pymongo.errors.PyMongoError as error:
+        raise QueryError(dbspec.unreachable(spec, error)) from None
+    finally:
+        client.close()
+    counts = [len(d.get("steps") or []) for d in docs]
+    curves = pd.DataFrame({
+        "run_id": np.repeat(np.asarray([d["run_id"] for d in docs], dtype=np.int64), counts),
+        "name": np.repeat(np.asarray([d["name"] for d in docs], dtype=object), counts),
+        "step": _array([s for d in docs for s in d.get("steps") or []]).astype(np.int64),
+        "value": _array([v for d in docs for v in d.get("values") or []]).astype(np.float64),
+        "timestamp": pd.to_datetime([t for d in docs for t in (d.get("timestamps") or [None] * len(d["steps"]))]),
+    })
+    return curves.sort_values(["run_id", "name", "step"], kind="stable").reset_index(drop=True)

@@ -1,19 +1,24 @@
 """A report of a run database: the tidy runs, every comparison table and every figure the data support.
 
 ``write_report(mongo_uri, db_name, out_dir, where)`` writes into ``out_dir``:
-``runs.csv`` (one row per run and round), for each study of ``figures.STUDIES`` with data ``compare_<study>.csv``
-and ``.md`` and ``study_<study>.png``/``.pdf``, ``early_stopping.png``/``.pdf``, ``supermask_runs.csv`` and
-``supermask_summary.md`` when there are Supermask runs, and ``report.md`` listing all of it with a summary.
+``runs.csv`` (one row per run and round), for each study of ``ticketlab.schema.STUDIES`` with data
+``compare_<study>.csv`` and ``.md`` and ``study_<study>.png``/``.pdf``, ``early_stopping.png``/``.pdf``,
+``supermask_runs.csv`` and ``supermask_summary.md`` when there are Supermask runs, and ``report.md`` with the
+summary and the figures embedded. A database holding several settings (runs whose configs differ in more than a
+study's factor) gets one comparison per setting, in a subfolder named by the keys that set it apart
+(``training.eval_every=25/``), never pooled.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import figures
-from analysis.query import QueryError, load_runs, load_supermask_runs
+from analysis.conditions import condition_columns
+from analysis.query import QueryError, load_runs, load_supermask_runs, resolve
 from analysis.stats import ComparisonError
 
 
@@ -30,67 +35,110 @@ def markdown_table(df: pd.DataFrame, floats: str = "{:.4g}") -> str:
 
 
 def sparsest_summary(table: pd.DataFrame, metric: str) -> list[str]:
-    """One line per condition at the sparsest percentage of a comparison table."""
+    """One line per condition at the sparsest percentage of a comparison table (raw p and Holm-adjusted p)."""
     last = table[table["percent_remaining"] == table["percent_remaining"].min()]
     lines = []
     for row in last.itertuples(index=False):
-        p = getattr(row, "p_holm", row.p)
+        holm = f", p_holm={row.p_holm:.3g}" if hasattr(row, "p_holm") else ""
         lines.append(f"{row.condition}: {metric} {row.mean:.4f} vs {row.baseline} {row.mean_baseline:.4f} at "
-                      f"{row.percent_remaining:.3g}% remaining (diff {row.diff:+.4f}, 95% CI [{row.ci_low:+.4f}, "
-                      f"{row.ci_high:+.4f}], {row.test}, p={p:.3g}{', significant' if row.significant else ''})")
+                     f"{row.percent_remaining:.3g}% remaining (diff {row.diff:+.4f}, 95% CI [{row.ci_low:+.4f}, "
+                     f"{row.ci_high:+.4f}], {row.test}, p={row.p:.3g}{holm}"
+                     f"{', significant' if row.significant else ''})")
     return lines
 
 
-def write_report(mongo_uri: str, db_name: str, out_dir: str | Path, where=None) -> dict:
-    """Write the report; returns {"files": [...], "summary": [...], "notes": [...]}."""
+def _slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label.replace(", ", "__"))
+
+
+def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[str], list[str], list[str]]:
+    """Every study, one comparison per setting: (files, summary lines, notes, report.md sections)."""
+    files, summary, notes, sections = [], [], [], []
+    for name, spec in figures.STUDIES.items():
+        parts = figures.study_settings(runs, name)
+        for label, part in parts:
+            folder = out / _slug(label) if label else out
+            tag = f"{name}" + (f" | {label}" if label else "")
+            try:
+                fig, table = figures.study(part, name)
+            except ComparisonError as error:
+                notes.append(f"{tag}: {error}")
+                continue
+            paths = figures.save(fig, folder, f"study_{name}") if fig is not None else []
+            files += paths
+            section = [f"### {spec.title}" + (f" ({label})" if label else ""), ""]
+            section += [f"![{tag}]({p.relative_to(out).as_posix()})" for p in paths if p.suffix == ".png"]
+            if table is None:
+                notes.append(f"{tag}: figure without tests (fewer than 2 seeds per condition)")
+            else:
+                csv, md = folder / f"compare_{name}.csv", folder / f"compare_{name}.md"
+                table.to_csv(csv, index=False)
+                md.write_text(f"# {name}: {spec.factor} vs {spec.baseline} ({spec.metric})"
+                              + (f", {label}" if label else "") + "\n\n" + markdown_table(table))
+                files += [csv, md]
+                lines = sparsest_summary(table, spec.metric)
+                summary += [f"[{tag}] {line}" for line in lines]
+                notes += [f"{tag}: left out: {reason}" for reason in table.attrs.get("skipped", [])]
+                section += ["", *[f"- {line}" for line in lines],
+                            "", f"Table: [{md.relative_to(out).as_posix()}]({md.relative_to(out).as_posix()})"]
+            sections += section + [""]
+        if len(parts) > 1:
+            notes.append(f"{name}: {len(parts)} settings, compared apart: " + "; ".join(l for l, _ in parts))
+    for label, part in figures.study_settings(runs, "criteria") or [("", runs)]:
+        folder = out / _slug(label) if label else out
+        try:
+            fig = figures.early_stopping_figure(part)
+        except ComparisonError as error:
+            notes.append(f"early stopping: {error}")
+            continue
+        paths = figures.save(fig, folder, "early_stopping") if fig is not None else []
+        files += paths
+        sections += ["### Early stopping" + (f" ({label})" if label else ""), "",
+                     *[f"![early stopping]({p.relative_to(out).as_posix()})" for p in paths if p.suffix == ".png"],
+                     ""]
+    return files, summary, notes, sections
+
+
+def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None) -> dict:
+    """Write the report; returns {"files": [...], "summary": [...], "notes": [...]}.
+
+    ``mongo``/``db_name`` as for ``analysis.load_runs``. The runs are grouped by setting (configs that differ in
+    more than a study's factor, the seed and execution keys): each setting gets its own comparison, in a folder
+    named by the keys that set it apart, never pooled with another."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    runs = load_runs(mongo_uri, db_name, where)
-    supermasks = load_supermask_runs(mongo_uri, db_name, where)
+    spec = resolve(mongo, db_name)
+    runs = load_runs(spec, where=where)
+    supermasks = load_supermask_runs(spec, where=where)
     if runs.empty and supermasks.empty:
-        raise QueryError(f"no lottery or supermask runs in database {db_name!r}"
+        raise QueryError(f"no lottery or supermask runs in database {spec.db_name!r}"
                          + (f" matching {where}" if where else ""))
-    files, summary, notes = [], [], []
+    files, summary, notes, sections = [], [], [], []
     if not runs.empty:
         runs.to_csv(out / "runs.csv", index=False)
         files.append(out / "runs.csv")
         completed = runs[runs["status"] == "COMPLETED"]
         notes.append(f"{completed['run_id'].nunique()} completed lottery runs of {runs['run_id'].nunique()}")
-        for name, (factor, baseline, _, metric, *_) in figures.STUDIES.items():
-            try:
-                paths, table = figures.study(runs, name, out)
-            except ComparisonError as error:
-                notes.append(f"{name}: {error}")
-                continue
-            files += paths
-            if table is None:
-                if paths:
-                    notes.append(f"{name}: figure without tests (fewer than 2 seeds per condition)")
-                continue
-            table.to_csv(out / f"compare_{name}.csv", index=False)
-            (out / f"compare_{name}.md").write_text(f"# {name}: {factor} vs {baseline} ({metric})\n\n"
-                                                    + markdown_table(table))
-            files += [out / f"compare_{name}.csv", out / f"compare_{name}.md"]
-            summary += [f"[{name}] {line}" for line in sparsest_summary(table, metric)]
-            notes += [f"{name}: left out: {reason}" for reason in table.attrs.get("skipped", [])]
-        try:
-            files += figures.early_stopping_figure(runs, out)
-        except ComparisonError as error:
-            notes.append(f"early stopping: {error}")
+        more_files, summary, more_notes, sections = _lottery_section(runs, out)
+        files += more_files
+        notes += more_notes
     if not supermasks.empty:
         supermasks.to_csv(out / "supermask_runs.csv", index=False)
         done = supermasks[supermasks["status"] == "COMPLETED"]
-        group = [c for c in ("arch", "data", "signed_constant", "rescale", "score_init") if c in done]
-        table = done.groupby(group, dropna=False)["test_acc_mean"].agg(["count", "mean", "std"]).reset_index()
+        columns = condition_columns(done)
+        text = done.assign(**{c: done[c].map(str) for c in columns})
+        group = [c for c in columns if text[c].nunique() > 1] or [c for c in ("arch", "data") if c in done]
+        table = text.groupby(group, dropna=False)["test_acc_mean"].agg(["count", "mean", "std"]).reset_index()
         (out / "supermask_summary.md").write_text("# Learned Supermasks: test accuracy (mean over mask samples)"
                                                   "\n\n" + markdown_table(table))
         files += [out / "supermask_runs.csv", out / "supermask_summary.md"]
-        summary += [f"[supermask] {' '.join(f'{c}={getattr(r, c)}' for c in group)}: test acc {r.mean:.4f} "
-                    f"over {r.count} run(s)" for r in table.itertuples(index=False)]
-    index = ["# ticketlab report", "", f"database `{db_name}`" + (f", where {where}" if where else ""), "",
-             "## Summary", "", *[f"- {line}" for line in summary], "", "## Notes", "",
-             *[f"- {line}" for line in notes], "", "## Files", "",
-             *[f"- [{p.name}]({p.name})" for p in files]]
+        summary += [f"[supermask] {' '.join(f'{c}={r[c]}' for c in group)}: test acc {r['mean']:.4f} over "
+                    f"{r['count']} run(s)" for r in table.to_dict("records")]
+        sections += ["### Learned Supermasks", "", markdown_table(table)]
+    index = ["# ticketlab report", "", f"database `{spec.db_name}`" + (f", where {where}" if where else ""), "",
+             "## Summary", "", *[f"- {line}" for line in summary], "", "## Figures and tables", "", *sections,
+             "## Notes", "", *[f"- {line}" for line in notes], "", "## Files", "",
+             *[f"- [{p.relative_to(out).as_posix()}]({p.relative_to(out).as_posix()})" for p in files]]
     (out / "report.md").write_text("\n".join(index) + "\n")
     files.append(out / "report.md")
     return {"files": files, "summary": summary, "notes": notes}

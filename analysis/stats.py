@@ -17,7 +17,7 @@ import pandas as pd
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW
 
-from analysis.query import LOTTERY_CONFIG
+from analysis.conditions import differences, refusal
 
 PERCENT_DECIMALS = 6  # percent_remaining is grouped at this precision
 COLUMNS = ["percent_remaining", "round", "condition", "baseline", "test", "n", "mean", "std", "n_baseline",
@@ -29,14 +29,11 @@ class ComparisonError(ValueError):
 
 
 def check_comparable(df: pd.DataFrame, factor: str) -> None:
-    """Raise unless the runs differ only in ``factor`` and the seed (one arch, one data set, one setting of
-    everything else that distinguishes conditions; the number of rounds may differ: round k is the same)."""
-    varying = {c: sorted(map(str, df[c].dropna().unique())) for c in LOTTERY_CONFIG
-               if c not in (factor, "seed", "rounds") and c in df and df[c].nunique(dropna=False) > 1}
-    if varying:
-        detail = "; ".join(f"{c}: {', '.join(v)}" for c, v in varying.items())
-        raise ComparisonError(f"the runs differ in more than {factor!r} ({detail}); filter them first, e.g. "
-                              f"where={{{next(iter(varying))!r}: ...}}")
+    """Raise unless the runs differ only in ``factor``, the seed and execution keys: every other config value
+    (``analysis.conditions``) is one value across the runs. Nothing is ever pooled."""
+    diff = differences(df, factor)
+    if diff:
+        raise ComparisonError(refusal(diff, factor))
 
 
 def _pairs(a: pd.DataFrame, b: pd.DataFrame) -> bool:

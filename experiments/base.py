@@ -2,10 +2,11 @@
 
 * Host info without the CPU/GPU probes (they cost seconds per run), output captured in-process, and the captured
   output filtered like a terminal would show it (no progress-bar spam in the run document).
-* ``-m HOST:PORT:DB`` attaches a ``ResilientMongoObserver`` (Sacred's option builds a plain MongoObserver; it is
-  swapped for ours, with the same arguments, before the run starts; ``-m DB`` with ``TICKETLAB_MONGO_URI`` set
-  reaches an authenticated server). An unreachable database stops the run before it starts, in one line.
-  Observers are attached only from the command line: library calls (``ex.run(...)``) and tests choose their own.
+* ``-m HOST:PORT:DB``, ``-m mongodb://USER:PASSWORD@HOST:PORT/DB?authSource=admin`` (Sacred's own ``-m`` takes
+  only the first form), or ``$TICKETLAB_MONGO_URI`` when a command line gives no ``-m``, attaches a
+  ``ResilientMongoObserver`` (``experiments.dbspec``). The password never reaches the run document: the recorded
+  option is scrubbed. An unreachable database stops the run before it starts, in one line. Observers are
+  attached only from the command line: library calls (``ex.run(...)``) and tests choose their own.
 * ``--resume RUN_ID`` (experiments made with ``resumable=True``) continues a run that died, in its own document,
   with its stored config (``experiments.resume``).
 * SIGTERM, like Ctrl-C, interrupts a run: Sacred records it INTERRUPTED instead of leaving it RUNNING.
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import tempfile
@@ -24,10 +26,9 @@ import pymongo.errors
 import torch
 from sacred import SETTINGS, Experiment
 from sacred.commandline_options import cli_option
-from sacred.observers import MongoObserver
 from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds
 
-from experiments.dbspec import observer_kwargs
+from experiments import dbspec
 from experiments.errors import ConfigError, RunDatabaseError
 from experiments.observers import ResilientMongoObserver
 from experiments import resume
@@ -74,6 +75,7 @@ class TicketlabExperiment(Experiment):
             return super().run(*args, **kwargs)
 
     def run_commandline(self, argv=None):
+        self._command_line = True  # $TICKETLAB_MONGO_URI applies to command lines only
         try:
             run = super().run_commandline(argv)
             if run is not None and any(getattr(o, "lost", False) for o in run.observers):
@@ -89,40 +91,45 @@ class TicketlabExperiment(Experiment):
                 hint = f"; continue it with: python {' '.join(command[1:])}"
             print(f"ticketlab: run {run._id if run else ''} INTERRUPTED{hint}", file=sys.stderr)
             sys.exit(130)
+        finally:
+            self._command_line = False
 
     def _create_run(self, command_name=None, config_updates=None, named_configs=(), info=None, meta_info=None,
                     options=None):
-        resume_id = (options or {}).get(resume.RESUME_FLAG)
-        spec = (options or {}).get("--mongo_db")
-        if spec:  # before Sacred parses it (it fails with a traceback on a spec it cannot match)
-            try:
-                observer_kwargs(spec)
-            except ValueError as error:
-                raise RunDatabaseError(str(error)) from None
+        options = dict(options or {})
+        spec = options.pop("--mongo_db", None)  # ours to parse: Sacred's parser takes HOST:PORT:DB only
+        if not spec and getattr(self, "_command_line", False) and os.environ.get(dbspec.URI_VARIABLE) and \
+                command_name not in ("print_config", "print_dependencies", "save_config"):
+            spec = os.environ[dbspec.URI_VARIABLE]
+        resume_id = options.get(resume.RESUME_FLAG)
         seed = (config_updates or {}).get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ConfigError(f"seed={seed!r} is not valid; it must be an integer")
         if resume_id:
-            doc = resume.stored_run((options or {}).get("--mongo_db"), resume_id)
+            doc = resume.stored_run(spec, resume_id)
             config_updates, info = resume.prepare(self.path, doc, config_updates, named_configs)
+        observer = self._observer(spec, overwrite=int(resume_id) if resume_id else None) if spec else None
         try:
             run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
         except ConfigAddedError as error:  # Sacred's message spans lines: one line naming the unknown keys
-            raise ConfigError(f"unknown config key {', '.join(sorted(error.__conflicting_configs__))}; see the valid "
-                              f"keys with: python -m experiments.{self.path} print_config") \
-                from None
-        if spec:
-            try:
-                observer = ResilientMongoObserver(**observer_kwargs(spec), overwrite=int(resume_id) if resume_id
-                                                  else None)
-                observer.runs.database.client.admin.command("ping")
-            except ValueError as error:
-                raise RunDatabaseError(str(error)) from None
-            except pymongo.errors.PyMongoError as error:
-                raise RunDatabaseError(f"cannot reach the run database -m {spec} ({error.__class__.__name__}); "
-                                       "start one with: python -m experiments.localdb start") from None
-            run.observers = [observer if type(o) is MongoObserver else o for o in run.observers]
+            raise ConfigError(f"unknown config key {', '.join(sorted(error.__conflicting_configs__))}; see the "
+                              f"valid keys with: python -m experiments.{self.path} print_config") from None
+        if observer is not None:
+            run.meta_info["options"]["--mongo_db"] = dbspec.scrub(spec)
+            run.observers.append(observer)
         return run
+
+    @staticmethod
+    def _observer(spec: str, overwrite: int | None = None) -> ResilientMongoObserver:
+        try:
+            parsed = dbspec.parse(spec)
+            observer = ResilientMongoObserver(**parsed.observer_kwargs(), overwrite=overwrite)
+            observer.runs.database.client.admin.command("ping")
+        except ValueError as error:
+            raise RunDatabaseError(dbspec.scrub(error)) from None
+        except pymongo.errors.PyMongoError as error:
+            raise RunDatabaseError(dbspec.unreachable(parsed, error)) from None
+        return observer
 
 
 PAPER_CONFIG_NAMES = {"lenet300_100": "paper_fc", "conv2": "paper_conv2", "conv4": "paper_conv4",

@@ -3,9 +3,12 @@
 Used by the tests, the benchmarks and the one-command study; a lab server runs real MongoDB instead (docker/).
 As a command, it keeps one server in the background with its data in a folder (default ``~/.ticketlab/db``):
 
-    python -m experiments.localdb start [--home ~/.ticketlab] [--port 27017]   # prints the address
+    python -m experiments.localdb start [--home ~/.ticketlab] [--port 27017] [--db lottery]   # prints -m SPEC
     python -m experiments.localdb status
     python -m experiments.localdb stop      # clean shutdown; the data stay for the next start
+
+(also ``ticketlab db start|stop|status``). ``start`` prints the database spec every command takes
+(``-m 127.0.0.1:PORT:DB``) and the matching ``TICKETLAB_MONGO_URI``.
 """
 
 from __future__ import annotations
@@ -149,6 +152,7 @@ def main(argv=None) -> int:
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--home", default=None, help=f"folder of the data (default $TICKETLAB_HOME or {DEFAULT_HOME})")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--db", default="lottery", help="the database name the printed spec names (default lottery)")
     args = parser.parse_args(argv)
     home = home_dir(args.home)
     if args.command == "start":
@@ -157,12 +161,14 @@ def main(argv=None) -> int:
         except (RuntimeError, FileNotFoundError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        print(f"run database at {address} (data in {home / 'db'}); runs: -m {address}:lottery")
+        print(f"run database at {address} (data in {home / 'db'}); runs: -m {address}:{args.db}  "
+              f"(or export TICKETLAB_MONGO_URI=mongodb://{address}/{args.db})")
     elif args.command == "stop":
         print("stopped" if stop(home) else "no run database was running")
     else:
         state = _state(home)
-        print(f"running at 127.0.0.1:{state[1]} (pid {state[0]}, data in {home / 'db'})" if state else "not running")
+        print(f"running at 127.0.0.1:{state[1]} (pid {state[0]}, data in {home / 'db'}); runs: -m "
+              f"127.0.0.1:{state[1]}:{args.db}" if state else "not running")
         return 0 if state else 3
     return 0
 

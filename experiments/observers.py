@@ -34,7 +34,7 @@ import pymongo
 import pymongo.errors
 from sacred.observers import MongoObserver
 
-from analysis import run_index
+from experiments.dbspec import scrub_all
 from ticketlab import schema
 
 # how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)
@@ -90,12 +90,13 @@ class ResilientMongoObserver(MongoObserver):
             super().log_metrics(self.pending_metrics, info)
             self.pending_metrics = {}
 
-    def started_event(self, *args, **kwargs):
-        _id = super().started_event(*args, **kwargs)
+    def started_event(self, ex_info, command, host_info, start_time, config, meta_info, _id):
+        # a password given with -m never reaches the run document (Sacred records the options in meta)
+        _id = super().started_event(ex_info, command, scrub_all(host_info), start_time, config,
+                                    scrub_all(meta_info), _id)
         tags = self.tags(self.run_entry.get("config", {}))
         self.run_entry["omniboard"] = {"tags": tags}
         self.runs.update_one({"_id": _id}, {"$set": {"omniboard.tags": tags}})
-        self._write_index()
         return _id
 
     @staticmethod
@@ -128,13 +129,8 @@ class ResilientMongoObserver(MongoObserver):
             captured_out = (self.resumed_from.get("captured_out") or "") + captured_out
         try:
             super().heartbeat_event(info, captured_out, beat_time, result)
-            self._write_index()
         except pymongo.errors.PyMongoError:
             pass  # the run entry is updated in memory; the final save writes it
-
-    def _write_index(self) -> None:
-        """Keep the run's ``run_index`` entry (what ``analysis.load_runs`` reads) in step with the run."""
-        run_index.write(self.runs.database, self.run_entry)
 
     def artifact_event(self, name, filename, metadata=None, content_type=None):
         try:
@@ -159,7 +155,6 @@ class ResilientMongoObserver(MongoObserver):
             self._flush_metrics(self.run_entry.setdefault("info", {}))
             self._flush_artifacts()
             self.runs.replace_one({"_id": self.run_entry["_id"]}, self.run_entry, upsert=True)
-            self._write_index()
         except pymongo.errors.PyMongoError as error:
             try:
                 bundle = self.write_bundle()
@@ -172,7 +167,7 @@ class ResilientMongoObserver(MongoObserver):
                 return
             print(f"ticketlab: the run database is unreachable ({type(error).__name__}); run "
                   f"{self.run_entry['_id']} is kept in {bundle}. Upload it later with: "
-                  f"python -m experiments.upload -m HOST:PORT:DB --failure-dir {self.failure_dir}", file=sys.stderr)
+                  f"ticketlab upload -m DB_SPEC --failure-dir {self.failure_dir}", file=sys.stderr)
             return
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)
@@ -275,7 +270,6 @@ def upload_bundle(bundle: Path, database) -> int:
             file_id = stored["_id"]
         entry.setdefault("artifacts", []).append({"name": item["name"], "file_id": file_id})
     runs.replace_one({"_id": entry["_id"]}, entry, upsert=True)
-    run_index.write(database, entry)
     return entry["_id"]
 
 

@@ -30,7 +30,7 @@ import pymongo
 import torch
 
 from analysis.conditions import EXECUTION_KEYS
-from experiments.dbspec import parse_db_spec
+from experiments import dbspec
 from experiments.errors import UserError
 from experiments.observers import SERVER_TIMEOUT_MS
 
@@ -87,16 +87,19 @@ def stored_run(db_spec: str | None, run_id) -> dict:
         run_id = int(run_id)
     except (TypeError, ValueError):
         raise ResumeError(f"{RESUME_FLAG} {run_id!r} is not valid; give a run id (an integer)") from None
-    url, db_name = parse_db_spec(db_spec)
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     try:
-        doc = client[db_name]["runs"].find_one({"_id": run_id})
+        spec = dbspec.parse(db_spec)
+    except ValueError as error:
+        raise ResumeError(dbspec.scrub(error)) from None
+    client = pymongo.MongoClient(spec.url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    try:
+        doc = client[spec.db_name]["runs"].find_one({"_id": run_id})
     except pymongo.errors.PyMongoError as error:
-        raise ResumeError(f"cannot reach the run database -m {db_spec} ({error.__class__.__name__})") from None
+        raise ResumeError(dbspec.unreachable(spec, error)) from None
     finally:
         client.close()
     if doc is None:
-        raise ResumeError(f"run {run_id} not found in -m {db_spec}")
+        raise ResumeError(f"run {run_id} not found in -m {spec.display}")
     return doc
 
 

@@ -8,7 +8,7 @@ exact and reproducible:
   sort by score, so equal scores are kept in that random order;
 * a score of ``-inf`` marks a weight the criterion does not want at all (the sign criteria's "other sign" weights).
   They sort below every finite score and tie with each other, so when too few weights are wanted the shortfall is
-  filled uniformly at random, as PROTOCOL.md says.
+  filled uniformly at random, as docs/protocol.md says.
 
 ``random`` is therefore a constant score: every subset of the right size is equally likely.
 """

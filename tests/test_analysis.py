@@ -125,8 +125,7 @@ def test_comparison_guards(study_db):
 
 def test_report_writes_tables_and_figures(study_db, tmp_path):
     uri, db = study_db
-    result = run_cli("analysis", "report", "--mongo", uri, "--db", db, "--where", "seed=1,2,3", "--out",
-                     str(tmp_path))
+    result = run_cli("analysis", "report", "-m", f"{uri}/{db}", "--where", "seed=1,2,3", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "[criteria] large_final" in result.stdout and "[supermask]" in result.stdout
     for name in ("study_criteria", "study_untrained", "early_stopping"):
@@ -136,7 +135,12 @@ def test_report_writes_tables_and_figures(study_db, tmp_path):
     table = pd.read_csv(tmp_path / "compare_criteria.csv")
     assert set(table["condition"]) == {"large_final", "magnitude_increase"}
     assert "| percent_remaining |" in (tmp_path / "compare_criteria.md").read_text()
-    assert "study_criteria.png" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "![criteria](study_criteria.png)" in report and "![untrained](study_untrained.png)" in report
+    assert "![early stopping](early_stopping.png)" in report
+    line = next(x for x in result.stdout.splitlines() if "[criteria] large_final" in x)
+    row = table[(table["condition"] == "large_final")].sort_values("percent_remaining").iloc[0]
+    assert f"p={row['p']:.3g}, p_holm={row['p_holm']:.3g}" in line, line
     assert len(pd.read_csv(tmp_path / "runs.csv")) == 9 * 3
 
 
@@ -147,29 +151,24 @@ def test_colors_are_stable():
 
 def test_cli_errors_exit_2(study_db, db_server, tmp_path):
     uri, db = study_db
-    bad_uri = run_cli("analysis", "runs", "--mongo", "127.0.0.1:1", "--db", db)
-    assert bad_uri.returncode == 2 and "cannot reach the run database at '127.0.0.1:1'" in bad_uri.stderr
-    empty = run_cli("analysis", "report", "--mongo", uri, "--db", "nothing_here", "--out", str(tmp_path))
+    env = dict(os.environ, TICKETLAB_DB_TIMEOUT_MS="300")
+    bad_uri = run_cli("analysis", "runs", "-m", "127.0.0.1:1:lottery", env=env)
+    assert bad_uri.returncode == 2 and bad_uri.stderr.count("\n") == 1, bad_uri.stderr
+    assert bad_uri.stderr.startswith("error: cannot reach the run database at mongodb://127.0.0.1:1 (database "
+                                     "'lottery'; ServerSelectionTimeoutError: Connection refused)")
+    empty = run_cli("analysis", "report", "-m", f"{db_server.address}:nothing_here", "--out", str(tmp_path))
     assert empty.returncode == 2 and "no lottery or supermask runs in database 'nothing_here'" in empty.stderr
-    unknown = run_cli("analysis", "runs", "--mongo", uri, "--db", db, "--where", "colour=red")
+    unknown = run_cli("analysis", "runs", "--mongo", uri, "--db", db, "--where", "colour=red")  # the older form
     assert unknown.returncode == 2 and "unknown key 'colour'" in unknown.stderr
-    listing = run_cli("analysis", "runs", "--mongo", uri, "--db", db)
+    listing = run_cli("analysis", "runs", "-m", f"{db_server.address}:{db}")
     assert listing.returncode == 0 and "lottery runs (10)" in listing.stdout and "supermask runs (2)" in \
         listing.stdout
+    ids = [int(line.split()[0]) for line in listing.stdout.split("supermask runs")[0].splitlines()[3:]]
+    assert len(ids) == 10 and ids == sorted(ids), listing.stdout
 
 
-def test_run_index_round_trips_exactly():
-    from analysis import run_index
-
-    records = [{"round": k, "acc": 0.5 + k / 7, "hash": f"{k:064x}", "same": "x", "maybe": None if k else 1.5,
-                "flag": bool(k % 2), "text": f"r{k}", "big": 2 ** 70} for k in range(5)]
-    decoded = run_index.decode_table(run_index.encode_table(records))
-    assert decoded == {key: [r[key] for r in records] for key in records[0]}
-    assert all(type(a) is type(b) for key in decoded for a, b in zip(decoded[key], [r[key] for r in records]))
-
-
-def test_runs_of_a_plain_sacred_observer_are_indexed_and_deleted_runs_leave(db_server, db_name, tmp_path):
-    """A run written by Sacred's own MongoObserver (no index entry) shows up; a deleted run disappears."""
+def test_runs_of_a_plain_sacred_observer_are_read_and_deleted_runs_leave(db_server, db_name, tmp_path):
+    """A run written by Sacred's own MongoObserver shows up; a deleted run disappears at once."""
     from sacred.observers import MongoObserver
 
     from experiments.lottery import ex
@@ -183,8 +182,132 @@ def test_runs_of_a_plain_sacred_observer_are_indexed_and_deleted_runs_leave(db_s
     finally:
         ex.observers.remove(observer)
     uri = f"mongodb://{db_server.address}"
-    assert db_server.client()[db_name]["run_index"].count_documents({}) == 0
     df = analysis.load_runs(uri, db_name)
     assert sorted(df["seed"].unique()) == [1, 2] and len(df) == 4
     db_server.client()[db_name]["runs"].delete_one({"config.seed": 2})
     assert list(analysis.load_runs(uri, db_name)["seed"].unique()) == [1]
+
+
+# ------------------------------------------------------------------------------------------------ honest data
+
+def _copy_runs(db_server, source_db: str, target_db: str, query: dict, edit=None, start_id: int = 1) -> list[int]:
+    """Copy run documents the experiments wrote (another client writing): new ids, ``edit(doc)`` applied."""
+    client = db_server.client()
+    docs = list(client[source_db]["runs"].find({"experiment.name": "lottery", **query}).sort("_id", 1))
+    ids = []
+    for i, doc in enumerate(docs):
+        doc["_id"] = start_id + i
+        if edit:
+            edit(doc)
+        client[target_db]["runs"].insert_one(doc)
+        ids.append(doc["_id"])
+    return ids
+
+
+def test_reads_are_exact_whatever_wrote_the_runs(study_db, db_server, db_name):
+    """Another client's update, a delete plus an insert (same count), a RUNNING run: each read sees the database
+    as it is at the time of the call (ticketlab's observer: study_db; Sacred's own observer: the test below)."""
+    uri, source = study_db
+    ids = _copy_runs(db_server, source, db_name, {"config.criterion.name": {"$in": ["large_final", "random"]},
+                                                  "config.seed": {"$in": [1, 2, 3]}})
+    runs = db_server.client()[db_name]["runs"]
+    first = analysis.load_runs(uri, db_name)
+    assert sorted(first["run_id"].unique()) == ids and set(first["status"]) == {"COMPLETED"}
+    assert analysis.load_supermask_runs(uri, db_name, where={"data": "synthetic"}).empty  # none: no error
+    runs.update_one({"_id": ids[0]}, {"$set": {"status": "FAILED", "info.rounds.1.test_acc": 0.123}})
+    second = analysis.load_runs(uri, db_name)
+    row = second[(second["run_id"] == ids[0]) & (second["round"] == 1)].iloc[0]
+    assert row["status"] == "FAILED" and row["test_acc"] == 0.123
+    moved = runs.find_one({"_id": ids[1]})
+    runs.delete_one({"_id": ids[1]})
+    runs.insert_one({**moved, "_id": 99, "status": "RUNNING", "info": {**moved["info"],
+                                                                        "rounds": moved["info"]["rounds"][:1]}})
+    third = analysis.load_runs(uri, db_name)
+    assert ids[1] not in set(third["run_id"]) and third["run_id"].nunique() == len(ids)
+    running = third[third["run_id"] == 99]
+    assert list(running["status"]) == ["RUNNING"] and list(running["round"]) == [0]
+
+
+def test_compare_refuses_runs_that_differ_in_any_condition_key(study_db, db_server, db_name):
+    uri, source = study_db
+    query = {"config.criterion.name": {"$in": ["large_final", "random"]}, "config.seed": {"$in": [1, 2, 3]}}
+    _copy_runs(db_server, source, db_name, query)
+    for start, (section, key, value) in enumerate((("training", "eval_every", 50), ("data", "val_size", 500),
+                                                   ("data", "split_seed", 7)), start=1):
+        def edit(doc, section=section, key=key, value=value):
+            doc["config"][section][key] = value
+        _copy_runs(db_server, source, db_name, query, edit, start_id=100 * start)
+        df = analysis.load_runs(uri, db_name)
+        with pytest.raises(ComparisonError) as error:
+            analysis.compare(df[df["run_id"].isin([*range(1, 7), *range(100 * start, 100 * start + 6)])])
+        message = str(error.value)
+        assert "\n" not in message and f"differ in more than 'criterion' ({section}.{key}: " in message
+        assert f"--where {section}.{key}=" in message
+        db_server.client()[db_name]["runs"].delete_many({"_id": {"$gte": 100}})
+    # the execution keys and the seed never split a condition
+    df = analysis.load_runs(uri, db_name)
+    assert df.groupby("criterion")["condition"].nunique().eq(1).all()
+
+
+def test_report_compares_each_setting_apart(study_db, db_server, db_name, tmp_path):
+    uri, source = study_db
+    query = {"config.criterion.name": {"$in": ["large_final", "random"]}, "config.seed": {"$in": [1, 2, 3]}}
+    _copy_runs(db_server, source, db_name, query)
+
+    def edit(doc):
+        doc["config"]["training"]["eval_every"] = 50
+        doc["config"]["data"]["root"] = "/elsewhere"  # an execution key: no new setting
+        for record in doc["info"]["rounds"]:
+            record["test_acc"] -= 0.25
+    _copy_runs(db_server, source, db_name, query, edit, start_id=100)
+    result = run_cli("ticketlab", "report", "-m", f"{db_server.address}:{db_name}", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "report.md").read_text()
+    for every in (25, 50):
+        table = pd.read_csv(tmp_path / f"training.eval_every={every}" / "compare_criteria.csv")
+        assert set(table["n"]) == {3} and set(table["n_baseline"]) == {3}
+        assert f"![criteria | training.eval_every={every}](training.eval_every={every}/study_criteria.png)" in report
+        assert f"[criteria | training.eval_every={every}] large_final" in result.stdout
+    low = pd.read_csv(tmp_path / "training.eval_every=50" / "compare_criteria.csv")
+    high = pd.read_csv(tmp_path / "training.eval_every=25" / "compare_criteria.csv")
+    assert (high["mean"] - low["mean"]).round(9).eq(0.25).all(), "each setting's own runs, never pooled"
+    assert not (tmp_path / "compare_criteria.csv").exists()
+
+
+def test_schema_matches_what_the_experiments_write(study_db, db_server):
+    """The records real lottery and Supermask runs stored are exactly the fields ticketlab.schema declares."""
+    from ticketlab import schema
+
+    _, source = study_db
+    runs = db_server.client()[source]["runs"]
+    lottery = runs.find_one({"experiment.name": "lottery"})
+    supermask = runs.find_one({"experiment.name": "supermask"})
+    for record in lottery["info"]["rounds"]:
+        assert set(record) == set(schema.ROUND_FIELDS)
+    assert set(lottery["info"]) - {"metrics"} == set(schema.LOTTERY_INFO)
+    assert set(supermask["info"]) - {"metrics"} == set(schema.SUPERMASK_INFO)
+    configs = {**schema.flatten(lottery["config"]), **schema.flatten(supermask["config"])}
+    assert set(schema.CONFIG_COLUMNS.values()) <= set(configs), "every short column names a real config path"
+    df = analysis.load_runs(*study_db)
+    assert {schema.column_of(path) for path in schema.flatten(lottery["config"])} <= set(df.columns)
+    assert set(schema.ROUND_FIELDS) <= set(df.columns)
+    assert set(schema.SUPERMASK_FIELDS) <= set(analysis.load_supermask_runs(*study_db).columns)
+
+
+def test_learning_curves_of_selected_runs(study_db, db_server):
+    uri, db = study_db
+    runs, curves = analysis.load_runs(uri, db, where={"criterion": "random", "seed": 1}, metrics=["val_acc"])
+    (run_id,) = runs["run_id"].unique()
+    stored = db_server.client()[db]["metrics"].find_one({"run_id": int(run_id), "name": "val_acc"})
+    assert set(curves["name"]) == {"val_acc"} and set(curves["run_id"]) == {run_id}
+    assert curves["step"].tolist() == stored["steps"] and curves["value"].tolist() == stored["values"]
+
+
+def test_importing_analysis_leaves_the_matplotlib_backend_alone():
+    import subprocess
+    import sys
+
+    code = "import analysis, analysis.figures, analysis.report, matplotlib; print(matplotlib.get_backend())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, MPLBACKEND="svg"))
+    assert out.returncode == 0 and out.stdout.strip() == "svg", out.stderr

@@ -27,7 +27,7 @@ def random_mask(shape, keep, seed=1):
     return torch.rand(shape, generator=gen(seed)) < keep
 
 
-# Scores written out from PROTOCOL.md, independently of masking.criteria (numpy, not torch).
+# Scores written out from docs/protocol.md, independently of masking.criteria (numpy, not torch).
 def reference_scores(name, wi, wf):
     wi, wf = wi.numpy().astype(np.float64), wf.numpy().astype(np.float64)
     return {
@@ -116,7 +116,7 @@ def test_both_large_and_both_small_use_the_min_of_percentile_ranks(name, sign):
     score = np.minimum(qi, qf) if sign > 0 else np.minimum(1 - qi, 1 - qf)
     kept = new.numpy()[m]
     assert score[kept].min() >= score[~kept].max()
-    # the shared-percentile reading of PROTOCOL.md: no pruned weight is above the cut in both rankings
+    # the shared-percentile reading of docs/protocol.md: no pruned weight is above the cut in both rankings
     cut = score[kept].min()
     above_both = (qi >= cut) & (qf >= cut) if sign > 0 else (1 - qi >= cut) & (1 - qf >= cut)
     assert above_both.sum() <= kept.sum() + (score == cut).sum()

@@ -225,5 +225,6 @@ def test_unreachable_database_is_one_line_before_the_run(ticketlab_env):
     env = dict(ticketlab_env, TICKETLAB_DB_TIMEOUT_MS="500")
     result = run_cli("experiments.lottery", "with", *FAST, "-m", "127.0.0.1:1:nowhere", env=env)
     assert result.returncode != 0
-    assert "cannot reach the run database -m 127.0.0.1:1:nowhere" in result.stderr
+    assert "cannot reach the run database at mongodb://127.0.0.1:1 (database 'nowhere'; " \
+           "ServerSelectionTimeoutError: Connection refused)" in result.stderr
     assert "Traceback" not in result.stderr and "round" not in result.stdout

@@ -56,16 +56,11 @@ def test_accuracy_bands_stay_within_0_and_1():
     plt.close(fig)
 
 
-def test_early_stopping_figure_bands_within_iterations_and_random_black_dashed(tmp_path, monkeypatch):
+def test_early_stopping_figure_bands_within_iterations_and_random_black_dashed(tmp_path):
     df = runs({"random": [[2900, 100, 3000], [3000, 2800, 200], [100, 3000, 2900]],
                "large_final": [[3000, 2990, 50], [2000, 2950, 3000], [3000, 40, 2990]]}, "early_stop_iteration")
-    drawn = {}
-    save = figures._save
-    monkeypatch.setattr(figures, "_save", lambda fig, out, stem: (drawn.setdefault("ax", fig.axes[0]),
-                                                                  save(fig, out, stem))[1])
-    paths = figures.early_stopping_figure(df, tmp_path)
-    assert [p.name for p in paths] == ["early_stopping.png", "early_stopping.pdf"]
-    ax = drawn["ax"]
+    fig = figures.early_stopping_figure(df)
+    ax = fig.axes[0]
     assert all(0 <= y.min() and y.max() <= ITERATIONS for y in bands(ax))
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert set(lines) == {"random (baseline)", "large_final"}
@@ -73,6 +68,9 @@ def test_early_stopping_figure_bands_within_iterations_and_random_black_dashed(t
     assert mcolors.to_hex(random.get_color()) == "#000000" and random.get_linestyle() == "--"
     assert lines["large_final"].get_linestyle() == "-"
     assert mcolors.to_hex(lines["large_final"].get_color()) == mcolors.to_hex(figures.color("large_final"))
+    paths = figures.save(fig, tmp_path, "early_stopping")  # saving is a separate step
+    assert [p.name for p in paths] == ["early_stopping.png", "early_stopping.pdf"]
+    assert all(p.stat().st_size > 0 for p in paths)
 
 
 @pytest.mark.parametrize("factor,names", [("criterion", ["random", "large_final"]),

@@ -1,8 +1,17 @@
-"""The run schema, declared once: the record of each lottery round and of a Supermask run.
+"""The run schema, declared once: what a run stores and what the analysis, the sweep and the report read of it.
 
-Pure Python (no torch, no Sacred, no pymongo): the science core builds these records, the experiments store them
-(``info.rounds`` is a list of ``RoundRecord`` dicts, a Supermask run's ``info`` holds a ``SupermaskRecord``), and
-the analysis reads their fields. Adding a field here is the one edit that makes it stored and loaded.
+Pure Python (no torch, no Sacred, no pymongo). Declared here, and nowhere else:
+
+* ``RoundRecord`` / ``SupermaskRecord``: the record of each lottery round (``info.rounds[k]``) and of a Supermask
+  run (the top of ``info``), and ``LOTTERY_INFO`` / ``SUPERMASK_INFO``: the other ``info`` keys a run writes;
+* ``CONFIG_COLUMNS``: the short frame column names of config paths (``criterion`` for ``criterion.name``); every
+  other config value is a column under its dotted path (``training.eval_every``);
+* ``EXECUTION_KEYS`` and ``condition_config``: what a *condition* is (the config minus the seed minus the keys that
+  say how a run executes, not what it computes);
+* ``SWEEP_AXES``: the sweep's shorthand grid flags; ``STUDIES``: the comparisons of the report (``Study``).
+
+Adding a record field or a config key that analysis should see is one edit here (a new config key needs none: it
+is a dotted column by itself). See docs/run-record.md.
 """
 
 from __future__ import annotations
@@ -60,6 +69,97 @@ class SupermaskRecord:
 ROUND_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)]
 SUPERMASK_FIELDS = [f.name for f in dataclasses.fields(SupermaskRecord)]
 
+# the other keys of a run's ``info`` (besides ``metrics``, which Sacred's Mongo observer adds)
+LOTTERY_INFO = ("condition_hash", "data_source", "init_hash", "layer_rates", "schedule", "rounds")
+SUPERMASK_INFO = ("condition_hash", "data_source", *SUPERMASK_FIELDS)
+
+# ------------------------------------------------------------------------------------------------ config
+
+# short frame columns: column name -> config path (every other config value is a column under its dotted path)
+CONFIG_COLUMNS = {
+    "seed": "seed", "arch": "arch.name", "data": "data.name", "criterion": "criterion.name",
+    "mask1": "treatment.mask1", "mask0": "treatment.mask0", "optimizer": "training.optimizer", "lr": "training.lr",
+    "iterations": "training.iterations", "batch_size": "training.batch_size", "fc_rate": "criterion.fc_rate",
+    "output_rate": "criterion.output_rate", "conv_rate": "criterion.conv_rate", "rounds": "pruning.rounds",
+    "signed_constant": "supermask.signed_constant", "rescale": "supermask.rescale",
+    "score_init": "supermask.score_init",
+}
+# the columns the run listings show first, per experiment
+LOTTERY_COLUMNS = ("seed", "arch", "data", "criterion", "mask1", "mask0", "rounds", "iterations")
+SUPERMASK_COLUMNS = ("seed", "arch", "data", "signed_constant", "rescale", "score_init", "iterations")
+
+# Config paths that say how a run executes, not what it computes: never part of a condition. Keys a version of the
+# experiments does not have yet are harmless here (``training.device``: where it runs).
+EXECUTION_KEYS = frozenset({
+    "data.root", "training.threads", "training.device", "save_artifacts", "training.num_workers",
+    "training.deterministic",
+})
+SEED_KEY = "seed"
+
+
+def flatten(config, prefix: str = "") -> dict:
+    """``{"training": {"lr": 0.1}}`` as ``{"training.lr": 0.1}`` (dicts only; lists stay values)."""
+    flat = {}
+    for key, value in config.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def condition_config(config, ignore_seed: bool = True) -> dict:
+    """The flat config that makes a condition: every config path but the execution keys (and the seed)."""
+    skip = EXECUTION_KEYS | ({SEED_KEY} if ignore_seed else set())
+    return {k: v for k, v in flatten(config).items() if k not in skip}
+
+
+def column_of(path: str) -> str:
+    """The frame column of a config path (its short name when it has one)."""
+    return _COLUMN_OF.get(path, path)
+
+
+def path_of(column: str) -> str:
+    """The config path of a frame column or of a config path (``criterion`` -> ``criterion.name``)."""
+    column = column[len("config."):] if column.startswith("config.") else column
+    return CONFIG_COLUMNS.get(column, column)
+
+
+_COLUMN_OF = {path: column for column, path in CONFIG_COLUMNS.items()}
+
+# ------------------------------------------------------------------------------------------------ the sweep
+
+# the sweep's shorthand grid flags: flag -> config path (``--criteria a,b`` is ``--grid criterion.name=a,b``)
+SWEEP_AXES = {"criteria": "criterion.name", "mask1": "treatment.mask1", "mask0": "treatment.mask0",
+              "seeds": "seed"}
+
+# ------------------------------------------------------------------------------------------------ the studies
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """One comparison of the report: ``factor``'s values against ``baseline`` at fixed values of other columns."""
+
+    name: str
+    factor: str  # the frame column that varies (criterion, mask1, mask0)
+    baseline: str  # the factor value the others are tested against
+    fixed: dict  # frame column -> value the study's runs have
+    metric: str  # the round-record field compared
+    title: str
+    ylabel: str
+
+
+STUDIES = {study.name: study for study in (
+    Study("criteria", "criterion", "random", {"mask1": "original", "mask0": "zero"}, "test_acc",
+          "Mask criteria: test accuracy at early stopping", "test accuracy"),
+    Study("mask1", "mask1", "original", {"criterion": "large_final", "mask0": "zero"}, "test_acc",
+          "Mask-1 actions (kept weights' start values), large_final masks", "test accuracy"),
+    Study("mask0", "mask0", "zero", {"criterion": "large_final", "mask1": "original"}, "test_acc",
+          "Mask-0 actions (pruned weights' values), large_final masks", "test accuracy"),
+    Study("untrained", "criterion", "random", {"mask0": "zero"}, "untrained_test_acc",
+          "Untrained Supermasks: test accuracy of masked initial weights, no training", "untrained test accuracy"),
+)}
 
 # ---- Omniboard
 # How a run shows in Omniboard's run list (experiments.omniboard writes the columns, the observer the tags). Omniboard

@@ -10,7 +10,7 @@ arch_ingredient = Ingredient("arch")
 
 @arch_ingredient.config
 def config():
-    name = "lenet300_100"  # network: lenet300_100, conv2, conv4 or conv6 (see PROTOCOL.md)
+    name = "lenet300_100"  # network: lenet300_100, conv2, conv4 or conv6 (see docs/protocol.md)
 
 
 @arch_ingredient.config_hook

@@ -3,15 +3,15 @@
 from sacred import Ingredient
 
 from experiments.errors import ConfigError, check_choice, check_number
-from experiments.ingredients.arch import spec
+from experiments.ingredients.arch import arch_ingredient, spec
 from masking import criteria
 
-criterion_ingredient = Ingredient("criterion")
+criterion_ingredient = Ingredient("criterion", ingredients=[arch_ingredient])  # rate defaults from the arch
 
 
 @criterion_ingredient.config
 def config():
-    name = "large_final"  # mask criterion: which weights a round keeps (11 choices, see PROTOCOL.md)
+    name = "large_final"  # mask criterion: which weights a round keeps (11 choices, see docs/protocol.md)
     fc_rate = None  # fraction of alive fc weights pruned per round; None: the paper's (0.2)
     output_rate = None  # fraction of alive output-layer weights pruned per round; None: the paper's (0.1)
     conv_rate = None  # fraction of alive conv weights pruned per round; None: the paper's (0.1; conv6 0.15)

@@ -3,10 +3,11 @@
 from sacred import Ingredient
 
 from experiments.errors import check_choice, check_number
-from experiments.ingredients.arch import spec
+from experiments.ingredients.arch import arch_ingredient, spec
 from masking import training
 
-training_ingredient = Ingredient("training")
+# its config hook reads the arch (iterations, lr defaults) and, when present, the supermask ingredient (lr default)
+training_ingredient = Ingredient("training", ingredients=[arch_ingredient])
 
 SUPERMASK_LR = 0.1  # Adam on the Supermask scores (scores start at 0, so steps must be large)
 
