@@ -21,7 +21,8 @@ a header) in the browser's local storage, so the server cannot bring them forwar
 
 Omniboard itself is the npm package pinned in ``package.json`` (``make setup`` installs it into
 ``node_modules/``). It serves the run list at ``http://127.0.0.1:PORT/sacred`` (no trailing slash) and its API under
-``/sacred/api/v1/``; this command prints that address and runs until interrupted.
+``/sacred/api/v1/``; this command prints that address and runs until interrupted. It listens on 127.0.0.1 only
+(``--host`` changes that; from another machine, use an SSH tunnel: ``ssh -L 9000:127.0.0.1:9000 server``).
 """
 
 from __future__ import annotations
