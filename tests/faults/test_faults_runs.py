@@ -28,6 +28,7 @@ def test_runs_killed_at_random_points_and_resumed(db_server, fault_env, referenc
     spec = f"{db_server.address}:{db_name}"
     db = db_server.client()[db_name]
     kills = {}
+    order = rng.sample([*SIGNALS, signal.SIGKILL], 4)  # each signal at least once, in a seeded order
     for seed in seeds:
         command = [sys.executable, "-m", "experiments.lottery", "-m", spec, *BEAT, *RUN, f"seed={seed}"]
         for attempt in range(3):  # killed twice at a random moment, then left to finish
@@ -35,7 +36,7 @@ def test_runs_killed_at_random_points_and_resumed(db_server, fault_env, referenc
                                        text=True, stdin=subprocess.DEVNULL)
             if attempt < 2:
                 time.sleep(rng.uniform(3.0, 9.0))
-                sig = rng.choice(SIGNALS)
+                sig = order.pop()
                 if process.poll() is None:
                     process.send_signal(sig)
                     kills[sig.name] = kills.get(sig.name, 0) + 1
