@@ -28,3 +28,4 @@ faults: setup  ## the fault suite: real faults against real processes; prints on
 bench: setup  ## speed benchmarks (ratios against a bare PyTorch loop)
 	$(PY) bench/masked_step.py
 	$(PY) bench/load_runs.py
+	$(PY) bench/sweep_engines.py

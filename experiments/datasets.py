@@ -10,6 +10,11 @@ Loaders read the standard on-disk formats under a root folder, as torchvision la
 
 A missing data set is downloaded with torchvision when the network allows; otherwise ``DataNotFound`` says exactly
 which files to put where. No per-image DataLoader: the training loop indexes the tensors directly.
+
+Each data set is one registration in ``DATASETS``: a ``DataSet`` with its ``load`` (root, **options -> raw
+tensors), ``available`` (root -> bool, cheap, reads no data), ``download`` (root -> bool, or None when there is
+nothing to fetch) and ``files`` (what to put where, for the error message). ``ensure_available``, ``load`` and the
+``data`` ingredient's validation all go through it, so adding a data set is one ``register(DataSet(...))``.
 """
 
 from __future__ import annotations
@@ -51,7 +56,25 @@ class Splits:
 
 
 Raw = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]  # x_train, y_train, x_test, y_test, source
-LOADERS: Registry[Callable[..., Raw]] = Registry("data set")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSet:
+    """One registered data set."""
+
+    name: str
+    load: Callable[..., Raw]  # (root, **options) -> raw tensors; raises DataNotFound when the files are missing
+    available: Callable[[Path], bool] = lambda root: True  # on disk under root (cheap: no data read)
+    download: Callable[[Path], bool] | None = None  # fetch into root; False when it could not
+    files: Callable[[Path], str] = lambda root: ""  # what to put where, for DataNotFound
+
+
+DATASETS: Registry[DataSet] = Registry("data set")
+
+
+def register(dataset: DataSet) -> DataSet:
+    DATASETS.add(dataset.name, dataset)
+    return dataset
 
 
 # ------------------------------------------------------------------------------------------------ MNIST family
@@ -104,6 +127,17 @@ def _check_complete(files, complete) -> None:
                            + (f"; also {', '.join(bad[1:])}" if bad[1:] else ""))
 
 
+def _check_on_disk(name: str, root: Path) -> None:
+    """DataNotFound naming a truncated file of an MNIST-family or CIFAR-10 data set found on disk (cheap)."""
+    if name in ("mnist", "fashion_mnist"):
+        folder, extra = ("MNIST", ()) if name == "mnist" else ("FashionMNIST", (DEBIAN_FASHION_MNIST,))
+        found = _find_idx([root / folder / "raw", *extra])
+        if found:
+            _check_complete(found.values(), _idx_complete)
+    elif name == "cifar10" and all((root / "cifar-10-batches-py" / n).is_file() for n in CIFAR_FILES):
+        _check_complete([root / "cifar-10-batches-py" / n for n in CIFAR_FILES], _cifar_complete)
+
+
 def _find_idx(folders: list[Path]) -> dict[str, Path] | None:
     """The four IDX files (plain or .gz) from the first folder that has all of them."""
     for folder in folders:
@@ -118,28 +152,31 @@ def _find_idx(folders: list[Path]) -> dict[str, Path] | None:
     return None
 
 
-def _mnist_like(root: Path, folder: str, tv_class: str, extra: tuple[Path, ...] = ()) -> Raw:
-    raw = root / folder / "raw"
-    folders = [raw, *extra]
-    files = _find_idx(folders) or (_download(tv_class, root) and _find_idx(folders))
-    if not files:
-        wanted = ", ".join(f"{n}[.gz]" for n in MNIST_FILES)
-        raise DataNotFound(f"{folder} not found and could not be downloaded: put {wanted} into {raw}/"
-                           + (f" (or install Debian's dataset-fashion-mnist, which puts them in {extra[0]})"
-                              if extra else ""))
-    x_train, y_train, x_test, y_test = (torch.from_numpy(_read_idx(files[n]).copy()) for n in MNIST_FILES)
-    to_float = lambda x: (x.float() / 255.0).unsqueeze(1)  # noqa: E731 (N, 1, 28, 28)
-    return to_float(x_train), y_train.long(), to_float(x_test), y_test.long(), str(files[MNIST_FILES[0]].parent)
+def _mnist_files(folder: str, extra: tuple[Path, ...] = ()) -> Callable[[Path], str]:
+    wanted = ", ".join(f"{n}[.gz]" for n in MNIST_FILES)
+    hint = f" (or install Debian's dataset-fashion-mnist, which puts them in {extra[0]})" if extra else ""
+    return lambda root: f"put {wanted} into {root / folder / 'raw'}/{hint}"
 
 
-@LOADERS.register("mnist")
-def load_mnist(root: Path, **_) -> Raw:
-    return _mnist_like(root, "MNIST", "MNIST")
+def mnist_like(name: str, folder: str, tv_class: str, extra: tuple[Path, ...] = ()) -> DataSet:
+    """A data set of four IDX files (MNIST's format) in ``<root>/<folder>/raw`` or one of ``extra``."""
+    find = lambda root: _find_idx([root / folder / "raw", *extra])  # noqa: E731
+    files = _mnist_files(folder, extra)
+
+    def load(root: Path, **_) -> Raw:
+        found = find(root)
+        if not found:
+            raise DataNotFound(f"{folder} not found: {files(root)}")
+        x_train, y_train, x_test, y_test = (torch.from_numpy(_read_idx(found[n]).copy()) for n in MNIST_FILES)
+        to_float = lambda x: (x.float() / 255.0).unsqueeze(1)  # noqa: E731 (N, 1, 28, 28)
+        return to_float(x_train), y_train.long(), to_float(x_test), y_test.long(), str(found[MNIST_FILES[0]].parent)
+
+    return DataSet(name, load, available=lambda root: find(root) is not None,
+                   download=lambda root: _download(tv_class, root), files=files)
 
 
-@LOADERS.register("fashion_mnist")
-def load_fashion_mnist(root: Path, **_) -> Raw:
-    return _mnist_like(root, "FashionMNIST", "FashionMNIST", (DEBIAN_FASHION_MNIST,))
+register(mnist_like("mnist", "MNIST", "MNIST"))
+register(mnist_like("fashion_mnist", "FashionMNIST", "FashionMNIST", (DEBIAN_FASHION_MNIST,)))
 
 
 # ------------------------------------------------------------------------------------------------ CIFAR-10
@@ -151,13 +188,14 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(batch["labels"])
 
 
-@LOADERS.register("cifar10")
+def _cifar_folder(root: Path) -> Path:
+    return root / "cifar-10-batches-py"
+
+
 def load_cifar10(root: Path, **_) -> Raw:
-    folder = root / "cifar-10-batches-py"
-    present = lambda: all((folder / n).is_file() for n in CIFAR_FILES)  # noqa: E731
-    if not present() and not (_download("CIFAR10", root) and present()):
-        raise DataNotFound(f"CIFAR-10 not found and could not be downloaded: put {', '.join(CIFAR_FILES)} "
-                           f"(the python version, cifar-10-python.tar.gz, extracted) into {folder}/")
+    folder = _cifar_folder(root)
+    if not cifar10.available(root):
+        raise DataNotFound(f"CIFAR-10 not found: {cifar10.files(root)}")
     train = [_read_cifar_batch(folder / n) for n in CIFAR_FILES[:5]]
     x_test, y_test = _read_cifar_batch(folder / "test_batch")
     x_train = torch.from_numpy(np.concatenate([b[0] for b in train])).float() / 255.0
@@ -165,12 +203,19 @@ def load_cifar10(root: Path, **_) -> Raw:
     return x_train, y_train, torch.from_numpy(x_test).float() / 255.0, torch.from_numpy(y_test).long(), str(folder)
 
 
+cifar10 = register(DataSet(
+    "cifar10", load_cifar10,
+    available=lambda root: all((_cifar_folder(root) / n).is_file() for n in CIFAR_FILES),
+    download=lambda root: _download("CIFAR10", root),
+    files=lambda root: (f"put {', '.join(CIFAR_FILES)} (the python version, cifar-10-python.tar.gz, extracted) "
+                        f"into {_cifar_folder(root)}/")))
+
+
 # ------------------------------------------------------------------------------------------------ synthetic
 
 SYNTHETIC_SHAPES = {"mnist": (1, 28, 28), "cifar": (3, 32, 32)}
 
 
-@LOADERS.register("synthetic")
 def load_synthetic(root: Path, synthetic_shape: str = "mnist", synthetic_train: int = 6000,
                    synthetic_test: int = 1000, synthetic_seed: int = 0, **_) -> Raw:
     """Ten classes, each a fixed random smooth prototype image; an example is its faint class prototype plus
@@ -190,6 +235,9 @@ def load_synthetic(root: Path, synthetic_shape: str = "mnist", synthetic_train: 
         f"synthetic:{synthetic_shape}:seed{synthetic_seed}"
 
 
+register(DataSet("synthetic", load_synthetic))  # made in memory: always available, nothing to download
+
+
 # ------------------------------------------------------------------------------------------------ shared
 
 
@@ -206,35 +254,27 @@ def _download(tv_class: str, root: Path) -> bool:
 
 
 def names() -> list[str]:
-    return LOADERS.names()
+    return DATASETS.names()
 
 
 def ensure_available(name: str, root: str | Path, download: bool = True) -> None:
     """Raise DataNotFound (saying which files to put where) unless data set ``name`` is on disk or, with
     ``download``, can be downloaded now; cheap when it is on disk (no loading)."""
-    root = Path(root).expanduser()
-    if name in ("mnist", "fashion_mnist"):
-        folder, extra = ("MNIST", ()) if name == "mnist" else ("FashionMNIST", (DEBIAN_FASHION_MNIST,))
-        found = _find_idx([root / folder / "raw", *extra])
-        if found:
-            _check_complete(found.values(), _idx_complete)
-            return
-    elif name == "cifar10":
-        if all((root / "cifar-10-batches-py" / n).is_file() for n in CIFAR_FILES):
-            _check_complete([root / "cifar-10-batches-py" / n for n in CIFAR_FILES], _cifar_complete)
-            return
-    else:
-        return  # synthetic: made in memory
-    if not download:
-        raise DataNotFound(f"data set {name} is not in {root}")
-    LOADERS.get(name)(root)  # tries the download; raises DataNotFound with the files to put where
+    dataset, root = DATASETS.get(name), Path(root).expanduser()
+    if dataset.available(root):
+        _check_on_disk(name, root)
+        return
+    if download and dataset.download is not None and dataset.download(root) and dataset.available(root):
+        return
+    tried = "could not be downloaded" if download and dataset.download is not None else f"is not in {root}"
+    raise DataNotFound(f"data set {name} {tried}: {dataset.files(root)}")
 
 
 def load(name: str, root: str | Path, val_size: int = 5000, split_seed: int = 0, **options) -> Splits:
     """Data set ``name`` as in-memory train/val/test tensors; ``val_size`` training images split off for
     validation by a permutation seeded with ``split_seed`` (the same split for every run)."""
-    loader = LOADERS.get(name)
-    x_train, y_train, x_test, y_test, source = loader(Path(root).expanduser(), **options)
+    ensure_available(name, root)  # a missing data set is downloaded, or DataNotFound says what to put where
+    x_train, y_train, x_test, y_test, source = DATASETS.get(name).load(Path(root).expanduser(), **options)
     if not 0 < val_size < len(x_train):
         raise ValueError(f"val_size must be between 1 and {len(x_train) - 1} for {name}, got {val_size}")
     perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(split_seed))

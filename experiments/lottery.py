@@ -18,12 +18,16 @@ early_stop_iteration, final_test_acc, final_val_acc, untrained_test_acc, train_s
 criterion and treatment; start: after the treatments; final: end of training) and of the mask.
 Metrics: ``train_loss``, ``val_loss``, ``val_acc`` at global step (round * iterations + iteration), and per round
 ``round.test_acc``, ``round.untrained_test_acc`` (``schema.ROUND_METRICS``; step: (round + 1) * iterations).
+``info.execution``: where the run executed (device, device_name, torch, cuda, threads, deterministic, and the
+``training.device`` asked for); not part of the condition, so CPU and GPU runs of one condition compare as seeds.
 Artifacts: ``init.pt`` (initial weights and biases) and ``round_XX.pt`` ({"final": weights and biases at the end
 of training, "mask": the round's mask}).
 
 A run that died (killed, machine lost) continues from its last finished round into the same run document:
 ``python -m experiments.lottery -m HOST:PORT:DB --resume RUN_ID`` (see ``experiments.resume``); the rounds it then
 trains are bit-identical to an uninterrupted run's on the CPU. SIGTERM and Ctrl-C leave the run INTERRUPTED.
+On a terminal, a status line (round, step, ms/step, ETA of the round and the run) is redrawn on stderr; it is not
+part of the captured output stored with the run (``experiments.progress``).
 The procedure itself is ``masking.lottery`` (usable without Sacred); this script configures and records it.
 """
 
@@ -41,6 +45,7 @@ from experiments.ingredients import training as training_ing
 from experiments.ingredients.criterion import criterion_ingredient, role_rates
 from experiments.ingredients.pruning import pruning_ingredient
 from experiments.ingredients.treatment import treatment_ingredient
+from experiments.progress import Progress
 from masking import hashing, lottery, models
 from masking.pruning import Mask
 from masking.training import TrainingConfig, eval_points
@@ -114,7 +119,7 @@ def record_round(_run, result: lottery.RoundResult, iterations: int, artifacts: 
     for key in ROUND_METRICS:
         _run.log_scalar(f"round.{key}", float(getattr(record, key)), (record.round + 1) * iterations)
     if artifacts:
-        artifacts.save(round_artifact(record.round), {"final": result.final, "mask": dict(result.mask)})
+        artifacts.save(round_artifact(record.round), {"final": cpu(result.final), "mask": cpu(result.mask)})
     _run.info["rounds"].append(record.to_dict())
 
 
@@ -174,32 +179,41 @@ def round_line(record, iterations: int) -> str:
             f"{1000 * record.train_seconds / iterations:.2f} s/1k it")
 
 
+def cpu(tensors):
+    """Artifacts hold CPU tensors, so a run trained on a GPU resumes and loads anywhere."""
+    return {name: t.cpu() for name, t in tensors.items()}
+
+
 @ex.main
 def main(seed, arch, criterion, treatment, pruning: dict, save_artifacts, _run, _config):
-    training_ing.cpu_settings()
+    device, execution = training_ing.execution_settings()
     data = data_ing.load()
     train_config = training_ing.training_config()
     spec = lottery.LotterySpec(arch=arch["name"], seed=seed, training=train_config, criterion=criterion["name"],
                                mask1=treatment["mask1"], mask0=treatment["mask0"], rounds=pruning["rounds"],
                                role_rates=role_rates())
-    setup = lottery.setup(spec, data)
+    setup = lottery.setup(spec, data, device)
     stored = resume.resumed(_run)
     start = continue_from(stored, setup, _run) if stored else None
     _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source,
                       "init_hash": setup.init_hash, "layer_rates": setup.rates, "schedule": setup.schedule,
-                      "rounds": _run.info.get("rounds", []) if stored else []})
+                      "rounds": _run.info.get("rounds", []) if stored else [], "execution": execution})
     artifacts = ArtifactWriter(_run) if save_artifacts else None
     if artifacts and not (stored and "init.pt" in stored.artifact_names):
-        artifacts.save("init.pt", setup.init_weights)
+        artifacts.save("init.pt", cpu(setup.init_weights))
     iterations = train_config.iterations
     if start is not None:
         print(f"resuming run {stored.run_id} after round {start.round}")
+    progress = Progress(iterations, last_round=spec.rounds, first_round=0 if start is None else start.round + 1)
     try:
         for result in lottery.iterate_rounds(setup, start=start,
-                                             on_eval=lambda k, point: log_eval(_run, k, iterations, point)):
+                                             on_eval=lambda k, point: log_eval(_run, k, iterations, point),
+                                             on_progress=progress.update):
             record_round(_run, result, iterations, artifacts)
+            progress.close()
             print(round_line(result.record, iterations))
     finally:
+        progress.close()
         if artifacts:
             artifacts.close()
     return _run.info["rounds"][-1]["test_acc"]

@@ -4,7 +4,7 @@ run document.
     python -m experiments.lottery -m HOST:PORT:DB --resume 7
     python -m experiments.lottery -m HOST:PORT:DB --resume 7 with training.threads=1 data.root=/data
 
-The resumed run takes the config stored in run 7; only execution settings (``analysis.conditions.EXECUTION_KEYS``:
+The resumed run takes the config stored in run 7; only execution settings (``ticketlab.schema.EXECUTION_KEYS``:
 data root, threads) may be given with ``with``. Sacred's ``MongoObserver(overwrite=7)`` writes into the same
 document; ``ResilientMongoObserver`` keeps its info, artifacts and captured output. A round is finished when the
 document lists it in ``info.rounds`` (the experiment stores a round's metrics and artifact before its record, so
@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import pymongo
 import torch
 
-from analysis.conditions import EXECUTION_KEYS
+from ticketlab.schema import EXECUTION_KEYS
 from experiments import dbspec
 from experiments.errors import UserError
 from experiments.observers import SERVER_TIMEOUT_MS
@@ -116,9 +116,9 @@ def prepare(experiment_name: str, doc: Mapping, config_updates: Mapping | None,
     if named_configs:
         raise ResumeError(f"{RESUME_FLAG} {run_id} takes the config stored in the run; named configs "
                           f"({', '.join(named_configs)}) cannot be added")
-    changed = [".".join(path) for path in _leaves(config_updates or {}) if path not in EXECUTION_KEYS]
+    changed = [".".join(path) for path in _leaves(config_updates or {}) if ".".join(path) not in EXECUTION_KEYS]
     if changed:
-        allowed = ", ".join(sorted(".".join(path) for path in EXECUTION_KEYS))
+        allowed = ", ".join(sorted(EXECUTION_KEYS))
         raise ResumeError(f"{RESUME_FLAG} {run_id} takes the config stored in the run; only execution settings "
                           f"({allowed}) may be given, not {', '.join(changed)}")
     config = copy.deepcopy(doc.get("config", {}))

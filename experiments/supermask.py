@@ -12,7 +12,9 @@ Run record: ``info`` holds test_acc_mean, test_acc_std, expected_density (mean k
 (the same at the end of training), untrained_test_acc_mean (scores at their initial value), early_stop_iteration,
 init_hash (the seed's initialization, as in lottery runs) and final_hash (weights, biases and scores).
 Metrics: train_loss, val_loss, val_acc, expected_density per evaluation. Artifact: ``scores.pt`` (the scores at
-the early-stopping point). The procedure itself is ``masking.supermask_training`` (usable without Sacred).
+the early-stopping point). ``info.execution``: the device and versions it ran with (as in lottery runs). On a
+terminal, a status line shows step, ms/step and ETA (not stored). The procedure itself is
+``masking.supermask_training`` (usable without Sacred).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
 from experiments.ingredients.supermask import supermask_ingredient
+from experiments.progress import Progress
 from masking import supermask_training
 
 ex = TicketlabExperiment("supermask", ingredients=[
@@ -62,18 +65,24 @@ def log_eval(_run, point: dict) -> None:
 
 @ex.main
 def main(seed, arch, supermask: dict, save_artifacts, _run, _config):
-    training_ing.cpu_settings()
+    device, execution = training_ing.execution_settings()
     data = data_ing.load()
     train_config = training_ing.training_config()
     spec = supermask_training.SupermaskSpec(
         arch=arch["name"], seed=seed, training=train_config, signed_constant=supermask["signed_constant"],
         rescale=supermask["rescale"], score_init=supermask["score_init"], eval_samples=supermask["eval_samples"])
-    result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point))
+    progress = Progress(train_config.iterations, label="")
+    try:
+        result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point), device=device,
+                                        on_progress=lambda it: progress.update(0, it))
+    finally:
+        progress.close()
     record = result.record
-    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source, **record.to_dict()})
+    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data.source, **record.to_dict(),
+                      "execution": execution})
     if save_artifacts:
         artifacts = ArtifactWriter(_run)
-        artifacts.save("scores.pt", result.scores)
+        artifacts.save("scores.pt", {name: t.cpu() for name, t in result.scores.items()})
         artifacts.close()
     print(f"supermask: test acc {record.test_acc_mean:.4f} +- {record.test_acc_std:.4f} over "
           f"{record.eval_samples} masks (early stop at {record.early_stop_iteration}), expected density "

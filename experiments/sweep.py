@@ -1,28 +1,53 @@
-"""Run a grid of experiments in parallel worker processes, skipping runs already COMPLETED in the database.
+"""Run a grid of experiments, on this machine, a Dask cluster or Slurm, with the run database as the only truth.
 
     python -m experiments.sweep -m 127.0.0.1:27017:lottery --criteria large_final,random,large_init \\
         --mask1 original --mask0 zero --seeds 1,2,3 --workers 2 with reduced data.name=fashion_mnist
+    python -m experiments.sweep -m HOST:27017:lottery --executor dask --scheduler tcp://HOST:8786 ... with ...
+    python -m experiments.sweep -m HOST:27017:lottery --executor slurm --partition gpu --time 12:00:00 \\
+        --mem 8G --gpus all --workers 40 ... with ...
+    python -m experiments.sweep status -m HOST:27017:lottery          # the latest sweep, read from the database
 
 The grid is the product of ``--criteria``, ``--mask1``, ``--mask0``, ``--seeds`` and any ``--grid KEY=V1,V2``;
 everything after ``with`` applies to every run (config updates and named configs, as for the experiment).
-Each run is ``python -m experiments.<experiment> with ... -m DB`` in its own process, pinned to
-``--threads`` threads (default 1: two single-thread processes beat one two-thread process). Every point is
-configured, and so validated, before anything starts; a point whose config hash
-(``analysis.conditions.condition_hash``: the whole config but data root and threads) matches a COMPLETED run in
-the database is skipped, so an interrupted sweep resumes where it stopped. Runs kept on disk while the database
-was down are uploaded first. Worker output goes to ``--logs`` (one file per run); a progress bar shows the sweep.
+Every point is configured, and so validated, before anything starts. Each point is one unit of work: wherever it
+runs, it first claims its condition (``analysis.conditions.condition_hash`` of its config: everything but
+execution keys) in the run database (``experiments.claims``), so a point that is COMPLETED or claimed by a live
+holder is never started twice, by this sweep or any other on any host; a point whose holder died (no heartbeat
+for ``--stale-after`` seconds) is taken over and its run resumed from its last finished round. Each run is
+``python -m experiments.<experiment> with ... -m DB`` in its own process pinned to ``--threads`` threads (default
+1: two single-thread processes beat one two-thread process). Executors (``--executor``):
+
+- ``local`` (default): ``--workers`` runs at a time on this machine; ``--gpus 0,1 --runs-per-gpu 2`` gives each
+  slot its own device (``training.device=cuda:N``), so four runs share two GPUs.
+- ``dask``: each unit is a task on a Dask distributed cluster: ``--scheduler tcp://HOST:PORT`` (one started with
+  ``dask scheduler`` and ``dask worker`` processes, each started in a ticketlab checkout or install with
+  ``--nthreads 1``) or ``--scheduler local`` (a LocalCluster of ``--workers`` processes on 127.0.0.1). With
+  ``--gpus``, a task needs the worker resource ``GPU`` (1 / ``--runs-per-gpu``): start one worker per GPU with
+  ``CUDA_VISIBLE_DEVICES=N dask worker ... --resources GPU=1``; its runs use ``training.device=cuda``.
+- ``slurm``: sbatch job arrays (``--workers`` array tasks at a time) with ``--partition``, ``--time``, ``--mem``,
+  ``--threads`` CPUs per task and one GPU per task with ``--gpus``; logs in ``--logs`` (slurm-JOB_TASK.out).
+
+The sweep shows the rounds done across all its runs with an ETA and which runs are running, retries a failed or
+lost unit up to ``--retries`` times (it resumes), waits for points another sweep holds, and exits non-zero if
+any point failed. ``--detach`` leaves the work running (local: a background sweep process; dask: the tasks stay
+on the cluster; slurm: the jobs stay queued); ``python -m experiments.sweep status -m DB`` reports it later.
+Runs kept on disk while the database was down are uploaded first. Per-run logs go to ``--logs``.
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
+import dataclasses
 import datetime
 import importlib
 import itertools
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 import pymongo
@@ -32,11 +57,15 @@ from sacred.initialize import create_run
 from tqdm import tqdm
 
 from analysis.conditions import condition_hash
-from experiments.dbspec import parse_db_spec
+from experiments import claims
+from experiments import dbspec
+from experiments.executors import FAILED, HELD, LOST, Unit
 from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
 
 EXPERIMENTS = ("lottery", "supermask")
+EXECUTORS = ("local", "dask", "slurm")
+SWEEPS = "sweeps"  # one document per sweep: its points, for ``status``
 
 
 def grid_points(axes: dict[str, list[str]]) -> list[list[str]]:
@@ -61,21 +90,156 @@ def completed_hashes(url: str, db_name: str, experiment_name: str) -> set[str]:
         client.close()
 
 
-def run_one(experiment: str, updates: list[str], db_spec: str, threads: int, log_path: Path) -> int:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    command = [sys.executable, "-m", f"experiments.{experiment}", "with", *updates, f"training.threads={threads}",
-               "-m", db_spec]
-    with open(log_path, "w") as log:
-        log.write(" ".join(command) + "\n")
-        log.flush()
-        return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                              stdin=subprocess.DEVNULL).returncode
+def work_of(experiment: str, config: dict) -> tuple[int, int | None]:
+    """Units of progress of one run: (its rounds, training steps per round) for a lottery run, else (1, None)."""
+    if experiment == "lottery":
+        return config["pruning"]["rounds"] + 1, config["training"]["iterations"]
+    return 1, None
+
+
+def _last_steps(db, run_ids: list) -> dict:
+    """The last logged training step of each run (one number per run: ``$slice``, not the whole series)."""
+    if not run_ids:
+        return {}
+    cursor = db["metrics"].find({"run_id": {"$in": run_ids}, "name": "train_loss"},
+                                {"run_id": 1, "steps": {"$slice": -1}})
+    return {doc["run_id"]: doc["steps"][-1] for doc in cursor if doc.get("steps")}
+
+
+def point_states(db, experiment: str, points: list[dict], stale_after: float) -> list[dict]:
+    """Where each point stands, from the runs, metrics and claims in the database: state (completed, running,
+    failed, dead, waiting), rounds done (with the running round's fraction of its steps) and the run holding it."""
+    conditions = [p["condition"] for p in points]
+    runs: dict[str, list[dict]] = {}
+    for run in db["runs"].find({"experiment.name": experiment, "info.condition_hash": {"$in": conditions}},
+                               {"status": 1, "heartbeat": 1, "info.rounds": 1, "info.condition_hash": 1}):
+        runs.setdefault(run["info"]["condition_hash"], []).append(run)
+    held = claims.get(db, conditions)
+    states = []
+    for point in points:
+        its_runs = runs.get(point["condition"], [])
+        claim = held.get(point["condition"])
+        done = [r for r in its_runs if r.get("status") == "COMPLETED"]
+        best = max(its_runs, key=lambda r: (len(r["info"].get("rounds") or []), r["_id"]), default=None)
+        rounds = point["work"] if done else min(len((best or {"info": {}})["info"].get("rounds") or []),
+                                                point["work"])
+        if done:
+            state, run_id = "completed", done[0]["_id"]
+        elif claim and claim["state"] == claims.RUNNING:
+            state = "dead" if claims.is_claimable(claim, stale_after) else "running"
+            live = [r for r in its_runs if r.get("status") == "RUNNING"]
+            run_id = max(live, key=lambda r: r["_id"])["_id"] if live else None
+        elif claim and claim["state"] == claims.FAILED:
+            state, run_id = "failed", best["_id"] if best else None
+        else:
+            state, run_id = "waiting", None
+        states.append({**point, "state": state, "rounds": rounds, "run_id": run_id,
+                       "host": (claim or {}).get("host")})
+    running = [s for s in states if s["state"] == "running" and s["run_id"] is not None and s.get("steps")]
+    last = _last_steps(db, [s["run_id"] for s in running])
+    for s in running:  # the round in training: the fraction of its steps logged so far
+        if s["run_id"] in last and s["rounds"] < s["work"]:
+            s["rounds"] += min(max(last[s["run_id"]] - s["rounds"] * s["steps"], 0) / s["steps"], 0.99)
+    return states
+
+
+def describe_running(states: list[dict], limit: int = 4) -> str:
+    running = [s for s in states if s["state"] == "running"]
+    parts = [f"run {s['run_id'] if s['run_id'] is not None else '?'} "
+             f"({' '.join(v.partition('=')[2] for v in s['label'].split())}) {s['rounds']:.1f}/{s['work']}"
+             for s in running[:limit]]
+    return ", ".join(parts) + (f" +{len(running) - limit}" if len(running) > limit else "")
+
+
+class Progress:
+    """The sweep's bar: rounds done across all points (read from the database) with an ETA, and what runs."""
+
+    def __init__(self, db, experiment: str, points: list[dict], stale_after: float):
+        self.db, self.experiment, self.points, self.stale_after = db, experiment, points, stale_after
+        self.states = self._read() or []
+        done = sum(s["rounds"] for s in self.states)
+        self.bar = tqdm(total=sum(p["work"] for p in points), initial=done, unit="round", desc=experiment,
+                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total} rounds "
+                                                       "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        self.last = time.monotonic()
+
+    def _read(self):
+        try:
+            return point_states(self.db, self.experiment, self.points, self.stale_after)
+        except pymongo.errors.PyMongoError:
+            return None  # the database is down for a moment: the bar waits
+
+    def refresh(self, failed: int, every: float = 2.0) -> None:
+        if time.monotonic() - self.last < every:
+            return
+        self.last = time.monotonic()
+        states = self._read()
+        if states is None:
+            return
+        self.states = states
+        self.bar.update(sum(s["rounds"] for s in states) - self.bar.n)
+        postfix = {"running": describe_running(states) or "-"}
+        if failed:
+            postfix["failed"] = failed
+        self.bar.set_postfix(postfix, refresh=True)
+
+    def close(self) -> None:
+        self.last = 0
+        self.refresh(0)
+        self.bar.close()
+
+
+def drive(executor, units: list[Unit], db, sweep_id: str, retries: int, stale_after: float,
+          progress: Progress) -> dict[int, tuple[Unit, str]]:
+    """Run the units to the end: retry failed or lost ones (they resume), wait for points other holders have
+    and take them over when those die. Returns the units that failed for good, with their last outcome."""
+    submissions, tries = Counter(), Counter()
+    held: dict[int, Unit] = {}
+    failed: dict[int, tuple[Unit, str]] = {}
+
+    def submit(batch: list[Unit]) -> None:
+        for unit in batch:
+            submissions[unit.index] += 1
+        executor.submit([dataclasses.replace(u, token=f"{sweep_id}/{u.index}/{submissions[u.index]}")
+                         for u in batch])
+
+    submit(units)
+    last_check = 0.0
+    while executor.running() or held:
+        again = []
+        for unit, outcome in executor.finished(timeout=1.0):
+            if outcome == HELD:
+                held[unit.index] = unit
+            elif outcome in (FAILED, LOST):
+                tries[unit.index] += 1
+                if tries[unit.index] <= retries:
+                    tqdm.write(f"sweep: {unit.label()} {outcome}; retry {tries[unit.index]} of {retries} "
+                               f"(it resumes from its last finished round)", file=sys.stderr)
+                    again.append(unit)
+                else:
+                    failed[unit.index] = (unit, outcome)
+        if held and time.monotonic() - last_check > 2.0:
+            last_check = time.monotonic()
+            try:
+                current = claims.get(db, [u.condition for u in held.values()])
+                for index, unit in list(held.items()):
+                    if claims.completed_run(db, unit.experiment, unit.condition) is not None:
+                        del held[index]
+                    elif claims.is_claimable(current.get(unit.condition), stale_after):
+                        del held[index]  # its holder died or gave up: take it over
+                        again.append(unit)
+            except pymongo.errors.PyMongoError:
+                pass
+        submit(again)
+        progress.refresh(len(failed))
+    return failed
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0],
-                                     epilog="Anything after 'with' is passed to every run.")
-    parser.add_argument("-m", "--mongo_db", required=True, metavar="HOST:PORT:DB", help="the run database")
+                                     epilog="Anything after 'with' is passed to every run. "
+                                            "'python -m experiments.sweep status -m DB' reports a sweep.")
+    dbspec.add_argument(parser)
     parser.add_argument("--experiment", choices=EXPERIMENTS, default="lottery")
     parser.add_argument("--criteria", help="comma-separated criterion.name values")
     parser.add_argument("--mask1", help="comma-separated treatment.mask1 values")
@@ -83,11 +247,29 @@ def parse_args(argv):
     parser.add_argument("--seeds", default="1", help="comma-separated seeds (default 1)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="another grid axis over any config key (repeatable)")
-    parser.add_argument("--workers", type=int, default=2, help="runs at a time (default 2)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local", help="where runs execute (default local)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="runs at a time (local; dask --scheduler local; slurm: array tasks at a time)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (and Slurm CPUs) per run (default 1)")
+    parser.add_argument("--gpus", default=None, metavar="0,1|all",
+                        help="local: which GPUs, each run on its own (training.device=cuda:N); dask/slurm: runs "
+                             "need a GPU (worker resource GPU / one GPU per Slurm task)")
+    parser.add_argument("--runs-per-gpu", type=int, default=1, help="runs sharing one GPU (default 1)")
+    parser.add_argument("--stale-after", type=float, default=claims.DEFAULT_STALE_AFTER, metavar="SECONDS",
+                        help="a claim or RUNNING run without a heartbeat this long is dead: taken over and "
+                             f"resumed (default {claims.DEFAULT_STALE_AFTER:.0f})")
+    parser.add_argument("--retries", type=int, default=2, help="retries of a failed or lost unit (default 2)")
+    parser.add_argument("--detach", action="store_true", help="start the work, leave it running, and return")
+    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT|local", help="dask: the scheduler")
+    parser.add_argument("--partition", default=None, help="slurm: the partition")
+    parser.add_argument("--time", default=None, dest="time_limit", help="slurm: time limit per run, e.g. 12:00:00")
+    parser.add_argument("--mem", default=None, help="slurm: memory per run, e.g. 8G")
+    parser.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                        help="slurm: another sbatch option, e.g. --sbatch=--account=lab (repeatable)")
     parser.add_argument("--logs", type=Path, default=None, help="folder for per-run logs")
     parser.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     parser.add_argument("--failure-dir", default=None, help="where runs kept during a database outage wait")
+    parser.add_argument("--sweep-id", default=None, help=argparse.SUPPRESS)  # a detached local sweep's own id
     argv = list(argv)
     shared = argv[argv.index("with") + 1:] if "with" in argv else []
     args = parser.parse_args(argv[:argv.index("with")] if "with" in argv else argv)
@@ -111,52 +293,203 @@ def build_axes(args, parser) -> dict[str, list[str]]:
     return axes
 
 
-def main(argv=None) -> int:
-    args, parser = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.workers < 1 or args.threads < 1:
-        parser.error("--workers and --threads must be at least 1")
+def check_execution(args, parser) -> list[str] | None:
+    """Executor flags checked before anything starts (one line naming the bad value); local GPU devices."""
+    if args.workers < 1 or args.threads < 1 or args.runs_per_gpu < 1 or args.retries < 0:
+        parser.error("--workers, --threads and --runs-per-gpu must be at least 1, --retries at least 0")
+    if args.stale_after <= claims.SACRED_BEAT:
+        parser.error(f"--stale-after {args.stale_after:g} must exceed Sacred's heartbeat of "
+                     f"{claims.SACRED_BEAT:g} s")
+    if args.executor == "dask":
+        if not args.scheduler:
+            parser.error("--executor dask needs --scheduler tcp://HOST:PORT (or --scheduler local)")
+        if args.scheduler != "local" and "://" not in args.scheduler:
+            parser.error(f"--scheduler {args.scheduler!r} is not tcp://HOST:PORT or local")
+        if args.detach and args.scheduler == "local":
+            parser.error("--detach needs a scheduler that outlives this command (--scheduler tcp://HOST:PORT)")
+    elif args.scheduler:
+        parser.error(f"--scheduler applies to --executor dask, not {args.executor}")
+    if args.executor == "slurm" and not shutil.which("sbatch"):
+        parser.error("--executor slurm: sbatch is not on PATH (run the sweep on a Slurm login node)")
+    if args.executor != "slurm" and (args.partition or args.time_limit or args.mem or args.sbatch):
+        parser.error(f"--partition, --time, --mem and --sbatch apply to --executor slurm, not {args.executor}")
+    if args.gpus is None or args.executor != "local":
+        return None
+    import torch
+
+    count = torch.cuda.device_count()
+    valid = f"valid: 0..{count - 1} or all" if count else "no CUDA device on this machine"
     try:
-        url, db_name = parse_db_spec(args.mongo_db)
-    except ValueError as error:
-        parser.error(str(error))
+        ids = list(range(count)) if args.gpus == "all" else [int(i) for i in args.gpus.split(",")]
+    except ValueError:
+        ids = None
+    if not ids or any(not 0 <= i < count for i in ids):
+        parser.error(f"--gpus {args.gpus!r} names no usable GPU ({valid})")
+    return [f"cuda:{i}" for i in ids for _ in range(args.runs_per_gpu)]
+
+
+def make_executor(args, db, logs: Path, devices: list[str] | None):
+    from experiments import executors
+
+    if args.executor == "local":
+        return executors.LocalExecutor(len(devices) if devices else args.workers, devices)
+    if args.executor == "dask":
+        return executors.DaskExecutor(args.scheduler, args.workers,
+                                      1 / args.runs_per_gpu if args.gpus else None)
+    return executors.SlurmExecutor(db, logs, args.threads, args.workers, args.partition, args.time_limit, args.mem,
+                                   1 if args.gpus else 0, args.sbatch)
+
+
+def detach_local(argv: list[str], sweep_id: str, logs: Path) -> int:
+    """The same sweep as a background process in its own session, outliving this command."""
+    command = [sys.executable, "-m", "experiments.sweep", "--sweep-id", sweep_id,
+               *[a for a in argv if a != "--detach"]]
+    out = open(logs / "sweep.out", "ab")
+    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               start_new_session=True)
+    return process.pid
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["status"]:
+        return status(argv[1:])
+    args, parser = parse_args(argv)
+    devices = check_execution(args, parser)
+    url, db_name = _database(args, parser)
     experiment = importlib.import_module(f"experiments.{args.experiment}").ex
-    points = [args.shared + point for point in grid_points(build_axes(args, parser))]
+    axes = build_axes(args, parser)
+    labels = [" ".join(point) for point in grid_points(axes)]
+    points = [args.shared + point for point in grid_points(axes)]
     try:
         configs = [resolve(experiment, point) for point in points]
     except Exception as error:  # a bad value anywhere in the grid: nothing has started
         print(f"error: {error}", file=sys.stderr)
         return 2
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     try:
-        for bundle, run_id in upload_failed_runs(url, db_name, args.failure_dir):
-            print(f"uploaded run {run_id} kept during a database outage ({bundle})")
-        done = completed_hashes(url, db_name, experiment.path)
-    except pymongo.errors.PyMongoError as error:
-        print(f"error: the run database {url}/{db_name} is unreachable: {error.__class__.__name__}", file=sys.stderr)
-        return 2
-    todo = [p for p, c in zip(points, configs) if condition_hash(c) not in done]
+        db = client[db_name]
+        try:
+            if not args.sweep_id:
+                for bundle, run_id in upload_failed_runs(url, db_name, args.failure_dir):
+                    print(f"uploaded run {run_id} kept during a database outage ({bundle})")
+            done = completed_hashes(url, db_name, experiment.path)
+        except pymongo.errors.PyMongoError as error:
+            print(f"error: {dbspec.unreachable(dbspec.DbSpec(url, db_name), error)}", file=sys.stderr)
+            return 2
+        return _sweep(args, argv, db, experiment.path, labels, points, configs, done, devices)
+    finally:
+        client.close()
+
+
+def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[str], devices) -> int:
+    hashes = [condition_hash(c) for c in configs]
+    todo = [i for i, h in enumerate(hashes) if h not in done]
+    where = {"local": f"{len(devices) if devices else args.workers} workers x {args.threads} thread(s)"
+                      + (f" on {', '.join(sorted(set(devices)))}" if devices else ""),
+             "dask": f"Dask scheduler {args.scheduler}", "slurm": "Slurm job arrays"}[args.executor]
     print(f"sweep: {len(points)} runs in the grid, {len(points) - len(todo)} already completed, {len(todo)} to run "
-          f"with {args.workers} workers x {args.threads} thread(s)")
+          f"with {where}")
     if args.dry_run:
-        for point in todo:
-            print("  with " + " ".join(point))
+        for i in todo:
+            print("  with " + " ".join(points[i]))
         return 0
-    logs = args.logs or home_dir() / "sweep_logs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    sweep_id = args.sweep_id or datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    logs = (args.logs or home_dir() / "sweep_logs" / sweep_id).resolve()
     logs.mkdir(parents=True, exist_ok=True)
-    failed = []
-    with concurrent.futures.ThreadPoolExecutor(args.workers) as pool, \
-            tqdm(total=len(todo), unit="run", desc=args.experiment, dynamic_ncols=True) as bar:
-        futures = {pool.submit(run_one, args.experiment, point, args.mongo_db, args.threads,
-                               logs / f"run_{i:04d}.log"): (i, point) for i, point in enumerate(todo)}
-        for future in concurrent.futures.as_completed(futures):
-            i, point = futures[future]
-            if future.result() != 0:
-                failed.append((i, point))
-                bar.set_postfix(failed=len(failed))
-            bar.update()
+    records = [{"index": i, "label": labels[i], "updates": points[i], "condition": hashes[i],
+                **dict(zip(("work", "steps"), work_of(args.experiment, configs[i])))} for i in range(len(points))]
+    db[SWEEPS].replace_one({"_id": sweep_id}, {
+        "_id": sweep_id, "experiment": experiment, "executor": args.executor, "created": claims.utcnow(),
+        "host": os.uname().nodename, "logs": str(logs), "detached": args.detach, "points": records,
+        "stale_after": args.stale_after, "command": ["python", "-m", "experiments.sweep", *argv]}, upsert=True)
+    if args.detach and args.executor == "local":
+        pid = detach_local(argv, sweep_id, logs)
+        print(f"sweep {sweep_id}: running in the background (pid {pid}; output in {logs / 'sweep.out'}); "
+              f"see it with: python -m experiments.sweep status -m {args.mongo_db} --sweep {sweep_id}")
+        return 0
+    units = [Unit(index=i, experiment=args.experiment, updates=points[i], condition=hashes[i],
+                  db_spec=args.mongo_db, threads=args.threads, device="cuda" if args.gpus and not devices else None,
+                  stale_after=args.stale_after, log=str(logs / f"run_{i:04d}.log")) for i in todo]
+    try:
+        executor = make_executor(args, db, logs, devices)
+    except (OSError, RuntimeError) as error:
+        print(f"error: the {args.executor} executor did not start: {error}", file=sys.stderr)
+        return 2
+    try:
+        if args.detach:
+            executor.submit([dataclasses.replace(u, token=f"{sweep_id}/{u.index}/1") for u in units])
+            executor.detach()
+            print(f"sweep {sweep_id}: {len(units)} units left running on {args.executor}; see them with: "
+                  f"python -m experiments.sweep status -m {args.mongo_db} --sweep {sweep_id}")
+            return 0
+        progress = Progress(db, experiment, [records[i] for i in todo], args.stale_after)
+        try:
+            failed = drive(executor, units, db, sweep_id, args.retries, args.stale_after, progress)
+        finally:
+            progress.close()
+    except RuntimeError as error:  # sbatch refused the jobs (partition, time or memory the cluster cannot give)
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    finally:
+        executor.close()
     print(f"sweep: {len(todo) - len(failed)} of {len(todo)} runs completed; logs in {logs}")
-    for i, point in failed:
-        print(f"  FAILED: with {' '.join(point)}  (log: {logs / f'run_{i:04d}.log'})", file=sys.stderr)
+    for unit, outcome in failed.values():
+        print(f"  FAILED ({outcome}): with {' '.join(unit.updates)}  (log: {unit.log})", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _num(x: float) -> str:
+    return f"{x:.1f}".rstrip("0").rstrip(".")
+
+
+def _database(args, parser) -> tuple[str, str]:
+    """(URL, database name) of the command's ``-m`` (or $TICKETLAB_MONGO_URI); a bad spec ends the command in one
+    line. Runs are given the spec as typed (``-m``): their own Sacred options are scrubbed of the password."""
+    try:
+        spec = dbspec.parse(args.mongo_db)
+    except ValueError as error:
+        parser.error(dbspec.scrub(error))
+    args.mongo_db = args.mongo_db or os.environ[dbspec.URI_VARIABLE]
+    return spec.url, spec.db_name
+
+
+def status(argv) -> int:
+    """``python -m experiments.sweep status -m DB [--sweep ID]``: a sweep's points as the database has them."""
+    parser = argparse.ArgumentParser(prog="python -m experiments.sweep status",
+                                     description="Report a sweep (default: the latest) from the run database.")
+    dbspec.add_argument(parser)
+    parser.add_argument("--sweep", default=None, help="the sweep id (printed when it started)")
+    args = parser.parse_args(argv)
+    url, db_name = _database(args, parser)
+    with pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS) as client:
+        db = client[db_name]
+        try:
+            if args.sweep:
+                sweep = db[SWEEPS].find_one({"_id": args.sweep})
+            else:
+                sweep = next(iter(db[SWEEPS].find().sort("created", pymongo.DESCENDING).limit(1)), None)
+            if sweep is None:
+                print(f"no sweep {args.sweep or ''} in {dbspec.scrub(args.mongo_db)}".replace("  ", " "),
+                      file=sys.stderr)
+                return 2
+            states = point_states(db, sweep["experiment"], sweep["points"], sweep.get("stale_after",
+                                                                                    claims.DEFAULT_STALE_AFTER))
+        except pymongo.errors.PyMongoError as error:
+            print(f"error: {dbspec.unreachable(dbspec.DbSpec(url, db_name), error)}", file=sys.stderr)
+            return 2
+    counts = Counter(s["state"] for s in states)
+    rounds, total = sum(s["rounds"] for s in states), sum(s["work"] for s in states)
+    print(f"sweep {sweep['_id']} ({sweep['experiment']}, {sweep['executor']}, started "
+          f"{sweep['created']:%Y-%m-%d %H:%M} UTC on {sweep['host']}): {len(states)} points: "
+          + ", ".join(f"{counts[k]} {k}" for k in ("completed", "running", "failed", "dead", "waiting") if counts[k])
+          + f"; {_num(rounds)} of {total} rounds done")
+    for s in states:
+        if s["state"] != "completed":
+            run = f"run {s['run_id']}" if s["run_id"] is not None else "no run"
+            host = f" on {s['host']}" if s["host"] and s["state"] == "running" else ""
+            print(f"  {s['state']:8s} {s['label']}: {run}{host}, {_num(s['rounds'])} of {s['work']} rounds")
+    return 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from masking.training import DataSplits, FitResult, Placed, TrainingConfig, data
 from ticketlab.schema import RoundRecord
 
 OnEval = Callable[[int, dict[str, float]], None]  # (round, evaluation point: iteration, train_loss, val_loss, val_acc)
+OnProgress = Callable[[int, int], None]  # (round, iteration): every training.PROGRESS_EVERY steps, for a display
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +63,11 @@ class Checkpoint:
     round: int
     final: dict[str, torch.Tensor]  # weights and biases at the end of the round's training
     mask: Mask  # the round's mask
+
+    def to(self, device: str | torch.device) -> "Checkpoint":
+        """This checkpoint with its tensors on ``device`` (e.g. one loaded from a CPU artifact for a CUDA run)."""
+        return Checkpoint(self.round, {k: v.to(device) for k, v in self.final.items()},
+                          Mask({k: v.to(device) for k, v in self.mask.items()}))
 
 
 @dataclasses.dataclass
@@ -92,6 +98,11 @@ class Setup:
     schedule: list[float]  # percent of prunable weights left in rounds 0..rounds
 
     @property
+    def device(self) -> torch.device:
+        """Where the net, data and masks live."""
+        return self.data.train[0].device
+
+    @property
     def init_weights(self) -> dict[str, torch.Tensor]:
         """The initial weights and biases (what ``init_hash`` describes)."""
         return {name: t for name, t in self.init_state.items() if name.endswith((".weight", ".bias"))}
@@ -116,7 +127,8 @@ def validate(spec: LotterySpec) -> None:
 
 def setup(spec: LotterySpec, data: DataSplits, device: str | torch.device = "cpu",
           dtype: torch.dtype = torch.float32) -> Setup:
-    """Build the seeded masked net for ``data`` on ``device`` in ``dtype`` and plan the rounds."""
+    """Build the seeded masked net for ``data`` on ``device`` in ``dtype`` and plan the rounds (the initial weights
+    are drawn on the CPU and moved, so every device starts from the same ones)."""
     validate(spec)
     placed = place(data, device, dtype)
     input_shape, num_classes = data_shape(placed)
@@ -156,12 +168,13 @@ def treat(setup: Setup, k: int, mask: Mask, previous: Checkpoint | None) -> None
                  rng.stream(spec.seed, "treatment", k))
 
 
-def train(setup: Setup, k: int, on_eval: OnEval | None = None) -> FitResult:
+def train(setup: Setup, k: int, on_eval: OnEval | None = None, on_progress: OnProgress | None = None) -> FitResult:
     """Train ``setup.net`` for one round (a fresh optimizer, the seed's data order); ``on_eval(k, point)`` is called
-    at every evaluation point."""
+    at every evaluation point, ``on_progress(k, iteration)`` every few steps."""
     callback = None if on_eval is None else (lambda point: on_eval(k, point))
+    progress = None if on_progress is None else (lambda it: on_progress(k, it))
     return fit_config(setup.net, setup.data, setup.spec.training, rng.stream(setup.spec.seed, "data order"),
-                      callback)
+                      callback, progress)
 
 
 @dataclasses.dataclass
@@ -197,7 +210,8 @@ def make_record(setup: Setup, k: int, mask: Mask, start_hash: str, untrained_tes
         untrained_test_acc=untrained_test_acc, train_seconds=fit.seconds)
 
 
-def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval | None = None) -> RoundResult:
+def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval | None = None,
+              on_progress: OnProgress | None = None) -> RoundResult:
     """Round ``k`` from the previous round's checkpoint (None for round 0): prune, treat, measure, train, test."""
     if (k == 0) != (previous is None) or (previous is not None and previous.round != k - 1):
         raise ValueError(f"round {k} continues from round {k - 1}, got "
@@ -206,20 +220,21 @@ def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval
     treat(setup, k, mask, previous)
     start_hash = hashing.state_hash(models.weight_state(setup.net))
     _, untrained_test_acc = evaluate(setup.net, *setup.data.test)
-    fit = train(setup, k, on_eval)
+    fit = train(setup, k, on_eval, on_progress)
     evaluation = evaluate_round(setup.net, setup.data.test, fit)
     record = make_record(setup, k, mask, start_hash, untrained_test_acc, fit, evaluation)
     return RoundResult(record, evaluation.final, evaluation.best, mask, fit.curve)
 
 
-def iterate_rounds(setup: Setup, start: Checkpoint | None = None,
-                   on_eval: OnEval | None = None) -> Iterator[RoundResult]:
-    """Rounds 0..spec.rounds, or those after ``start`` (a finished round's checkpoint), one result at a time."""
-    previous = start
+def iterate_rounds(setup: Setup, start: Checkpoint | None = None, on_eval: OnEval | None = None,
+                   on_progress: OnProgress | None = None) -> Iterator[RoundResult]:
+    """Rounds 0..spec.rounds, or those after ``start`` (a finished round's checkpoint, moved to the setup's
+    device), one result at a time."""
+    previous = None if start is None else start.to(setup.device)
     first = 0 if start is None else start.round + 1
     if start is not None and not 0 <= start.round <= setup.spec.rounds:
         raise ValueError(f"cannot continue after round {start.round}: the run has rounds 0..{setup.spec.rounds}")
     for k in range(first, setup.spec.rounds + 1):
-        result = run_round(setup, k, previous, on_eval)
+        result = run_round(setup, k, previous, on_eval, on_progress)
         yield result
         previous = result.checkpoint

@@ -8,6 +8,10 @@ The net is built from the seed (the same initial weights as a lottery run of tha
 replaces them by std * sign), masks are sampled from ``rng.stream(seed, "mask samples")`` while training, batches
 follow ``rng.stream(seed, "data order")``, and every test evaluation draws its ``eval_samples`` masks from a fresh
 ``rng.stream(seed, "evaluation")``. Early stopping keeps the scores of minimum validation loss.
+
+On CUDA the training-time mask samples (one per weight per step) come from a CUDA generator seeded like the CPU
+stream (drawing them on the CPU and copying would cost more than the step): a CUDA run samples other masks than a
+CPU run of the seed. Initial weights, batch order and the evaluation masks' draws are the CPU streams everywhere.
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def build(spec: SupermaskSpec, data: Placed, device: str | torch.device = "cpu",
     init_hash = hashing.state_hash(models.weight_state(net))
     if spec.signed_constant:
         layers.set_signed_constant(net)
-    layers.set_generator(net, rng.stream(spec.seed, "mask samples"))
+    sampler_device = torch.device(device) if torch.device(device).type == "cuda" else "cpu"
+    layers.set_generator(net, rng.seeded(rng.derive(spec.seed, "mask samples"), sampler_device))
     return net, init_hash
 
 
@@ -63,8 +68,10 @@ def evaluate(net: models.Net, spec: SupermaskSpec, test: tuple[torch.Tensor, tor
 
 
 def run(spec: SupermaskSpec, data: DataSplits, on_eval: Callable[[dict[str, float]], None] | None = None,
-        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> SupermaskResult:
-    """Train and evaluate one learned Supermask; ``on_eval(point)`` at every evaluation point."""
+        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+        on_progress: Callable[[int], None] | None = None) -> SupermaskResult:
+    """Train and evaluate one learned Supermask; ``on_eval(point)`` at every evaluation point,
+    ``on_progress(iteration)`` every few steps."""
     models.spec(spec.arch)
     placed = place(data, device, dtype)
     net, init_hash = build(spec, placed, device, dtype)
@@ -75,7 +82,8 @@ def run(spec: SupermaskSpec, data: DataSplits, on_eval: Callable[[dict[str, floa
         if on_eval is not None:
             on_eval(point)
 
-    fit = fit_config(net, placed, spec.training, rng.stream(spec.seed, "data order"), point_with_density)
+    fit = fit_config(net, placed, spec.training, rng.stream(spec.seed, "data order"), point_with_density,
+                     on_progress)
     final_mean, final_std = evaluate(net, spec, placed.test)
     final_density, final_hash = layers.expected_density(net), hashing.state_hash(net.state_dict())
     net.load_state_dict(fit.best_state)

@@ -1,4 +1,12 @@
-"""Training every ticketlab net: optimizer registry, seeded batch order, the step, and ``fit`` with early stopping.
+"""Training every ticketlab net: devices, optimizer registry, seeded batch order, the step, and ``fit`` with early
+stopping.
+
+Devices (``resolve_device``): ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N``. On CUDA,
+``device_settings`` makes torch deterministic where it can (``torch.use_deterministic_algorithms(True,
+warn_only=True)``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` set before CUDA initializes, no cuDNN autotuning); an op
+without a deterministic CUDA kernel warns instead of stopping the run. Random draws (batch order, tie-breaking,
+treatments, initial weights) come from CPU generators and are moved to the device, so CPU and CUDA runs of a seed
+start from the same weights and draw the same batch order; their floating-point results differ (other kernels).
 
 ``make_optimizer`` builds the optimizer over the trainable parameters only (a Supermask's scores, a masked net's
 weights and biases) with the fastest stock settings (``fused=True`` where torch has it), and guards masked layers
@@ -8,6 +16,7 @@ weights and biases) with the fastest stock settings (``fused=True`` where torch 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Callable, Iterator, Protocol
 
@@ -68,6 +77,51 @@ class TrainingConfig:
     optimizer: str = "adam"
 
 
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+CUBLAS_WORKSPACE = ":4096:8"  # what cuBLAS needs to be deterministic (torch's reproducibility notes)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device ``name`` means on this machine; a ValueError (one line: the bad value and the devices this
+    machine has) when it names none. Sets ``CUBLAS_WORKSPACE_CONFIG`` first, before anything initializes CUDA."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    valid = ["auto", "cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(count)] if count else [])
+    if name == "auto":
+        return torch.device("cuda:0" if count else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if isinstance(name, str) and name.startswith("cuda") and count:
+        index = name[5:] if name.startswith("cuda:") else ("0" if name == "cuda" else None)
+        if index is not None and index.isdigit() and int(index) < count:
+            return torch.device(f"cuda:{int(index)}")
+    why = "this machine has no CUDA device" if not count else f"this machine has {count} CUDA device(s)"
+    raise ValueError(f"training.device={name!r} is not valid: {why}; valid choices: {', '.join(valid)}")
+
+
+def device_settings(device: torch.device) -> None:
+    """Process-wide settings for training on ``device``: on CUDA, deterministic algorithms where torch has them
+    (an op without one warns), no cuDNN benchmark autotuning, and ``device`` as the current CUDA device."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        torch.cuda.set_device(device)
+
+
+def execution_info(device: torch.device) -> dict:
+    """Where a run executes (recorded with it, not part of its condition): device, its name, torch and CUDA
+    versions, intra-op threads, whether deterministic algorithms are on."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        import platform
+
+        name = platform.processor() or platform.machine()
+    return {"device": str(device), "device_name": name, "torch": str(torch.__version__), "cuda": torch.version.cuda,
+            "threads": torch.get_num_threads(), "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
+
+
 def cpu_settings(threads: int | None = None) -> None:
     """Process-wide CPU settings for training: flush denormal floats to zero (Adam's second moments go denormal
     and make a LeNet step 2x slower on x86 otherwise) and, when given, the number of intra-op threads."""
@@ -87,13 +141,14 @@ def make_optimizer(model: nn.Module, name: str = "adam", lr: float = 1e-3, **kwa
     return optimizer
 
 
-def batch_indices(num_examples: int, batch_size: int, generator: torch.Generator | None) -> Iterator[torch.Tensor]:
-    """Endless mini-batches of example indices: a fresh seeded permutation each epoch, the last partial batch
-    of an epoch dropped."""
+def batch_indices(num_examples: int, batch_size: int, generator: torch.Generator | None,
+                  device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+    """Endless mini-batches of example indices on ``device``: a fresh permutation from ``generator`` (drawn where
+    the generator lives, the CPU for ``rng`` streams) each epoch, the last partial batch of an epoch dropped."""
     if not 0 < batch_size <= num_examples:
         raise ValueError(f"batch size must be in [1, {num_examples}], got {batch_size}")
     while True:
-        perm = torch.randperm(num_examples, generator=generator)
+        perm = torch.randperm(num_examples, generator=generator).to(device)
         for start in range(0, num_examples - batch_size + 1, batch_size):
             yield perm[start:start + batch_size]
 
@@ -108,11 +163,15 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tens
 
 
 def fit_config(model: nn.Module, data: DataSplits, config: TrainingConfig, generator: torch.Generator | None,
-               on_eval: Callable[[dict[str, float]], None] | None = None) -> "FitResult":
+               on_eval: Callable[[dict[str, float]], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> "FitResult":
     """``fit`` with a fresh optimizer per ``config`` on ``data``'s training and validation splits."""
     optimizer = make_optimizer(model, config.optimizer, config.lr)
     return fit(model, optimizer, data.train, data.val, config.iterations, config.batch_size, config.eval_every,
-               generator, on_eval)
+               generator, on_eval, on_progress)
+
+
+PROGRESS_EVERY = 50  # steps between on_progress calls in fit
 
 
 def eval_points(iterations: int, eval_every: int) -> list[int]:
@@ -142,35 +201,42 @@ def fit(
     eval_every: int,
     generator: torch.Generator | None,
     on_eval: Callable[[dict[str, float]], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``iterations`` steps on in-memory data, evaluating validation loss/accuracy every ``eval_every`` steps
     (and after the last); keep a copy of the state with the lowest validation loss.
 
     Only what early stopping needs is evaluated here: test the returned ``best_state`` (and the final state) once.
+    ``on_progress(iteration)`` is called every ``PROGRESS_EVERY`` steps and after each evaluation (a progress
+    display; the loop checks one set per step either way, as it does for evaluations).
     """
     if iterations < 1 or eval_every < 1:
         raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
     start = time.perf_counter()
     x, y = train
-    order = batch_indices(len(x), batch_size, generator)
+    order = batch_indices(len(x), batch_size, generator, x.device)
     best: tuple[float, float, int, dict] | None = None
     curve = []
-    loss_sum, loss_count = torch.zeros(()), 0
+    loss_sum, loss_count = torch.zeros((), device=x.device), 0
     points = set(eval_points(iterations, eval_every))
+    stops = points | (set(range(PROGRESS_EVERY, iterations + 1, PROGRESS_EVERY)) if on_progress else set())
     model.train()
     for it in range(1, iterations + 1):
         idx = next(order)
         loss_sum += train_step(model, optimizer, x[idx], y[idx])
         loss_count += 1
-        if it in points:
-            val_loss, val_acc = evaluate(model, *val)
-            point = {"iteration": it, "train_loss": float(loss_sum) / loss_count, "val_loss": val_loss,
-                     "val_acc": val_acc}
-            curve.append(point)
-            loss_sum, loss_count = torch.zeros(()), 0
-            if best is None or val_loss < best[0]:
-                best = (val_loss, val_acc, it, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            if on_eval is not None:
-                on_eval(point)
+        if it in stops:
+            if it in points:
+                val_loss, val_acc = evaluate(model, *val)
+                point = {"iteration": it, "train_loss": float(loss_sum) / loss_count, "val_loss": val_loss,
+                         "val_acc": val_acc}
+                curve.append(point)
+                loss_sum, loss_count = torch.zeros((), device=x.device), 0
+                if best is None or val_loss < best[0]:
+                    best = (val_loss, val_acc, it, {k: v.detach().clone() for k, v in model.state_dict().items()})
+                if on_eval is not None:
+                    on_eval(point)
+            if on_progress is not None:
+                on_progress(it)
     assert best is not None
     return FitResult(best[2], best[0], best[1], best[3], curve, time.perf_counter() - start)

@@ -13,7 +13,7 @@ import torch
 
 from masking.initializers import glorot_normal_
 from masking.registry import Registry
-from masking.rng import randperm, random_signs
+from masking.rng import generator_device, randperm, random_signs
 
 InitFn = Callable[..., torch.Tensor]
 Mask1Fn = Callable[[torch.Tensor, torch.Tensor, torch.Generator | None, InitFn], torch.Tensor]
@@ -38,9 +38,9 @@ def validate(mask1: str | None = None, mask0: str | None = None) -> None:
 
 def _fresh(w_init: torch.Tensor, generator, init_fn: InitFn) -> torch.Tensor:
     """A fresh draw shaped like ``w_init``; ``init_fn(tensor, generator=...)`` fills it, torch.nn.init style."""
-    empty = torch.empty_like(w_init)
+    empty = torch.empty(w_init.shape, dtype=w_init.dtype, device=generator_device(generator))
     out = init_fn(empty, generator=generator)
-    return empty if out is None else out
+    return (empty if out is None else out).to(w_init.device)  # drawn where the generator lives (CPU streams)
 
 
 def _permuted_kept(values: torch.Tensor, mask: torch.Tensor, generator) -> torch.Tensor:

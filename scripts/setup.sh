@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a machine for ticketlab. Re-running is cheap; each step is skipped when its result is there.
 #  1. Debian packages (as root, when missing): dataset-fashion-mnist (the real data of the tests and main job),
-#     chromium and chromium-driver (the browser test of Omniboard), nodejs and npm (Omniboard).
+#     chromium and chromium-driver (the browser test of Omniboard), nodejs and npm (Omniboard), slurm-wlm and
+#     munge (the tests of the sweep's Slurm executor start a single-node Slurm cluster of their own).
 #  2. Omniboard, pinned in package.json/package-lock.json, into node_modules/ (npm ci).
 #  3. The virtual environment VENV (default .venv) with the pinned dependencies of pyproject.toml, reinstalled only
 #     when pyproject.toml changes (its hash is kept in $VENV/.ticketlab-key), and this checkout installed editable.
@@ -13,6 +14,8 @@ missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 command -v npm >/dev/null || missing+=(nodejs npm)
+[ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/slurmd ] && command -v sbatch >/dev/null || missing+=(slurm-wlm)
+[ -x /usr/sbin/munged ] || missing+=(munge)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian packages: ${missing[*]}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -16,9 +18,9 @@ ENV_EXAMPLE = dict(line.split("=", 1) for line in (DOCKER / ".env.example").read
 
 def test_services_images_and_builds():
     services = COMPOSE["services"]
-    assert set(services) == {"mongo", "omniboard", "runner"}
+    assert set(services) == {"mongo", "omniboard", "runner", "dask-scheduler", "dask-worker"}
     assert re.fullmatch(r"mongo:7\.\d+\.\d+", services["mongo"]["image"]), "MongoDB pinned to a 7.x release"
-    for name in ("omniboard", "runner"):
+    for name in ("omniboard", "runner", "dask-scheduler", "dask-worker"):
         build = services[name]["build"]
         assert (DOCKER / build["context"] / build["dockerfile"]).is_file()
     assert "package-lock.json" in (DOCKER / "omniboard.Dockerfile").read_text()
@@ -51,7 +53,7 @@ def test_every_variable_is_in_env_example_without_secrets():
 def test_uris_authenticate_against_admin():
     text = (DOCKER / "docker-compose.yml").read_text()
     uris = re.findall(r"mongodb://[^\"\s]+", text)
-    assert len(uris) == 2 and all("authSource=admin" in uri for uri in uris)
+    assert len(uris) == 3 and all("authSource=admin" in uri for uri in uris)
 
 
 def test_runner_command_is_a_real_entry_point():
@@ -62,3 +64,33 @@ def test_runner_command_is_a_real_entry_point():
     assert 'if __name__ == "__main__":' in source
     assert "TICKETLAB_MONGO_URI" in runner["environment"]
     assert '"-m"' in (DOCKER / "Dockerfile").read_text().replace("'", '"')  # ENTRYPOINT python -m
+
+
+def test_dask_services_share_the_runners_database_and_image():
+    services = COMPOSE["services"]
+    scheduler, worker, runner = services["dask-scheduler"], services["dask-worker"], services["runner"]
+    assert scheduler["build"] == worker["build"] == runner["build"], "workers run the runner's code"
+    assert worker["environment"]["TICKETLAB_MONGO_URI"] == runner["environment"]["TICKETLAB_MONGO_URI"]
+    assert "runner-data:/data/ticketlab" in worker["volumes"]
+    assert worker["depends_on"]["mongo"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["dask-scheduler"]["condition"] == "service_healthy"
+    assert "healthcheck" in scheduler
+    port = scheduler["command"][scheduler["command"].index("--port") + 1]
+    assert f"tcp://dask-scheduler:{port}" in worker["command"]
+    assert any(p.endswith(f":{port}") for p in scheduler["ports"])
+    assert worker["command"][worker["command"].index("--nthreads") + 1] == "1"
+
+
+def test_dask_commands_are_real_entry_points():
+    for name in ("dask-scheduler", "dask-worker"):
+        command = COMPOSE["services"][name]["command"]  # after the image's ENTRYPOINT python -m
+        assert command[0] == "dask" and importlib.util.find_spec("dask.__main__") is not None
+        assert command[1] in {"scheduler", "worker"}
+        help_text = subprocess.run([sys.executable, "-m", "dask", command[1], "--help"], capture_output=True,
+                                   text=True, timeout=60).stdout
+        for flag in (part for part in command if part.startswith("--")):
+            assert flag in help_text, f"{name}: dask {command[1]} has no {flag}"
+    from experiments import sweep
+
+    assert "tcp://dask-scheduler:8786" in (DOCKER / "docker-compose.yml").read_text()
+    assert "dask" in sweep.EXECUTORS

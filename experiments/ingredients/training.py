@@ -1,8 +1,12 @@
-"""The ``training`` ingredient: optimizer, learning rate, iterations, batch size, evaluation cadence, threads."""
+"""The ``training`` ingredient: optimizer, learning rate, iterations, batch size, evaluation cadence, threads, device.
+
+``threads`` and ``device`` say how a run executes, not what it computes: they are execution keys (outside the
+condition hash), and the device actually used is recorded in ``info.execution``.
+"""
 
 from sacred import Ingredient
 
-from experiments.errors import check_choice, check_number
+from experiments.errors import ConfigError, check_choice, check_number
 from experiments.ingredients.arch import arch_ingredient, spec
 from masking import training
 
@@ -20,6 +24,7 @@ def config():
     batch_size = 60  # examples per step
     eval_every = 100  # steps between validation evaluations (early stopping keeps the best)
     threads = 1  # torch intra-op threads (0: torch's default, all cores, up to 30x slower when the cores are busy)
+    device = "auto"  # auto (CUDA when available, else cpu), cpu, cuda or cuda:N
 
 
 @training_ingredient.named_config
@@ -44,6 +49,10 @@ def resolve(config, command_name, logger):
     check_number("training.batch_size", cfg["batch_size"], low=1, integer=True)
     check_number("training.eval_every", cfg["eval_every"], low=1, integer=True)
     check_number("training.threads", cfg["threads"], low=0, integer=True)
+    try:
+        training.resolve_device(cfg["device"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     return updates
 
 
@@ -55,5 +64,10 @@ def training_config(optimizer, lr, iterations, batch_size, eval_every) -> traini
 
 
 @training_ingredient.capture
-def cpu_settings(threads):
+def execution_settings(threads, device):
+    """Apply the process-wide settings (threads, flushed denormals; on CUDA determinism) and return the device
+    to train on and the run's execution info."""
     training.cpu_settings(threads)
+    resolved = training.resolve_device(device)
+    training.device_settings(resolved)
+    return resolved, {**training.execution_info(resolved), "requested": device}
