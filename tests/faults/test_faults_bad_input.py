@@ -69,7 +69,7 @@ CASES = [
     (SWEEP, ["-m", "{db}", "--grid", "training.lr=0.1,-1", "with", *SYN], ["training.lr=-1", "range"]),
     (SWEEP, ["-m", "{db}", "--experiment", "resnet", "with", *SYN], ["'resnet'", "'lottery', 'supermask'"]),
     (SWEEP, ["-m", "{db}", "--experiment", "supermask", "--mask1", "original", "with", *SYN], ["--mask1"]),
-    (SWEEP, ["-m", "127.0.0.1:1:nodb", "with", *SYN], ["127.0.0.1", "unreachable"]),
+    (SWEEP, ["-m", "127.0.0.1:1:nodb", "with", *SYN], ["127.0.0.1:1", "nodb"]),
     (SWEEP, ["-m", "a:b:c:d", "with", *SYN], ["a:b:c:d"]),
     (UP, ["-m", "a:b:c:d"], ["a:b:c:d"]),
     (UP, ["-m", "127.0.0.1:1:nodb", "--failure-dir", "{bundles}"], ["127.0.0.1:1", "nodb"]),
