@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup study db-stop omniboard test test-all bench
+.PHONY: setup study db-stop omniboard test test-all faults bench
 setup:
 	@bash scripts/setup.sh
 
@@ -19,8 +19,11 @@ omniboard: setup  ## Omniboard on the study's database: http://127.0.0.1:9000/sa
 test: setup  ## the default test suite (about 10 min on 2 cores)
 	$(PY) -m pytest
 
-test-all: setup  ## every test, also those marked slow (the study in a shared database: a few minutes more)
+test-all: setup  ## every test, also those marked slow and the fault suite (a few minutes more)
 	$(PY) -m pytest -m ""
+
+faults: setup  ## the fault suite: real faults against real processes; prints one table of what was lost (nothing)
+	$(PY) -m pytest tests/faults -m "faults and not slow" -p no:cacheprovider
 
 bench: setup  ## speed benchmarks (ratios against a bare PyTorch loop)
 	$(PY) bench/masked_step.py

@@ -26,10 +26,10 @@ import pymongo.errors
 import torch
 from sacred import SETTINGS, Experiment
 from sacred.commandline_options import cli_option
-from sacred.utils import apply_backspaces_and_linefeeds
+from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds
 
 from experiments import dbspec
-from experiments.errors import RunDatabaseError
+from experiments.errors import ConfigError, RunDatabaseError
 from experiments.observers import ResilientMongoObserver
 from experiments import resume
 from masking import models
@@ -77,7 +77,10 @@ class TicketlabExperiment(Experiment):
     def run_commandline(self, argv=None):
         self._command_line = True  # $TICKETLAB_MONGO_URI applies to command lines only
         try:
-            return super().run_commandline(argv)
+            run = super().run_commandline(argv)
+            if run is not None and any(getattr(o, "lost", False) for o in run.observers):
+                sys.exit(1)  # the run finished but could be neither stored nor kept: not a success
+            return run
         except KeyboardInterrupt:
             run = self.current_run
             options = run.meta_info.get("options", {}) if run else {}
@@ -99,11 +102,18 @@ class TicketlabExperiment(Experiment):
                 command_name not in ("print_config", "print_dependencies", "save_config"):
             spec = os.environ[dbspec.URI_VARIABLE]
         resume_id = options.get(resume.RESUME_FLAG)
+        seed = (config_updates or {}).get("seed")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ConfigError(f"seed={seed!r} is not valid; it must be an integer")
         if resume_id:
             doc = resume.stored_run(spec, resume_id)
             config_updates, info = resume.prepare(self.path, doc, config_updates, named_configs)
         observer = self._observer(spec, overwrite=int(resume_id) if resume_id else None) if spec else None
-        run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
+        try:
+            run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
+        except ConfigAddedError as error:  # Sacred's message spans lines: one line naming the unknown keys
+            raise ConfigError(f"unknown config key {', '.join(sorted(error.__conflicting_configs__))}; see the "
+                              f"valid keys with: python -m experiments.{self.path} print_config") from None
         if observer is not None:
             run.meta_info["options"]["--mongo_db"] = dbspec.scrub(spec)
             run.observers.append(observer)

@@ -94,6 +94,55 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def _idx_complete(path: Path) -> bool:
+    """Whether an IDX file (plain or .gz) is as long as its header says, read without loading it: a plain file's
+    size, a .gz file's recorded uncompressed size (its last 4 bytes, mod 2**32)."""
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            ndim = head[3] if len(head) == 4 else 0
+            dims = f.read(4 * ndim)
+        if ndim == 0 or len(dims) != 4 * ndim:
+            return False
+        expected = 4 + 4 * ndim + int(np.prod([int.from_bytes(dims[i:i + 4], "big") for i in range(0, 4 * ndim, 4)]))
+        if path.suffix != ".gz":
+            return path.stat().st_size == expected
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            return int.from_bytes(f.read(4), "little") == expected % 2 ** 32
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return False
+
+
+def _cifar_complete(path: Path) -> bool:
+    """Whether a CIFAR-10 batch (a pickle) ends as a pickle ends (its STOP opcode): a truncated copy does not."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) == b"."
+    except OSError:
+        return False
+
+
+def _check_complete(files, complete) -> None:
+    bad = [str(f) for f in files if not complete(Path(f))]
+    if bad:
+        raise DataNotFound(f"{bad[0]} is truncated or corrupt: download it again (or copy it whole)"
+                           + (f"; also {', '.join(bad[1:])}" if bad[1:] else ""))
+
+
+def _check_on_disk(name: str, root: Path) -> None:
+    """DataNotFound naming a truncated file of an MNIST-family or CIFAR-10 data set found on disk (cheap)."""
+    if name in ("mnist", "fashion_mnist"):
+        folder, extra = ("MNIST", ()) if name == "mnist" else ("FashionMNIST", (DEBIAN_FASHION_MNIST,))
+        found = _find_idx([root / folder / "raw", *extra])
+        if found:
+            _check_complete(found.values(), _idx_complete)
+    elif name == "cifar10" and all((root / "cifar-10-batches-py" / n).is_file() for n in CIFAR_FILES):
+        _check_complete([root / "cifar-10-batches-py" / n for n in CIFAR_FILES], _cifar_complete)
+
+
 def _find_idx(folders: list[Path]) -> dict[str, Path] | None:
     """The four IDX files (plain or .gz) from the first folder that has all of them."""
     for folder in folders:
@@ -218,6 +267,7 @@ def ensure_available(name: str, root: str | Path, download: bool = True) -> None
     ``download``, can be downloaded now; cheap when it is on disk (no loading)."""
     dataset, root = DATASETS.get(name), Path(root).expanduser()
     if dataset.available(root):
+        _check_on_disk(name, root)
         return
     if download and dataset.download is not None and dataset.download(root) and dataset.available(root):
         return

@@ -41,6 +41,7 @@ import datetime
 
 from analysis.conditions import condition_hash
 from experiments import resume
+from experiments.errors import ConfigError
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
@@ -49,7 +50,7 @@ from experiments.ingredients.criterion import criterion_ingredient, role_rates
 from experiments.ingredients.pruning import pruning_ingredient
 from experiments.ingredients.treatment import treatment_ingredient
 from experiments.progress import Progress
-from masking import hashing, lottery
+from masking import hashing, lottery, models
 from masking.pruning import Mask
 from masking.training import TrainingConfig, eval_points
 from ticketlab import schema
@@ -82,6 +83,26 @@ def reduced():
 
 
 add_paper_configs(ex, lottery=True)
+
+# a metric series is one MongoDB document (about 44 bytes a point, 16 MB at most): 100k points is about 4.4 MB
+MAX_METRIC_POINTS = 100_000
+
+
+@ex.config_hook
+def metric_series_fit(config, command_name, logger):
+    """Refuse, before the run, an evaluation cadence whose metric series would not fit one database document."""
+    t, rounds = config["training"], config["pruning"]["rounds"]
+    iterations = t["iterations"] or models.spec(config["arch"]["name"]).iterations \
+        if config["arch"]["name"] in models.names() else t["iterations"]
+    if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (iterations, t["eval_every"])) and \
+            isinstance(rounds, int) and rounds >= 0:
+        points = (rounds + 1) * (iterations // t["eval_every"])
+        if points > MAX_METRIC_POINTS:
+            least = -(-(rounds + 1) * iterations // MAX_METRIC_POINTS)
+            raise ConfigError(f"training.eval_every={t['eval_every']} gives {points:,} points per metric over "
+                              f"{rounds + 1} rounds of {iterations} steps; one metric series must stay under "
+                              f"{MAX_METRIC_POINTS:,} points (a 16 MB database document): use eval_every >= {least}")
+    return {}
 
 
 # ---------------------------------------------------------------------- what a run records, in one place

@@ -59,6 +59,7 @@ class ResilientMongoObserver(MongoObserver):
         self.metric_history: dict[str, dict[str, list]] = {}  # everything logged, for a recovery bundle
         self.pending_artifacts: list[dict] = []
         self._spool: Path | None = None
+        self.lost = False  # set when a finished run could be neither stored nor kept on disk
         # the document of the run this one continues, as it was before (Sacred edits self.overwrite in place)
         self.resumed_from: dict | None = copy.deepcopy(self.overwrite) if self.overwrite is not None else None
 
@@ -155,7 +156,15 @@ class ResilientMongoObserver(MongoObserver):
             self._flush_artifacts()
             self.runs.replace_one({"_id": self.run_entry["_id"]}, self.run_entry, upsert=True)
         except pymongo.errors.PyMongoError as error:
-            bundle = self.write_bundle()
+            try:
+                bundle = self.write_bundle()
+            except OSError as disk_error:  # a failure folder that is not writable or full: say so, in one line
+                self.lost = True
+                print(f"ticketlab: run {self.run_entry['_id']} is LOST: the run database is unreachable "
+                      f"({type(error).__name__}) and it cannot be kept in {self.failure_dir} ({disk_error}); "
+                      f"nothing of it is marked finished",
+                      file=sys.stderr)
+                return
             print(f"ticketlab: the run database is unreachable ({type(error).__name__}); run "
                   f"{self.run_entry['_id']} is kept in {bundle}. Upload it later with: "
                   f"ticketlab upload -m DB_SPEC --failure-dir {self.failure_dir}", file=sys.stderr)
@@ -168,6 +177,15 @@ class ResilientMongoObserver(MongoObserver):
         experiment = self.run_entry.get("experiment", {}).get("name", "run")
         bundle = Path(self.failure_dir) / f"{experiment}_{self.run_entry['_id']}_{stamp}"
         partial = bundle.with_name(bundle.name + ".partial")
+        try:
+            self._write_bundle_files(partial)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)  # no half-written bundle left to fill a full disk further
+            raise
+        partial.rename(bundle)  # a bundle appears whole or not at all
+        return bundle
+
+    def _write_bundle_files(self, partial: Path) -> None:
         (partial / "artifacts").mkdir(parents=True, exist_ok=True)
         with open(partial / "run.pickle", "wb") as f:
             pickle.dump(self.run_entry, f)
@@ -179,8 +197,6 @@ class ResilientMongoObserver(MongoObserver):
             shutil.move(item["file"], target)
             listed.append({**item, "file": f"artifacts/{target.name}"})
         (partial / "artifacts.json").write_text(json.dumps(listed, indent=1, default=str))
-        partial.rename(bundle)  # a bundle appears whole or not at all
-        return bundle
 
 
 def _extend(store: dict[str, dict[str, list]], metrics_by_name: dict[str, dict[str, list]]) -> None:
@@ -206,13 +222,30 @@ def _millis(moment):
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000) if moment is not None else None
 
 
+class BundleError(Exception):
+    """A recovery bundle cannot be read (corrupted, half-written); it stays where it is."""
+
+
+def read_bundle(bundle: Path) -> tuple[dict, dict, list[dict]]:
+    """(run document, metrics, artifacts) of a bundle, every file checked before anything is written."""
+    try:
+        with open(bundle / "run.pickle", "rb") as f:
+            entry = pickle.load(f)
+        with open(bundle / "metrics.pickle", "rb") as f:
+            metrics = pickle.load(f)
+        artifacts = json.loads((bundle / "artifacts.json").read_text())
+        missing = [item["file"] for item in artifacts if not (bundle / item["file"]).is_file()]
+        if not isinstance(entry, dict) or "_id" not in entry or not isinstance(metrics, dict) or missing:
+            raise ValueError(f"missing {', '.join(missing)}" if missing else "not a run bundle")
+    except Exception as error:  # a truncated pickle raises anything from EOFError to UnpicklingError
+        raise BundleError(f"recovery bundle {bundle} cannot be read ({type(error).__name__}: {error}); "
+                          "it is kept as it is") from None
+    return entry, metrics, artifacts
+
+
 def upload_bundle(bundle: Path, database) -> int:
     """Write one recovery bundle into ``database`` (a pymongo Database); returns the run's _id there."""
-    with open(bundle / "run.pickle", "rb") as f:
-        entry = pickle.load(f)
-    with open(bundle / "metrics.pickle", "rb") as f:
-        metrics = pickle.load(f)
-    artifacts = json.loads((bundle / "artifacts.json").read_text())
+    entry, metrics, artifacts = read_bundle(bundle)
     runs, fs = database["runs"], gridfs.GridFS(database)
 
     existing = runs.find_one({"_id": entry["_id"]}, {"start_time": 1, "experiment.name": 1})
@@ -228,16 +261,22 @@ def upload_bundle(bundle: Path, database) -> int:
     info["metrics"] = [{"name": doc["name"], "id": str(doc["_id"])}
                        for doc in database["metrics"].find({"run_id": entry["_id"]}, {"name": 1})]
     for item in artifacts:
-        with open(bundle / item["file"], "rb") as f:
-            file_id = fs.put(f, filename=f"artifact://runs/{entry['_id']}/{item['name']}",
-                             metadata=item["metadata"], content_type=item["content_type"])
+        filename = f"artifact://runs/{entry['_id']}/{item['name']}"
+        stored = database["fs.files"].find_one({"filename": filename}, {"_id": 1})  # uploaded before: not twice
+        if stored is None:
+            with open(bundle / item["file"], "rb") as f:
+                file_id = fs.put(f, filename=filename, metadata=item["metadata"], content_type=item["content_type"])
+        else:
+            file_id = stored["_id"]
         entry.setdefault("artifacts", []).append({"name": item["name"], "file_id": file_id})
     runs.replace_one({"_id": entry["_id"]}, entry, upsert=True)
     return entry["_id"]
 
 
-def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = None) -> list[tuple[Path, int]]:
-    """Upload every bundle in ``failure_dir``; each uploaded bundle moves to ``<failure_dir>/uploaded/``."""
+def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = None,
+                       unreadable: list[str] | None = None) -> list[tuple[Path, int]]:
+    """Upload every bundle in ``failure_dir``; each uploaded bundle moves to ``<failure_dir>/uploaded/``. A bundle
+    that cannot be read stays; its one-line reason goes to ``unreadable`` (or is raised without it)."""
     bundles = failed_run_bundles(failure_dir)
     if not bundles:
         return []
@@ -245,8 +284,15 @@ def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = 
     database = client[db_name]
     done = []
     try:
+        client.admin.command("ping")  # an unreachable database: refused before any bundle is read
         for bundle in bundles:
-            run_id = upload_bundle(bundle, database)
+            try:
+                run_id = upload_bundle(bundle, database)
+            except BundleError as error:
+                if unreadable is None:
+                    raise
+                unreadable.append(str(error))
+                continue
             target = bundle.parent / "uploaded" / bundle.name
             target.parent.mkdir(exist_ok=True)
             shutil.move(str(bundle), target)

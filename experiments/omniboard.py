@@ -21,7 +21,8 @@ a header) in the browser's local storage, so the server cannot bring them forwar
 
 Omniboard itself is the npm package pinned in ``package.json`` (``make setup`` installs it into
 ``node_modules/``). It serves the run list at ``http://127.0.0.1:PORT/sacred`` (no trailing slash) and its API under
-``/sacred/api/v1/``; this command prints that address and runs until interrupted.
+``/sacred/api/v1/``; this command prints that address and runs until interrupted. It listens on 127.0.0.1 only
+(``--host`` changes that; from another machine, use an SSH tunnel: ``ssh -L 9000:127.0.0.1:9000 server``).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def omniboard_command() -> list[str]:
     if not start.exists() or not node:
         raise FileNotFoundError(f"Omniboard is not installed: run `make setup` (needs node and npm; installs the "
                                 f"version pinned in {ROOT / 'package.json'} into {ROOT / 'node_modules'})")
-    return [node, str(start)]
+    return [node, "-r", str(Path(__file__).with_name("omniboard_bind.js")), str(start)]
 
 
 def url(port: int) -> str:
@@ -104,7 +105,11 @@ def main(argv=None) -> int:
     where.add_argument("-m", "--mongo_db", metavar="HOST:PORT:DB", help="the run database, as for the experiments")
     where.add_argument("--mu", metavar="URI", help="a MongoDB URI with the database in its path")
     parser.add_argument("--port", type=int, default=9000, help="Omniboard's port (default 9000)")
+    parser.add_argument("--host", default="127.0.0.1", help="the address Omniboard listens on (default 127.0.0.1: "
+                        "this machine only; reach it from elsewhere through an SSH tunnel, ssh -L 9000:127.0.0.1:9000)")
     args = parser.parse_args(argv)
+    if not 0 < args.port < 65536:
+        parser.error(f"argument --port: {args.port} is not a TCP port (1 to 65535)")
     if args.mu:
         uri, db_name = args.mu, urlparse(args.mu).path.lstrip("/") or "sacred"
         omniboard_args = ["--mu", args.mu]
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
         return 2
     print(f"Omniboard for database {db_name!r}: {url(args.port)}  (Ctrl-C stops it)", flush=True)
     os.chdir(ROOT)  # become Omniboard (exec): a signal to this process reaches it, no child is left behind
-    os.execve(command[0], command + omniboard_args, dict(os.environ, PORT=str(args.port)))
+    os.execve(command[0], command + omniboard_args, dict(os.environ, PORT=str(args.port), OMNIBOARD_HOST=args.host))
 
 
 if __name__ == "__main__":

@@ -32,14 +32,17 @@ def main(argv=None) -> int:
     if not pending:
         print(f"no runs waiting in {args.failure_dir or default_failure_dir()}")
         return 0
+    unreadable: list[str] = []
     try:
-        done = upload_failed_runs(spec.url, spec.db_name, args.failure_dir)
+        done = upload_failed_runs(spec.url, spec.db_name, args.failure_dir, unreadable)
     except pymongo.errors.PyMongoError as error:
         print(f"error: {dbspec.unreachable(spec, error)}", file=sys.stderr)
         return 2
     for bundle, run_id in done:
         print(f"uploaded run {run_id} to {spec.db_name} (bundle moved to {bundle})")
-    return 0
+    for reason in unreadable:
+        print(f"error: {reason}", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,10 @@ def resolve(config, command_name, logger):
             updates[key] = arch.rates.get(role)  # stays None for an fc-only net's conv_rate
         else:
             check_number(f"criterion.{key}", cfg[key], low=0, high=1, high_open=True)
+            if arch.rates.get(role) is None:
+                raise ConfigError(f"criterion.{key}={cfg[key]!r} does not apply to arch {config['arch']['name']}: "
+                                  f"it has no {role} layers; rates it takes: "
+                                  f"{', '.join(f'criterion.{r}_rate' for r in arch.rates)}")
     training = config.get("training", {})
     try:
         sources = lottery.parse_sources(cfg["source"])

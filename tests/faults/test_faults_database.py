@@ -1,0 +1,158 @@
+"""The run database fails under running runs: killed (SIGKILL) mid-run and mid-sweep and restarted later, frozen
+(SIGSTOP longer than the client timeout, then SIGCONT). Every finished run reaches the database once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.faults.conftest import (BEAT, ROUNDS, RUN, finish, metric_series, new_db, round_rows, start,
+                                   wait_until)
+
+pytestmark = pytest.mark.faults
+
+_REFERENCES: dict = {}
+
+
+@pytest.fixture(scope="session")
+def reference(db_server, tmp_path_factory):
+    """``reference(*updates)``: (round rows, metric series) of an uninterrupted run of RUN + updates."""
+
+    def get(*updates):
+        if updates not in _REFERENCES:
+            db = new_db()
+            env = dict(os.environ, TICKETLAB_FAILURE_DIR=str(tmp_path_factory.mktemp("ref")), OMP_NUM_THREADS="1",
+                       PYTHONWARNINGS="ignore")
+            result = run_cli("experiments.lottery", *RUN, *updates, "-m", f"{db_server.address}:{db}", env=env)
+            assert result.returncode == 0, result.stderr
+            client = db_server.client()
+            doc = client[db]["runs"].find_one({})
+            _REFERENCES[updates] = round_rows(doc), metric_series(client[db], doc["_id"])
+        return _REFERENCES[updates]
+
+    return get
+
+
+def audit(db, references: dict, count_field="seed"):
+    """(finished, lost, duplicated, rounds lost) of the runs in ``db`` against the expected conditions:
+    ``references`` maps a seed to its uninterrupted run's (rounds, metrics)."""
+    docs = list(db["runs"].find({}))
+    by_seed: dict = {}
+    for doc in docs:
+        by_seed.setdefault(doc["config"][count_field], []).append(doc)
+    finished = sum(1 for doc in docs if doc["status"] == "COMPLETED")
+    lost = sum(1 for seed in references if not any(d["status"] == "COMPLETED" for d in by_seed.get(seed, [])))
+    duplicated = sum(max(0, len(v) - 1) for v in by_seed.values())
+    rounds_lost = 0
+    for seed, (rounds, metrics) in references.items():
+        done = [d for d in by_seed.get(seed, []) if d["status"] == "COMPLETED"]
+        if not done:
+            rounds_lost += len(rounds)
+            continue
+        doc = done[0]
+        rounds_lost += sum(1 for r in rounds if r not in round_rows(doc))
+        assert round_rows(doc) == rounds, f"seed {seed}: rounds differ from the uninterrupted run"
+        assert metric_series(db, doc["_id"]) == metrics, f"seed {seed}: metric points lost or doubled"
+    return finished, lost, duplicated, rounds_lost
+
+
+def test_database_killed_mid_run(own_server, fault_env, reference, fault_table, tmp_path):
+    server = own_server()
+    db_name, seeds = new_db(), (1, 2)
+    spec = f"{server.address}:{db_name}"
+    runs = [start("experiments.lottery", "-m", spec, *BEAT, *RUN, f"seed={s}", env=fault_env) for s in seeds]
+    db = server.client()[db_name]
+    try:
+        wait_until(lambda: db["runs"].count_documents({"info.rounds.0": {"$exists": True}}) == len(seeds),
+                   processes=runs)
+        server.process.send_signal(signal.SIGKILL)  # mid-run: round 0 stored, the rest still training
+        server.process.wait()
+        outputs = [finish(p) for p in runs]
+    finally:
+        for p in runs:
+            finish(p, timeout=1) if p.poll() is None else None
+    assert all(p.returncode == 0 for p in runs), outputs
+    bundles = sorted((tmp_path / "failed").iterdir())
+    assert len(bundles) == len(seeds), outputs
+    assert all("is kept in" in out and "experiments.upload" in out for out in outputs)
+
+    time.sleep(1)  # the database stays down a while, then comes back on the same data and port
+    server = own_server(server.storage, server.port)
+    db = server.client()[db_name]
+    up = run_cli("experiments.upload", "-m", spec, env=fault_env)
+    assert up.returncode == 0 and up.stdout.count("uploaded run") == len(seeds), up.stdout + up.stderr
+    references = {s: reference(f"seed={s}") for s in seeds}
+    finished, lost, duplicated, rounds_lost = audit(db, references)
+    assert db["runs"].count_documents({"status": "COMPLETED"}) == len(seeds)
+
+    # the same bundles uploaded again: nothing new is stored (documents, metric points, artifact files)
+    counts = {c: db[c].count_documents({}) for c in ("runs", "metrics", "fs.files", "fs.chunks")}
+    for bundle in (tmp_path / "failed" / "uploaded").iterdir():
+        shutil.move(str(bundle), tmp_path / "failed" / bundle.name)
+    again = run_cli("experiments.upload", "-m", spec, env=fault_env)
+    assert again.returncode == 0, again.stderr
+    assert {c: db[c].count_documents({}) for c in counts} == counts
+    assert audit(db, references) == (finished, lost, duplicated, rounds_lost)
+    fault_table("database SIGKILL mid-run, restarted, uploaded twice", injected=1, finished=finished, lost=lost,
+                duplicated=duplicated, rounds_lost=rounds_lost)
+    assert (lost, duplicated, rounds_lost) == (0, 0, 0)
+
+
+def test_database_killed_mid_sweep(own_server, fault_env, reference, fault_table, tmp_path):
+    server = own_server()
+    db_name, seeds = new_db(), (1, 2, 3, 4)
+    spec = f"{server.address}:{db_name}"
+    sweep_args = ["experiments.sweep", "-m", spec, "--seeds", ",".join(map(str, seeds)), "--workers", "2",
+                  "--logs", str(tmp_path / "logs"), *RUN]
+    sweep = start(*sweep_args, env=fault_env)
+    db = server.client()[db_name]
+    try:
+        wait_until(lambda: db["runs"].count_documents({"info.rounds.1": {"$exists": True}}) >= 1,
+                   processes=[sweep])
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        first = finish(sweep)
+    finally:
+        finish(sweep, timeout=1) if sweep.poll() is None else None
+    time.sleep(1)
+    server = own_server(server.storage, server.port)
+    db = server.client()[db_name]
+    # the same sweep again: it uploads the kept runs first and runs only what is not COMPLETED
+    second = run_cli(*sweep_args, env=fault_env, timeout=600)
+    assert second.returncode == 0, first + second.stdout + second.stderr
+    references = {s: reference(f"seed={s}") for s in seeds}
+    finished, lost, duplicated, rounds_lost = audit(db, references)
+    fault_table("database SIGKILL mid-sweep, restarted, sweep again", injected=1, finished=finished, lost=lost,
+                duplicated=duplicated, rounds_lost=rounds_lost)
+    assert (lost, duplicated, rounds_lost) == (0, 0, 0)
+    assert db["runs"].count_documents({"status": {"$ne": "COMPLETED"}}) == 0
+
+
+def test_database_frozen(own_server, fault_env, reference, fault_table):
+    server = own_server()
+    db_name, seeds = new_db(), (1,)
+    spec = f"{server.address}:{db_name}"
+    runs = [start("experiments.lottery", "-m", spec, *BEAT, *RUN, f"seed={s}", env=fault_env) for s in seeds]
+    db = server.client()[db_name]
+    try:
+        wait_until(lambda: db["runs"].count_documents({"info.rounds.0": {"$exists": True}}) == len(seeds),
+                   processes=runs)
+        server.process.send_signal(signal.SIGSTOP)  # 4 s frozen: longer than the client's 1 s timeout
+        time.sleep(4)
+        server.process.send_signal(signal.SIGCONT)
+        outputs = [finish(p) for p in runs]
+    finally:
+        server.process.send_signal(signal.SIGCONT)
+    assert all(p.returncode == 0 for p in runs), outputs
+    references = {s: reference(f"seed={s}") for s in seeds}
+    up = run_cli("experiments.upload", "-m", spec, env=fault_env)  # a run that had to keep its bundle uploads it
+    assert up.returncode == 0, up.stderr
+    finished, lost, duplicated, rounds_lost = audit(db, references)
+    fault_table("database SIGSTOP 4 s (client timeout 1 s), SIGCONT", injected=1, finished=finished, lost=lost,
+                duplicated=duplicated, rounds_lost=rounds_lost)
+    assert (lost, duplicated, rounds_lost) == (0, 0, 0)
