@@ -45,7 +45,6 @@ from experiments import supermask as supermask_exp
 from experiments.base import ArtifactWriter, sigterm_interrupts
 from experiments.dbspec import parse_db_spec
 from experiments.ingredients import data as data_ing
-from experiments.ingredients import training as training_ing
 from experiments.localdb import home_dir
 from masking import lottery, population, population_procedures
 from masking import training as masking_training
