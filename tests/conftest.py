@@ -11,6 +11,19 @@ import pytest
 
 from experiments.localdb import DatabaseServer
 
+@pytest.fixture
+def one_thread():
+    """One torch thread and flushed denormals, the process settings the experiments apply: the reference hashes
+    were made that way, and tiny batches run many times faster than with torch's default on a busy machine."""
+    import torch
+
+    from masking import training
+    threads = torch.get_num_threads()
+    training.cpu_settings(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def db_server(tmp_path_factory):
     server = DatabaseServer(tmp_path_factory.mktemp("secantus") / "data").start()

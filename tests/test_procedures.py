@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from experiments import datasets
-from masking import hashing, lottery, supermask_training, training
+from masking import hashing, lottery, supermask_training
 from masking.training import TrainingConfig
 from ticketlab.schema import ROUND_FIELDS, SUPERMASK_FIELDS
 
@@ -56,13 +56,7 @@ def data():
                          synthetic_test=1000)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The references were made with one thread (the process settings experiments apply: threads, denormals)."""
-    threads = torch.get_num_threads()
-    training.cpu_settings(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def lottery_spec(seed, criterion, mask1, mask0, lr):

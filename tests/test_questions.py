@@ -6,7 +6,8 @@ import torch
 
 from experiments import datasets
 from masking import models, supermask
-from tests.test_resnet import one_thread  # noqa: F401 (autouse: one torch thread in this module)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread
 
 
 def random_mask(net, density=0.3, seed=0):

@@ -13,13 +13,7 @@ SHAPES = ([(16, 3, 3, 3)] + [(16, 16, 3, 3)] * 6 + [(32, 16, 3, 3)] + [(32, 32, 
           + [(64, 32, 3, 3)] + [(64, 64, 3, 3)] * 5 + [(10, 64)])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Convs at tiny batches: one thread is many times faster than torch's default on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def bn_state(net):

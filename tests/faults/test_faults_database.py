@@ -61,15 +61,27 @@ def audit(db, references: dict, count_field="seed"):
     return finished, lost, duplicated, rounds_lost
 
 
-def test_database_killed_mid_run(own_server, fault_env, reference, fault_table, tmp_path):
-    server = own_server()
-    db_name, seeds = new_db(), (1, 2)
-    spec = f"{server.address}:{db_name}"
+def runs_past_round_0(server, seeds, fault_env):
+    """Lottery runs of ``seeds`` on a fresh database of ``server``, once each has stored round 0:
+    (spec, database, processes)."""
+    spec = f"{server.address}:{new_db()}"
     runs = [start("experiments.lottery", "-m", spec, *BEAT, *RUN, f"seed={s}", env=fault_env) for s in seeds]
-    db = server.client()[db_name]
+    db = server.client()[spec.rsplit(":", 1)[1]]
     try:
         wait_until(lambda: db["runs"].count_documents({"info.rounds.0": {"$exists": True}}) == len(seeds),
                    processes=runs)
+    except BaseException:
+        for run in runs:
+            run.kill()
+        raise
+    return spec, db, runs
+
+
+def test_database_killed_mid_run(own_server, fault_env, reference, fault_table, tmp_path):
+    server, seeds = own_server(), (1, 2)
+    spec, db, runs = runs_past_round_0(server, seeds, fault_env)
+    db_name = db.name
+    try:
         server.process.send_signal(signal.SIGKILL)  # mid-run: round 0 stored, the rest still training
         server.process.wait()
         outputs = [finish(p) for p in runs]
@@ -134,14 +146,9 @@ def test_database_killed_mid_sweep(own_server, fault_env, reference, fault_table
 
 
 def test_database_frozen(own_server, fault_env, reference, fault_table):
-    server = own_server()
-    db_name, seeds = new_db(), (1,)
-    spec = f"{server.address}:{db_name}"
-    runs = [start("experiments.lottery", "-m", spec, *BEAT, *RUN, f"seed={s}", env=fault_env) for s in seeds]
-    db = server.client()[db_name]
+    server, seeds = own_server(), (1,)
+    spec, db, runs = runs_past_round_0(server, seeds, fault_env)
     try:
-        wait_until(lambda: db["runs"].count_documents({"info.rounds.0": {"$exists": True}}) == len(seeds),
-                   processes=runs)
         server.process.send_signal(signal.SIGSTOP)  # 4 s frozen: longer than the client's 1 s timeout
         time.sleep(4)
         server.process.send_signal(signal.SIGCONT)
