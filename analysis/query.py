@@ -54,7 +54,7 @@ def resolve(mongo: str | dbspec.DbSpec | None, db_name: str | None = None) -> db
 def connect(spec: dbspec.DbSpec) -> pymongo.MongoClient:
     """A client of ``spec``'s server that has answered a ping (QueryError in one line otherwise)."""
     try:
-        client = pymongo.MongoClient(spec.url, serverSelectionTimeoutMS=dbspec.server_timeout_ms())
+        client = dbspec.connect(spec.url)
         client.admin.command("ping")
     except (pymongo.errors.PyMongoError, ValueError) as error:
         raise QueryError(dbspec.unreachable(spec, error)) from None

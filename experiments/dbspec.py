@@ -11,7 +11,7 @@ is never printed, logged or stored: ``scrub`` masks it in any text, ``DbSpec.dis
 Pure Python (pymongo's URI parser only): the analysis uses it too.
 
     spec = parse(args.mongo_db)            # DbSpec(url=..., db_name=...); a bad spec is a one-line ValueError
-    client = pymongo.MongoClient(spec.url, serverSelectionTimeoutMS=server_timeout_ms())
+    client = connect(spec.url)             # journaled writes, the server timeout of $TICKETLAB_DB_TIMEOUT_MS
     print(f"runs in {spec.display}")       # never spec.url
 """
 
@@ -124,6 +124,20 @@ def parse(spec: str | None = None, db_name: str | None = None) -> DbSpec:
 def server_timeout_ms() -> int:
     """How long one database call waits for an unreachable server ($TICKETLAB_DB_TIMEOUT_MS, default 5000)."""
     return int(os.environ.get(TIMEOUT_VARIABLE, "5000"))
+
+
+def connect(url: str, **kwargs):
+    """A pymongo client of the run database whose acknowledged writes survive a crash of the server.
+
+    Writes wait for the server's journal (``journal=True``): without it MongoDB keeps acknowledged writes in
+    memory for up to its 100 ms journal interval, and SecantusDB loses the last few dozen writes when it is killed
+    (measured: 171 of 200 inserts left after SIGKILL, 200 of 200 with the journal). A lost claim or run document
+    after a database crash is how a finished point would be run twice. Costs about 0.15 ms per write locally."""
+    import pymongo
+
+    kwargs.setdefault("serverSelectionTimeoutMS", server_timeout_ms())
+    kwargs.setdefault("journal", True)
+    return pymongo.MongoClient(url, **kwargs)
 
 
 def unreachable(spec: DbSpec, error: BaseException) -> str:

@@ -119,7 +119,7 @@ def run_unit(unit: Unit) -> str:
     # the claim's token names this execution: Dask may run a submission again after a worker loss
     unit = dataclasses.replace(unit, token=f"{unit.token}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}")
     url, db_name = parse_db_spec(unit.db_spec)
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     log = open(unit.log, "a") if unit.log else open(os.devnull, "w")
     try:
         db = client[db_name]

@@ -24,6 +24,7 @@ import datetime
 import json
 import os
 import pickle
+import shlex
 import shutil
 import sys
 import tempfile
@@ -34,7 +35,7 @@ import pymongo
 import pymongo.errors
 from sacred.observers import MongoObserver
 
-from experiments.dbspec import scrub_all
+from experiments.dbspec import DbSpec, connect, scrub, scrub_all
 from ticketlab import schema
 
 # how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)
@@ -52,9 +53,11 @@ class ResilientMongoObserver(MongoObserver):
 
     def __init__(self, url: str | None = None, db_name: str = "sacred", failure_dir: str | Path | None = None,
                  **kwargs):
-        if "client" not in kwargs:
+        if "client" not in kwargs:  # the client of dbspec.connect: journaled writes (see there), server timeout
             kwargs.setdefault("serverSelectionTimeoutMS", SERVER_TIMEOUT_MS)
+            kwargs.setdefault("journal", True)
         super().__init__(url=url, db_name=db_name, failure_dir=str(failure_dir or default_failure_dir()), **kwargs)
+        self.spec = DbSpec(url, db_name) if url else None  # for the upload command it prints (password scrubbed)
         self.pending_metrics: dict[str, dict[str, list]] = {}  # logged, not yet stored
         self.metric_history: dict[str, dict[str, list]] = {}  # everything logged, for a recovery bundle
         self.pending_artifacts: list[dict] = []
@@ -166,11 +169,17 @@ class ResilientMongoObserver(MongoObserver):
                       file=sys.stderr)
                 return
             print(f"ticketlab: the run database is unreachable ({type(error).__name__}); run "
-                  f"{self.run_entry['_id']} is kept in {bundle}. Upload it later with: "
-                  f"ticketlab upload -m DB_SPEC --failure-dir {self.failure_dir}", file=sys.stderr)
+                  f"{self.run_entry['_id']} is kept in {bundle}. Upload it later with: {self.upload_command()}",
+                  file=sys.stderr)
             return
         if self._spool is not None:
             shutil.rmtree(self._spool, ignore_errors=True)
+
+    def upload_command(self) -> str:
+        """The command that uploads this run's bundle, as it can be run (a password in the URI shows as ***)."""
+        spec = scrub(self.spec.uri_with_db) if self.spec else "DB_SPEC"
+        return " ".join(shlex.quote(part) for part in (sys.executable, "-m", "experiments.upload", "-m", spec,
+                                                      "--failure-dir", str(self.failure_dir)))
 
     def write_bundle(self) -> Path:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
@@ -280,7 +289,7 @@ def upload_failed_runs(url: str, db_name: str, failure_dir: str | Path | None = 
     bundles = failed_run_bundles(failure_dir)
     if not bundles:
         return []
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    client = connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     database = client[db_name]
     done = []
     try:

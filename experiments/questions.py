@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-import pymongo
 
 from analysis import figures
 from analysis.report import markdown_table
 from analysis.stats import ComparisonError, compare
-from experiments import localdb, sweep
+from experiments import dbspec, localdb, sweep
 
 DB_NAME = "lottery"
 ARCH, DATA = "lenet300_100", "fashion_mnist"
@@ -323,7 +322,7 @@ def main(argv=None) -> int:
             parts = [p for p in STUDIES[name].parts(settings) if p not in done]
             code = run_parts(parts, spec, settings, args.workers, home / "questions_logs") or code
             done.update(parts)
-    client = pymongo.MongoClient(f"mongodb://{address}")
+    client = dbspec.connect(f"mongodb://{address}")
     try:
         for name in names:
             out = home / "questions" / name

@@ -91,7 +91,7 @@ def stored_run(db_spec: str | None, run_id) -> dict:
         spec = dbspec.parse(db_spec)
     except ValueError as error:
         raise ResumeError(dbspec.scrub(error)) from None
-    client = pymongo.MongoClient(spec.url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    client = dbspec.connect(spec.url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     try:
         doc = client[spec.db_name]["runs"].find_one({"_id": run_id})
     except pymongo.errors.PyMongoError as error:

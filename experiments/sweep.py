@@ -81,7 +81,7 @@ def resolve(experiment, updates: list[str]) -> dict:
 
 
 def completed_hashes(url: str, db_name: str, experiment_name: str) -> set[str]:
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     try:
         cursor = client[db_name]["runs"].find({"status": "COMPLETED", "experiment.name": experiment_name},
                                               {"config": 1})
@@ -373,7 +373,7 @@ def main(argv=None) -> int:
     except Exception as error:  # a bad value anywhere in the grid: nothing has started
         print(f"error: {error}", file=sys.stderr)
         return 2
-    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     try:
         db = client[db_name]
         try:
@@ -472,7 +472,7 @@ def status(argv) -> int:
     parser.add_argument("--sweep", default=None, help="the sweep id (printed when it started)")
     args = parser.parse_args(argv)
     url, db_name = _database(args, parser)
-    with pymongo.MongoClient(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS) as client:
+    with dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS) as client:
         db = client[db_name]
         try:
             if args.sweep:

@@ -30,7 +30,7 @@ def test_the_three_forms_and_the_environment(monkeypatch):
             dbspec.parse(bad)
     shown = dbspec.parse(uri)
     assert PASSWORD not in repr(shown) and PASSWORD not in shown.display and "me:***@db.lab" in shown.display
-    assert dbspec.scrub(f"-m {uri} and mongodb://a:b@c/d") == \
+    assert dbspec.scrub(f"-m {uri} and mongodb://a:{PASSWORD}@c/d") == \
         "-m mongodb://me:***@db.lab:27017/lottery?authSource=admin and mongodb://a:***@c/d"
 
 

@@ -20,6 +20,7 @@ LOT, SUP, SWEEP, UP, OMNI, ANA, LOCALDB = ("experiments.lottery", "experiments.s
                                           "experiments.localdb")
 TL = "ticketlab"  # the console command (python -m ticketlab runs the same main)
 SYN = ["fast", "data.name=synthetic"]
+FAKE_PASSWORD = "S3cret-14"  # a made-up password: the refusal must not print it
 # (command, arguments ({db}: a fresh HOST:PORT:DB, {mongo}/{name}: its parts, {empty}: a folder without data),
 #  words the one line must hold)
 CASES = [
@@ -88,8 +89,8 @@ CASES = [
     (TL, ["runs", "-m", "127.0.0.1:1:nodb"], ["127.0.0.1:1"]),
     (TL, ["sweep", "-m", "{db}", "--criteria", "biggest", "with", *SYN], ["'biggest'", "large_final"]),
     (TL, ["db", "restart"], ["'restart'"]),
-    (ANA, ["runs", "-m", "mongodb://ticket:S3cret-14@127.0.0.1:1/nodb?authSource=admin"], ["127.0.0.1:1"]),
-    (LOT, ["with", *SYN, "-m", "mongodb://ticket:S3cret-14@127.0.0.1:1/nodb?authSource=admin"], ["127.0.0.1:1"]),
+    (ANA, ["runs", "-m", f"mongodb://ticket:{FAKE_PASSWORD}@127.0.0.1:1/nodb?authSource=admin"], ["127.0.0.1:1"]),
+    (LOT, ["with", *SYN, "-m", f"mongodb://ticket:{FAKE_PASSWORD}@127.0.0.1:1/nodb?authSource=admin"], ["127.0.0.1:1"]),
 ]
 
 SACRED_LOG = re.compile(r"^(INFO|WARNING|DEBUG) - ")
@@ -146,7 +147,7 @@ def test_bad_input_is_refused_in_one_line_with_nothing_written(db_server, tmp_pa
             problems.append(f"{len(lines)} error lines")
         elif not all(w in lines[0] for w in words):
             problems.append(f"the line lacks {[w for w in words if w not in lines[0]]}")
-        if "S3cret-14" in result.stdout + result.stderr:
+        if FAKE_PASSWORD in result.stdout + result.stderr:
             problems.append("the password printed")
         if "round  0" in result.stdout or "Started run" in result.stderr:
             problems.append("training started")

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
+import subprocess
 import time
 
 import pytest
@@ -91,12 +93,14 @@ def test_database_killed_mid_run(own_server, fault_env, reference, fault_table, 
     assert all(p.returncode == 0 for p in runs), outputs
     bundles = sorted((tmp_path / "failed").iterdir())
     assert len(bundles) == len(seeds), outputs
-    assert all("is kept in" in out and "experiments.upload" in out for out in outputs)
+    printed = {re.search(r"is kept in .*Upload it later with: (.*)", out).group(1).strip() for out in outputs}
+    assert len(printed) == 1, outputs  # both runs print the same command: the database and the failure folder
 
     time.sleep(1)  # the database stays down a while, then comes back on the same data and port
     server = own_server(server.storage, server.port)
     db = server.client()[db_name]
-    up = run_cli("experiments.upload", "-m", spec, env=fault_env)
+    # the command exactly as printed
+    up = subprocess.run(printed.pop(), shell=True, env=fault_env, capture_output=True, text=True, timeout=120)
     assert up.returncode == 0 and up.stdout.count("uploaded run") == len(seeds), up.stdout + up.stderr
     references = {s: reference(f"seed={s}") for s in seeds}
     finished, lost, duplicated, rounds_lost = audit(db, references)
@@ -163,3 +167,24 @@ def test_database_frozen(own_server, fault_env, reference, fault_table):
     fault_table("database SIGSTOP 4 s (client timeout 1 s), SIGCONT", injected=1, finished=finished, lost=lost,
                 duplicated=duplicated, rounds_lost=rounds_lost)
     assert (lost, duplicated, rounds_lost) == (0, 0, 0)
+
+
+def test_acknowledged_writes_survive_a_killed_server(own_server, fault_table):
+    """Every write ticketlab makes goes through ``dbspec.connect`` (journaled): a write the server acknowledged is
+    there after the server is SIGKILLed and restarted. (Without the journal SecantusDB lost about 30 of 200.)"""
+    from experiments import dbspec
+
+    server, injected, lost = own_server(), 3, 0
+    for trial in range(injected):
+        with dbspec.connect(server.uri) as client:
+            for i in range(200):
+                client.f.docs.insert_one({"trial": trial, "i": i})
+                client.f.last.update_one({"_id": 1}, {"$set": {"i": i}}, upsert=True)
+        server.process.send_signal(signal.SIGKILL)
+        server.process.wait()
+        server = own_server(server.storage, server.port)
+        with server.client() as client:
+            lost += 200 - client.f.docs.count_documents({"trial": trial})
+            assert client.f.last.find_one({"_id": 1})["i"] == 199
+    fault_table("database SIGKILL after 200 acknowledged writes (lost: writes)", injected=injected, finished=0, lost=lost)
+    assert lost == 0
