@@ -8,7 +8,9 @@ memory, 50% of each net's weights pruned at random (mask-0 'init': pruned weight
 * ``single``: the sweep's default, 2 worker processes with 1 thread each, each training single runs one after
   another with ``masking.training`` (MaskedLinear, fused Adam); the reference.
 * ``stack K``: 2 worker processes with 1 thread each, each training a population of K members in lockstep with
-  ``masking.population`` (hand-written batched layers: ``baddbmm``, grouped conv).
+  ``masking.population`` (hand-written batched layers: ``baddbmm``, grouped conv; a fully connected stack's
+  gradients computed by hand, ``population.fc_gradients``).
+* ``stack K, autograd``: the same with autograd's backward (fully connected nets only).
 * ``vmap K``: the same with torch's model-ensembling API (``torch.func.stack_module_state`` + ``functional_call``
   + ``vmap``) over plain nets, gradients masked the same way, one fused Adam over the stack.
 * ``stack K, 1 proc x 2 threads``: one process with 2 threads training one population of 2K members.
@@ -63,10 +65,11 @@ class Variant:
             self.nets = [_ticket(arch, s, "masked", shape)[0] for s in seeds]
             self.opts = [training.make_optimizer(n, "adam", 1.2e-3) for n in self.nets]
             self.step = self._single
-        elif method == "stack":
+        elif method in ("stack", "autograd"):
             stack = population.Stack([_ticket(arch, s, "masked", shape)[0] for s in seeds])
             opt = population.make_optimizer(stack, "adam", 1.2e-3)
-            self.step = lambda xb, yb: population.train_step(stack, opt, xb, yb)
+            autograd = True if method == "autograd" else None
+            self.step = lambda xb, yb: population.train_step(stack, opt, xb, yb, autograd=autograd)
         elif method == "vmap":
             self.step = self._vmap_step([_ticket(arch, s, "dense", shape) for s in seeds])
         else:
@@ -166,6 +169,8 @@ def main() -> None:
     plan = [("single", "single", 4, 2, 1, single_steps)]
     for k in sizes:
         plan.append((f"stack {k}", "stack", k, 2, 1, max(3, args.member_steps // k)))
+        if args.arch.startswith("lenet"):  # fully connected: train_step's hand-written gradients vs autograd
+            plan.append((f"stack {k}, autograd", "autograd", k, 2, 1, max(3, args.member_steps // k)))
         if not args.no_vmap:
             plan.append((f"vmap {k}", "vmap", k, 2, 1, max(3, args.member_steps // k)))
     big = 2 * max(sizes)

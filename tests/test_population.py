@@ -74,6 +74,29 @@ def test_float64_members_equal_their_single_runs(arch, shape):
         assert abs(val_loss - single.curve[-1]["val_loss"]) < 1e-9 and val_acc == single.curve[-1]["val_acc"]
 
 
+@pytest.mark.parametrize("dtype,tolerance", [("float64", 1e-13), ("float32", 1e-5)])
+def test_hand_written_fc_gradients_equal_autograd(dtype, tolerance):
+    """``fc_gradients`` (the fully connected path of ``train_step``) gives autograd's losses and gradients."""
+    shape = (1, 28, 28)
+    (x, y), _ = data(shape, dtype=population.dtype_of(dtype))
+    stack = population.Stack([ticket("lenet300_100", *m, shape) for m in MEMBERS], dtype)
+    idx = torch.stack([torch.randperm(len(x), generator=torch.Generator().manual_seed(k))[:20] for k in range(3)])
+    xb, yb = x[idx], y[idx]
+    logits = stack(xb)
+    losses = torch.nn.functional.cross_entropy(logits.reshape(60, -1), yb.reshape(-1), reduction="none")
+    losses = losses.view(3, 20).mean(1)
+    losses.sum().backward()
+    expected = {name: p.grad.clone() for name, p in stack.named_parameters()}
+    stack.zero_grad(set_to_none=True)
+    got_losses = population.fc_gradients(stack, xb, yb)
+    assert float((got_losses - losses.detach()).abs().max()) < tolerance
+    for name, p in stack.named_parameters():
+        scale = float(expected[name].abs().max())
+        assert float((p.grad - expected[name]).abs().max()) <= tolerance * max(scale, 1.0), name
+    with pytest.raises(ValueError, match="fully connected"):
+        population.fc_gradients(population.Stack([ticket("conv2", *MEMBERS[0], (3, 4, 4))]), xb, yb)
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_one_adam_over_the_stack_is_one_adam_per_member(fused):
     gen = torch.Generator().manual_seed(0)
