@@ -278,7 +278,7 @@ def fc_gradients(stack: Stack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     """The gradients autograd gives a fully connected masked stack (each member's mean cross-entropy on its batch),
     written to the parameters' ``.grad`` by hand: forward with ``baddbmm`` keeping each layer's output, then
     (softmax - one-hot) / B backwards through the layers (ReLU passes where its output was positive). The same
-    products as autograd's (float64: equal to 1e-14); without the autograd graph a step is about 15% cheaper on
+    products as autograd's (float64: equal to 1e-14); without the autograd graph a step costs 5-10% less on
     the CPU (``bench/population.py``). Returns the K losses."""
     if stack.num_convs or stack.supermask:
         raise ValueError("fc_gradients computes fully connected masked stacks only")
