@@ -7,7 +7,7 @@ export VENV
 setup:
 	@bash scripts/setup.sh
 
-study: setup  ## the main job: a small real study into a local database, analysed into figures (about 9 min)
+study: setup  ## the main job: a small real study into a local database, analysed into figures (about 5 min)
 	$(PY) -m experiments.study
 
 db-stop:  ## stop the local run database started by `make study` (its data stay)

@@ -40,6 +40,7 @@ BASELINE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 2.2, "zorder
 
 
 STAR_STEP_POINTS = 7  # vertical offset between the significance markers of two conditions at one point
+STAR_HALF_POINTS = 6  # a marker's half height (s=60) and a little air: what must fit below the axes' top
 
 
 def color(name: str):
@@ -87,6 +88,7 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
     bounds = metric_bounds(df, metric)
     bands = mean_and_band(df, factor, metric, bounds)
     starred = 0  # conditions with markers so far: each next one's markers sit one step higher
+    tops: list[tuple[float, float]] = []  # (highest marker's y, its offset in points): room is made for each
     for name, line in bands.groupby(factor, sort=True):
         line = line.sort_values("percent_remaining", ascending=False)
         is_base = name == baseline
@@ -103,6 +105,7 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
             shift = offset_copy(ax.transData, fig=ax.figure, y=STAR_STEP_POINTS * starred, units="points")
             ax.scatter(marked["percent_remaining"], marked["high"], marker="*", s=60, color=line_style["color"],
                        edgecolors="black", linewidths=0.4, zorder=6, transform=shift)
+            tops.append((float(marked["high"].max()), STAR_STEP_POINTS * starred))
             starred += 1
     ax.set_xscale("log")
     ax.invert_xaxis()
@@ -113,6 +116,21 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
     ax.set_xlabel("percent of weights remaining")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.25)
+    note = "bands: 95% t-interval over seeds" + ("; * differs from baseline (Holm, p < 0.05)"
+                                                  if significance is not None else "")
+    ax.text(0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
+    _room_for_markers(ax, tops)
+
+
+def _room_for_markers(ax, tops: list[tuple[float, float]]) -> None:
+    """Raise the y limit so every marker (at data y, lifted by its offset in points) is drawn inside the axes."""
+    if not tops:
+        return
+    low, high = ax.get_ylim()
+    height = ax.get_window_extent().height * 72 / ax.figure.dpi  # the axes' height in points
+    needed = [low + (y - low) * height / max(height - offset - STAR_HALF_POINTS, 1.0) for y, offset in tops]
+    if max(needed) > high:
+        ax.set_ylim(low, max(needed))
 
 
 def save(fig, out_dir: str | Path, stem: str) -> list[Path]:
@@ -134,9 +152,6 @@ def study_figure(df: pd.DataFrame, factor: str, baseline: str, metric: str, titl
     plot_vs_remaining(df, factor, baseline, metric, ax, ylabel, significance)
     ax.set_title(f"{title}\n{_subtitle(df, factor)}", fontsize=10)
     ax.legend(fontsize=7, ncol=2, loc="lower left")
-    if significance is not None:
-        ax.text(0.99, 0.01, "* differs from baseline (Holm, p < 0.05)", transform=ax.transAxes, ha="right",
-                va="bottom", fontsize=7)
     return fig
 
 

@@ -43,7 +43,7 @@ from analysis.conditions import condition_hash
 from experiments import lottery as lottery_exp
 from experiments import supermask as supermask_exp
 from experiments.base import ArtifactWriter, sigterm_interrupts
-from experiments.dbspec import parse_db_spec
+from experiments.dbspec import parse_db_spec, scrub
 from experiments.ingredients import data as data_ing
 from experiments.localdb import home_dir
 from masking import lottery, population, population_procedures
@@ -291,6 +291,9 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict]) -> int
     print(f"sweep: {len(points)} runs in the grid, {len(points) - len(todo)} already completed, {len(todo)} to run "
           f"as {len(groups) - alone} population(s) of at most {size} and {alone} single run(s), {workers} at a time "
           f"x {threads} thread(s)")
+    if not torch.cuda.is_available() and len(groups) > alone:
+        print("sweep: note: no GPU here; on a CPU a population trains at about the speed of single runs (README, "
+              "Populations): it pays off on a GPU")
     own = [[list(points[i][len(shared):]) for i in members] for members in groups]
     if args.dry_run:
         for members in own:
@@ -308,7 +311,7 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict]) -> int
         else:
             command = population_command(own[index], shared, db_spec, threads, args.experiment)
         with open(logs / f"population_{index:04d}.log", "w") as log:
-            log.write(" ".join(command) + "\n")
+            log.write(scrub(" ".join(command)) + "\n")  # a password in -m stays out of the log
             log.flush()
             return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                   stdin=subprocess.DEVNULL).returncode

@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     print(f"  {python} -m analysis runs --mongo {address} --db {DB_NAME}")
     options = " ".join(f"--where {key}={','.join(map(str, value)) if isinstance(value, list) else value}"
                        for key, value in where.items())
-    print(f"  {python} -m analysis report --mongo {address} --db {DB_NAME} {options} --out DIR")
+    again = shlex.quote(str(home / "analysis_report"))  # a real folder: the command runs as printed
+    print(f"  {python} -m analysis report --mongo {address} --db {DB_NAME} {options} --out {again}")
     print(f"  incense: incense.ExperimentLoader(mongo_uri='mongodb://{address}', db_name='{DB_NAME}')")
     print(f"  stop the database: {python} -m experiments.localdb stop{home_option}")
     return code

@@ -101,3 +101,24 @@ def test_significance_markers_of_two_conditions_at_one_point_do_not_overlap():
     assert screen[0][0] == pytest.approx(screen[1][0])
     assert abs(screen[0][1] - screen[1][1]) >= figures.STAR_STEP_POINTS * fig.dpi / 72 * 0.99
     plt.close(fig)
+
+
+def test_significance_markers_at_the_top_are_drawn_inside_the_axes():
+    """A significant point with the highest band of the figure: its marker (two conditions stacked) fits under the
+    axes' top edge, and the figure says what the bands are."""
+    top = ("large_final", "large_init", "magnitude_increase")  # three markers stacked at one point
+    df = runs({"random": [[0.5, 0.5, 0.5], [0.52, 0.5, 0.5]],
+               **{c: [[0.6, 0.8, 0.6], [0.62, 0.81 + 0.001 * i, 0.6]] for i, c in enumerate(top)}}, "test_acc")
+    significance = pd.DataFrame([{"condition": c, "percent_remaining": 80.0, "significant": True} for c in top])
+    fig = figures.study_figure(df, "criterion", "random", "test_acc", "criteria", "test accuracy", significance)
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    box = ax.get_window_extent()
+    stars = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(stars) == 3
+    half = figures.STAR_HALF_POINTS * fig.dpi / 72
+    for star in stars:
+        x, y = star.get_offset_transform().transform(star.get_offsets())[0]
+        assert box.y0 <= y and y + half <= box.y1 + 0.5, (y, half, box)
+    assert any("bands: 95% t-interval over seeds" in t.get_text() for t in ax.texts)
+    plt.close(fig)

@@ -50,9 +50,10 @@ def test_study_reports_its_own_runs_and_prints_working_commands(tmp_path):
                                                                            sys.executable)
         listed = subprocess.run(runs, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert listed.returncode == 0 and "large_final" in listed.stdout, listed.stderr
-        out = tmp_path / "report_again"
-        redone = subprocess.run(report_cmd.replace("--out DIR", f"--out {out}"), shell=True, cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=300)
+        out = home / "analysis_report"
+        assert f"--out {out}" in report_cmd
+        redone = subprocess.run(report_cmd, shell=True, cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=300)
         assert redone.returncode == 0 and (out / "study_criteria.png").exists(), redone.stderr
         stopped = subprocess.run(stop, shell=True, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert stopped.returncode == 0, stopped.stderr
