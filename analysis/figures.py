@@ -118,7 +118,7 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
     ax.grid(True, which="both", alpha=0.25)
     note = "bands: 95% t-interval over seeds" + ("; * differs from baseline (Holm, p < 0.05)"
                                                   if significance is not None else "")
-    ax.text(0.99, 0.01, note, transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
+    ax.text(1.0, -0.17, note, transform=ax.transAxes, ha="right", va="top", fontsize=7)  # under the x label
     _room_for_markers(ax, tops)
 
 
