@@ -1,6 +1,7 @@
 """Population training vs the sequential single-run loop, side by side in one command on the CPU.
 
     python bench/population.py [--sizes 1,8,27,55] [--member-steps 600] [--repeats 5] [--arch lenet300_100]
+    python bench/population.py --device cuda --sizes 8,27,55 [--arch conv6]     # on a GPU: vs one net alone
 
 Time per member-step (one step of one net) of masked LeNet-300-100 training at batch 60, on MNIST-shaped data in
 memory, 50% of each net's weights pruned at random (mask-0 'init': pruned weights frozen at nonzero values):
@@ -53,25 +54,26 @@ def _ticket(arch: str, seed: int, kind: str, input_shape):
 class Variant:
     """Builds one variant's nets once; ``run(steps)`` times ``steps`` lockstep steps (wall and CPU seconds)."""
 
-    def __init__(self, method: str, size: int, arch: str, data, first_seed: int):
+    def __init__(self, method: str, size: int, arch: str, data, first_seed: int, device=None):
         from masking import population, training
 
-        self.data, self.size = data, size
+        self.data, self.size, self.device = data, size, torch.device(device or "cpu")
         x, _ = data
         seeds = range(first_seed, first_seed + size)
         self.orders = [training.batch_indices(len(x), 60, torch.Generator().manual_seed(s)) for s in seeds]
         shape = tuple(x.shape[1:])
         if method == "single":
-            self.nets = [_ticket(arch, s, "masked", shape)[0] for s in seeds]
+            self.nets = [_ticket(arch, s, "masked", shape)[0].to(self.device) for s in seeds]
             self.opts = [training.make_optimizer(n, "adam", 1.2e-3) for n in self.nets]
             self.step = self._single
         elif method in ("stack", "autograd"):
-            stack = population.Stack([_ticket(arch, s, "masked", shape)[0] for s in seeds])
+            stack = population.Stack([_ticket(arch, s, "masked", shape)[0].to(self.device) for s in seeds])
             opt = population.make_optimizer(stack, "adam", 1.2e-3)
             autograd = True if method == "autograd" else None
             self.step = lambda xb, yb: population.train_step(stack, opt, xb, yb, autograd=autograd)
         elif method == "vmap":
-            self.step = self._vmap_step([_ticket(arch, s, "dense", shape) for s in seeds])
+            self.step = self._vmap_step([(net.to(self.device), {k: m.to(self.device) for k, m in mask.items()})
+                                         for net, mask in (_ticket(arch, s, "dense", shape) for s in seeds)])
         else:
             raise ValueError(method)
         self.method = method
@@ -82,7 +84,7 @@ class Variant:
         x, y = self.data
         for net, opt, order in zip(self.nets, self.opts, self.orders):  # one run after another
             for _ in range(steps):
-                idx = next(order)
+                idx = next(order).to(x.device)
                 training.train_step(net, opt, x[idx], y[idx])
 
     @staticmethod
@@ -111,14 +113,20 @@ class Variant:
 
     def run(self, steps: int) -> tuple[float, float]:
         x, y = self.data
+        self._sync()
         start, cpu = time.perf_counter(), time.process_time()
         if self.method == "single":
             self._single(steps)
         else:
             for _ in range(steps):
-                idx = torch.stack([next(o) for o in self.orders])
+                idx = torch.stack([next(o) for o in self.orders]).to(self.device)
                 self.step(x[idx], y[idx])
+        self._sync()
         return time.perf_counter() - start, time.process_time() - cpu
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
 
 def worker(conn, barrier, arch: str, worker_index: int) -> None:
@@ -148,8 +156,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--arch", default="lenet300_100")
     parser.add_argument("--no-vmap", action="store_true", help="leave out the torch.func variant")
+    parser.add_argument("--device", default=None,
+                        help="run every variant in this process on this device (e.g. cuda): one net alone vs "
+                             "populations on the same device; default: the CPU comparison with 2 worker processes")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.device:
+        return on_device(args, sizes)
 
     ctx = mp.get_context("spawn")
     barrier2, barrier1 = ctx.Barrier(2), ctx.Barrier(1)
@@ -208,6 +221,41 @@ def main() -> None:
         if label in ratios:
             rs = ratios[label]
             line += f"   {statistics.median(rs):5.2f}x  [min {min(rs):.2f}, max {max(rs):.2f}]"
+        print(line)
+
+
+def on_device(args, sizes: list[int]) -> None:
+    """Every variant in this process on ``args.device``: one net alone (``single``) against populations of K on
+    the same device (the GPU comparison: time per member-step, and the throughput ratio)."""
+    device = torch.device(args.device)
+    torch.set_flush_denormal(True)
+    gen = torch.Generator().manual_seed(0)
+    shape = (1, 28, 28) if args.arch == "lenet300_100" else (3, 32, 32)
+    data = (torch.rand(6000, *shape, generator=gen).to(device),
+            torch.randint(0, 10, (6000,), generator=gen).to(device))
+    plan = [("single (one net alone)", "single", 1, args.member_steps)]
+    for k in sizes:
+        plan.append((f"stack {k}", "stack", k, max(3, args.member_steps // k)))
+        if not args.no_vmap:
+            plan.append((f"vmap {k}", "vmap", k, max(3, args.member_steps // k)))
+    variants = {}
+    for label, method, size, steps in plan:
+        variants[label] = Variant(method, size, args.arch, data, first_seed=0, device=device)
+        variants[label].run(max(2, steps // 10))  # warm-up (CUDA kernels, caches)
+    times: dict[str, list[float]] = {label: [] for label, *_ in plan}
+    for rep in range(args.repeats):
+        for label, method, size, steps in plan:
+            wall, _ = variants[label].run(steps)
+            times[label].append(wall / (size * steps))
+        print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+    print(f"{args.arch} on {device} ({name}), batch 60, 50% pruned, {args.repeats} interleaved repeats; wall time "
+          "per member-step and throughput vs one net alone (median [min, max])")
+    for label, ts in times.items():
+        line = f"  {label:24s} {1000 * statistics.median(ts):8.4f} ms/member-step"
+        if label != plan[0][0]:
+            ratios = [single / t for single, t in zip(times[plan[0][0]], ts)]
+            line += f"   {statistics.median(ratios):6.2f}x  [min {min(ratios):.2f}, max {max(ratios):.2f}]"
         print(line)
 
 
