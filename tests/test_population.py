@@ -329,6 +329,10 @@ def test_sweep_population_groups_compatible_points_and_skips_what_is_done(db_ser
     result = run_cli(*args, env=ticketlab_env)
     assert result.returncode == 0, result.stderr
     assert "3 to run as 1 population(s) of at most 2 and 1 single run(s)" in result.stdout
+    if not torch.cuda.is_available():  # the user learns that a CPU gains nothing from it
+        assert "no GPU here; on a CPU a population trains at about the speed of single runs" in result.stdout
+    logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("population_*.log"))
+    assert "experiments.population" in logs  # each population's command is logged (scrubbed)
     runs = list(db_server.client()[db_name]["runs"].find(sort=[("_id", 1)]))
     assert [r["status"] for r in runs] == ["COMPLETED"] * 3
     assert sorted(r["info"].get("population", {}).get("size", 1) for r in runs) == [1, 2, 2]
