@@ -65,6 +65,14 @@ class MaskedMixin:
         self._keep = None if bool(self.mask.all()) else self.mask.to(self.weight.dtype)
         self.restore_frozen()
 
+    def _apply(self, fn, *args, **kwargs):
+        """``.to(device/dtype)``, ``.cuda()``, ``.double()``...: the float mask follows the weight (a mask set before
+        the move would otherwise stay on the old device and fail the gradient hook there)."""
+        result = super()._apply(fn, *args, **kwargs)
+        if self._keep is not None:
+            self._keep = self.mask.to(self.weight.dtype)
+        return result
+
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._refresh()

@@ -102,6 +102,18 @@ def test_deepcopy_and_state_dict_keep_the_guarantee():
         assert torch.equal(copy_.weight.detach()[~mask], frozen[~mask])
 
 
+def test_a_mask_set_before_a_move_follows_the_layer():
+    """``.to(dtype)`` / ``.to(device)`` after ``set_mask``: the gradient hook's float mask moves with the weight
+    (the meta device stands in for a GPU here; tests/test_devices.py moves to CUDA where there is one)."""
+    layer, mask, frozen = masked(MaskedLinear)
+    layer.to(torch.float64)
+    assert layer._keep.dtype == torch.float64
+    layer(inputs(layer).double()).sum().backward()
+    assert (layer.weight.grad[~mask] == 0).all() and layer.weight.grad.dtype == torch.float64
+    layer.to("meta")
+    assert layer._keep.device.type == "meta"
+
+
 def test_full_mask_is_a_plain_layer():
     torch.manual_seed(0)
     layer = MaskedLinear(20, 12)
