@@ -54,7 +54,7 @@ def bare_loop(model, optimizer, x, y, steps, batch_size, generator) -> None:
         for start in range(0, len(x) - batch_size + 1, batch_size):
             idx = perm[start:start + batch_size]
             optimizer.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            F.cross_entropy(model(x.index_select(0, idx)), y.index_select(0, idx)).backward()
             optimizer.step()
             done += 1
             if done == steps:

@@ -8,6 +8,8 @@ memory, 50% of each net's weights pruned at random (mask-0 'init': pruned weight
 
 * ``single``: the sweep's default, 2 worker processes with 1 thread each, each training single runs one after
   another with ``masking.training`` (MaskedLinear, fused Adam); the reference.
+* ``single, 1 proc x 2 threads``: the same runs one after another in one process with 2 threads (torch's default
+  thread count), for comparison with measurements made against that loop.
 * ``stack K``: 2 worker processes with 1 thread each, each training a population of K members in lockstep with
   ``masking.population`` (hand-written batched layers: ``baddbmm``, grouped conv; a fully connected stack's
   gradients computed by hand, ``population.fc_gradients``).
@@ -15,6 +17,10 @@ memory, 50% of each net's weights pruned at random (mask-0 'init': pruned weight
 * ``vmap K``: the same with torch's model-ensembling API (``torch.func.stack_module_state`` + ``functional_call``
   + ``vmap``) over plain nets, gradients masked the same way, one fused Adam over the stack.
 * ``stack K, 1 proc x 2 threads``: one process with 2 threads training one population of 2K members.
+* ``floor``: the unavoidable work, per process: one net's matrix products of a step (forward, weight and input
+  gradients, ``torch.mm`` on the same shapes) and its fused Adam step, nothing else (no gather, loss, masking or
+  Python around them). Its ratio to ``single`` bounds what batching dense products could gain on this machine (fully
+  connected nets only).
 
 Every step draws each member's batch from its own generator (``training.batch_indices``) and gathers it, as
 training does. Denormals are flushed to zero everywhere. Variants run in interleaved blocks, each repeat starting
@@ -71,6 +77,9 @@ class Variant:
             opt = population.make_optimizer(stack, "adam", 1.2e-3)
             autograd = True if method == "autograd" else None
             self.step = lambda xb, yb: population.train_step(stack, opt, xb, yb, autograd=autograd)
+        elif method == "floor":
+            net = _ticket(arch, first_seed, "masked", shape)[0]
+            self.step = self._floor_step([fc.weight.detach().t().contiguous() for fc in net.fcs])
         elif method == "vmap":
             self.step = self._vmap_step([(net.to(self.device), {k: m.to(self.device) for k, m in mask.items()})
                                          for net, mask in (_ticket(arch, s, "dense", shape) for s in seeds)])
@@ -84,8 +93,31 @@ class Variant:
         x, y = self.data
         for net, opt, order in zip(self.nets, self.opts, self.orders):  # one run after another
             for _ in range(steps):
-                idx = next(order).to(x.device)
-                training.train_step(net, opt, x[idx], y[idx])
+                idx = next(order).to(x.device)  # the batch as training.fit gathers it
+                training.train_step(net, opt, x.index_select(0, idx), y.index_select(0, idx))
+
+    @staticmethod
+    def _floor_step(weights):
+        """The unavoidable work of one member-step: the products of a fully connected step at batch 60 and one
+        fused Adam step over the weights, on fixed inputs and output gradients."""
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(w) for w in weights]
+        inputs = [torch.rand(60, w.shape[0], generator=gen) for w in weights]
+        out_grads = [torch.rand(60, w.shape[1], generator=gen) for w in weights]
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        opt = torch.optim.Adam(params, lr=1.2e-3, fused=True)
+
+        @torch.no_grad()
+        def step(xb, yb):
+            for p, x, g in zip(params, inputs, out_grads):
+                torch.mm(x, p, out=g)  # forward (the output's values are not used)
+                torch.mm(x.t(), g, out=p.grad)  # weight gradient
+            for p, x, g in zip(params[1:], inputs[1:], out_grads[1:]):
+                torch.mm(g, p.t(), out=x)  # input gradient (none for the first layer)
+            opt.step()
+
+        return step
 
     @staticmethod
     def _vmap_step(pairs):
@@ -117,10 +149,15 @@ class Variant:
         start, cpu = time.perf_counter(), time.process_time()
         if self.method == "single":
             self._single(steps)
+        elif self.method == "floor":
+            for _ in range(steps):
+                self.step(None, None)
         else:
             for _ in range(steps):
-                idx = torch.stack([next(o) for o in self.orders]).to(self.device)
-                self.step(x[idx], y[idx])
+                idx = torch.stack([next(o) for o in self.orders]).to(self.device)  # as population.fit gathers
+                flat = idx.view(-1)
+                self.step(x.index_select(0, flat).view(*idx.shape, *x.shape[1:]),
+                          y.index_select(0, flat).view(idx.shape))
         self._sync()
         return time.perf_counter() - start, time.process_time() - cpu
 
@@ -180,6 +217,9 @@ def main() -> None:
     # (label, method, members per process, processes, threads, steps per block)
     single_steps = max(1, args.member_steps // 4)  # each worker trains 4 single runs one after another
     plan = [("single", "single", 4, 2, 1, single_steps)]
+    plan.append(("single, 1 proc x 2 threads", "single", 4, 1, 2, single_steps))  # torch's default threads
+    if args.arch.startswith("lenet"):
+        plan.append(("floor (products + Adam only)", "floor", 1, 2, 1, args.member_steps))
     for k in sizes:
         plan.append((f"stack {k}", "stack", k, 2, 1, max(3, args.member_steps // k)))
         if args.arch.startswith("lenet"):  # fully connected: train_step's hand-written gradients vs autograd

@@ -145,6 +145,15 @@ def execution_info(device: torch.device) -> dict:
             "threads": torch.get_num_threads(), "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
 
 
+def prepare_execution(threads: int | None, device: str = "auto") -> tuple[torch.device, dict]:
+    """Apply the process-wide settings for a run (``cpu_settings``, ``device_settings``) and return the device it
+    trains on (``resolve_device``) and its execution info (``execution_info`` plus the ``requested`` device)."""
+    cpu_settings(threads)
+    resolved = resolve_device(device)
+    device_settings(resolved)
+    return resolved, {**execution_info(resolved), "requested": device}
+
+
 def cpu_settings(threads: int | None = None) -> None:
     """Process-wide CPU settings for training: flush denormal floats to zero (Adam's second moments go denormal
     and make a LeNet step 2x slower on x86 otherwise) and, when given, the number of intra-op threads."""
@@ -246,7 +255,7 @@ def fit(
     model.train()
     for it in range(1, iterations + 1):
         idx = next(order)
-        loss_sum += train_step(model, optimizer, x[idx], y[idx])
+        loss_sum += train_step(model, optimizer, x.index_select(0, idx), y.index_select(0, idx))
         loss_count += 1
         if it in stops:
             if it in points:

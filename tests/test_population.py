@@ -86,13 +86,21 @@ def test_hand_written_fc_gradients_equal_autograd(dtype, tolerance):
     losses = torch.nn.functional.cross_entropy(logits.reshape(60, -1), yb.reshape(-1), reduction="none")
     losses = losses.view(3, 20).mean(1)
     losses.sum().backward()
+    stack.mask_grads()
     expected = {name: p.grad.clone() for name, p in stack.named_parameters()}
-    stack.zero_grad(set_to_none=True)
-    got_losses = population.fc_gradients(stack, xb, yb)
-    assert float((got_losses - losses.detach()).abs().max()) < tolerance
-    for name, p in stack.named_parameters():
-        scale = float(expected[name].abs().max())
-        assert float((p.grad - expected[name]).abs().max()) <= tolerance * max(scale, 1.0), name
+    for fresh in (True, False):  # from no gradients, and over stale ones (written in place)
+        if fresh:
+            stack.zero_grad(set_to_none=True)
+        else:
+            for p in stack.parameters():
+                p.grad.fill_(7.0)
+        got_losses = population.fc_gradients(stack, xb, yb)
+        assert float((got_losses - losses.detach()).abs().max()) < tolerance
+        for name, p in stack.named_parameters():
+            scale = float(expected[name].abs().max())
+            assert float((p.grad - expected[name]).abs().max()) <= tolerance * max(scale, 1.0), name
+        for layer, keep in stack._keep.items():  # pruned weights get exactly zero
+            assert bool((stack.tensor(f"{layer}.weight").grad[keep == 0] == 0).all()), layer
     with pytest.raises(ValueError, match="fully connected"):
         population.fc_gradients(population.Stack([ticket("conv2", *MEMBERS[0], (3, 4, 4))]), xb, yb)
 
