@@ -75,15 +75,16 @@ def thread_env(threads: int) -> dict[str, str]:
     return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 
 
-def execution_updates(unit: Unit) -> list[str]:
-    return [f"training.threads={unit.threads}"] + ([f"training.device={unit.device}"] if unit.device else [])
+def execution_updates(threads: int, device: str | None = None) -> list[str]:
+    """The ``with`` arguments that say how a run (or a population) executes: its threads and, when given, device."""
+    return [f"training.threads={threads}"] + ([f"training.device={device}"] if device else [])
 
 
 def run_command(unit: Unit, resume_id: int | None = None) -> list[str]:
     """The run's command line: a fresh run of the point, or ``--resume`` of a dead run of it."""
     if resume_id is not None:
-        return resume_command(resume_id, unit.db_spec, execution_updates(unit), experiment=unit.experiment)
-    return [sys.executable, "-m", f"experiments.{unit.experiment}", "with", *unit.updates, *execution_updates(unit),
+        return resume_command(resume_id, unit.db_spec, execution_updates(unit.threads, unit.device), experiment=unit.experiment)
+    return [sys.executable, "-m", f"experiments.{unit.experiment}", "with", *unit.updates, *execution_updates(unit.threads, unit.device),
             "-m", unit.db_spec]
 
 

@@ -7,7 +7,8 @@
 ``--members`` lists the members, separated by ``;``; each is a list of ``with`` arguments (``KEY=VALUE`` or named
 configs, separated by ``,`` or spaces) on top of the shared arguments after ``with``. Members may differ in
 ``seed``, ``criterion`` and ``treatment`` only (``masking.population_procedures``); anything else that differs
-is reported in one line before any run starts, as is any bad value. ``--experiment supermask`` trains learned
+is reported in one line before any run starts, as is any bad value. The population trains on one device, the
+members' shared ``training.device`` (``auto``: the GPU when there is one). ``--experiment supermask`` trains learned
 Supermasks whose members differ in ``seed`` and ``supermask`` settings.
 
 Every member is a run of ``experiments.lottery`` in its own right: Sacred creates it from the member's config
@@ -27,6 +28,7 @@ import dataclasses
 import datetime
 import json
 import os
+import queue
 import re
 import subprocess
 import sys
@@ -44,6 +46,7 @@ from experiments import lottery as lottery_exp
 from experiments import supermask as supermask_exp
 from experiments.base import ArtifactWriter, sigterm_interrupts
 from experiments.dbspec import parse_db_spec, scrub
+from experiments.executors import execution_updates, thread_env
 from experiments.ingredients import data as data_ing
 from experiments.localdb import home_dir
 from masking import lottery, population, population_procedures
@@ -94,10 +97,16 @@ def parse_members(text: str) -> list[list[str]]:
     return members
 
 
+# execution settings a population shares: it trains on one device
+SHARED_EXECUTION_KEYS = frozenset({"training.device"})
+
+
 def shared_config(config: dict, experiment: str = "lottery") -> dict:
-    """A member's flat config without what members may differ in and without execution settings."""
+    """A member's flat config without what members may differ in and without execution settings (but for the
+    device: a population trains on one)."""
     return {path: value for path, value in flatten(config).items()
-            if path not in EXECUTION_KEYS and path.split(".")[0] not in MEMBER_KEYS[experiment]}
+            if (path not in EXECUTION_KEYS or path in SHARED_EXECUTION_KEYS)
+            and path.split(".")[0] not in MEMBER_KEYS[experiment]}
 
 
 def first_difference(a: dict, b: dict) -> str | None:
@@ -137,11 +146,6 @@ def create_runs(member_updates: Sequence[Sequence[str]], shared: Sequence[str] =
     return members
 
 
-def cpu_execution() -> dict:
-    """The execution info of a population member: populations train on the CPU."""
-    return masking_training.execution_info(torch.device("cpu"))
-
-
 def _unsupported(config: dict, experiment: str) -> str | None:
     """The config value a population cannot train side by side (the open questions' trajectory sources and
     Supermasks started from a mask), or None."""
@@ -162,13 +166,17 @@ def run_population(member_updates: Sequence[Sequence[str]], shared: Sequence[str
 
 def train(members: Sequence[Member], population_id: str | None = None, echo=print) -> list:
     """Start the runs made by ``create_runs`` and train them as one population."""
-    masking_training.cpu_settings(members[0].run.config["training"]["threads"])
-    data = data_ing.load()  # the same data for every member (their data configs are equal)
-    dtype = population.dtype_of(members[0].run.config["training"]["dtype"])
+    config = members[0].run.config["training"]  # members share device and dtype (create_runs checks)
+    device, execution = masking_training.prepare_execution(config["threads"], config["device"])
+    dtype = population.dtype_of(config["dtype"])
+    # the same data for every member (their data configs are equal), placed on the device once
+    loaded = data_ing.load()
+    placed = masking_training.place(loaded, device, dtype)
+    data = dataclasses.replace(loaded, train=placed.train, val=placed.val, test=placed.test)
     population_id = population_id or uuid.uuid4().hex[:12]
     for index, member in enumerate(members):
         run = member.run
-        run.info["population"] = {"id": population_id, "size": len(members), "index": index, "device": "cpu"}
+        run.info["population"] = {"id": population_id, "size": len(members), "index": index, "device": str(device)}
         run.observers = sorted(run.observers, key=lambda o: -o.priority)
         run._output_file = member.output
         run._emit_started()
@@ -176,9 +184,9 @@ def train(members: Sequence[Member], population_id: str | None = None, echo=prin
     live = list(members)
     try:
         if members[0].experiment == "lottery":
-            _train_lottery(members, live, data, dtype, echo)
+            _train_lottery(members, live, data, device, dtype, execution, echo)
         else:
-            _train_supermask(members, live, data, dtype, echo)
+            _train_supermask(members, live, data, device, dtype, execution, echo)
     except BaseException as error:  # the population itself failed or was interrupted: so does every live member
         for member in live:
             _finish(member, error=error)
@@ -194,11 +202,11 @@ def _fail(member: Member, error: MemberFailed, live: list[Member], echo) -> None
     live.remove(member)
 
 
-def _train_lottery(members: Sequence[Member], live: list[Member], data, dtype, echo) -> None:
-    setups = [lottery.setup(member.spec, data, dtype=dtype) for member in members]
+def _train_lottery(members: Sequence[Member], live: list[Member], data, device, dtype, execution, echo) -> None:
+    setups = [lottery.setup(member.spec, data, device, dtype=dtype) for member in members]
     for member, setup in zip(members, setups):
         member.artifacts = ArtifactWriter(member.run) if member.run.config["save_artifacts"] else None
-        lottery_exp.begin_record(member.run, setup, data.source, member.run.config, member.artifacts, cpu_execution())
+        lottery_exp.begin_record(member.run, setup, data.source, member.run.config, member.artifacts, execution)
     iterations = members[0].spec.training.iterations
 
     def on_eval(index, k, point):
@@ -215,18 +223,20 @@ def _train_lottery(members: Sequence[Member], live: list[Member], data, dtype, e
         member.run.result = member.run.info["rounds"][-1]["test_acc"]
 
 
-def _train_supermask(members: Sequence[Member], live: list[Member], data, dtype, echo) -> None:
+def _train_supermask(members: Sequence[Member], live: list[Member], data, device, dtype, execution,
+                     echo) -> None:
     def on_eval(index, point):
         supermask_exp.log_eval(members[index].run, point)
 
-    results = population_procedures.supermasks([member.spec for member in members], data, on_eval, dtype=dtype)
+    results = population_procedures.supermasks([member.spec for member in members], data, on_eval, device=device,
+                                               dtype=dtype)
     for member, result in zip(members, results):
         if isinstance(result, MemberFailed):
             _fail(member, result, live, echo)
             continue
         run = member.run
         member.echo_line(supermask_exp.record_result(run, result, data.source, run.config,
-                                                     run.config["save_artifacts"], cpu_execution()), echo)
+                                                     run.config["save_artifacts"], execution), echo)
         run.result = result.record.test_acc_mean
 
 
@@ -263,19 +273,20 @@ def group(configs: Sequence[dict], size: int, experiment: str = "lottery") -> li
 
 
 def population_command(members: Sequence[Sequence[str]], shared: Sequence[str], db_spec: str, threads: int,
-                       experiment: str = "lottery") -> list[str]:
-    """The command that trains ``members`` (their own ``with`` arguments) as one population."""
+                       experiment: str = "lottery", device: str | None = None) -> list[str]:
+    """The command that trains ``members`` (their own ``with`` arguments) as one population (on ``device``)."""
     return [sys.executable, "-m", "experiments.population", "-m", db_spec, "--experiment", experiment,
             "--members", "; ".join(",".join(member) for member in members),
-            "with", *shared, f"training.threads={threads}"]
+            "with", *shared, *execution_updates(threads, device)]
 
 
-def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict]) -> int:
+def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict], devices: Sequence[str] | None = None) -> int:
     """``python -m experiments.sweep --population K``: the grid's points (``points``: ``with`` arguments, the
     shared ``args.shared`` first; ``configs``: their resolved configs) not COMPLETED in the database, grouped
     (``group``) into populations of at most K, ``--workers`` populations at a time on this machine, each one
     process pinned to ``--threads`` threads (``python -m experiments.population``; a point with no partner runs as
-    the single run it is). Returns the sweep's exit status."""
+    the single run it is). With ``devices`` (``--gpus 0,1 --runs-per-gpu 2``: cuda:0, cuda:0, cuda:1, cuda:1),
+    one population per device slot at a time, trained on that device. Returns the sweep's exit status."""
     if getattr(args, "executor", "local") != "local":
         print(f"error: --population runs on this machine only (--executor local), not {args.executor}",
               file=sys.stderr)
@@ -288,9 +299,12 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict]) -> int
     todo = [i for i, config in enumerate(configs) if condition_hash(config) not in done]
     groups = [[todo[i] for i in members] for members in group([configs[i] for i in todo], size, args.experiment)]
     alone = sum(len(members) == 1 for members in groups)
+    if devices:
+        workers = len(devices)
+    where = f" on {', '.join(sorted(set(devices)))}" if devices else ""
     print(f"sweep: {len(points)} runs in the grid, {len(points) - len(todo)} already completed, {len(todo)} to run "
           f"as {len(groups) - alone} population(s) of at most {size} and {alone} single run(s), {workers} at a time "
-          f"x {threads} thread(s)")
+          f"x {threads} thread(s){where}")
     if not torch.cuda.is_available() and len(groups) > alone:
         print("sweep: note: no GPU here; on a CPU a population trains at about the speed of single runs (README, "
               "Populations): it pays off on a GPU")
@@ -302,19 +316,27 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict]) -> int
         return 0
     logs = args.logs or home_dir() / "sweep_logs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env = dict(os.environ, **thread_env(threads))
+
+    slots: queue.Queue = queue.Queue()  # a device per running population (None: the runs' own training.device)
+    for device in devices or [None] * workers:
+        slots.put(device)
 
     def run(index: int) -> int:
-        if len(own[index]) == 1:  # no partner: the single run itself
-            command = [sys.executable, "-m", f"experiments.{args.experiment}", "with", *points[groups[index][0]],
-                       f"training.threads={threads}", "-m", db_spec]
-        else:
-            command = population_command(own[index], shared, db_spec, threads, args.experiment)
-        with open(logs / f"population_{index:04d}.log", "w") as log:
-            log.write(scrub(" ".join(command)) + "\n")  # a password in -m stays out of the log
-            log.flush()
-            return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                  stdin=subprocess.DEVNULL).returncode
+        device = slots.get()
+        try:
+            if len(own[index]) == 1:  # no partner: the single run itself
+                command = [sys.executable, "-m", f"experiments.{args.experiment}", "with", *points[groups[index][0]],
+                           *execution_updates(threads, device), "-m", db_spec]
+            else:
+                command = population_command(own[index], shared, db_spec, threads, args.experiment, device)
+            with open(logs / f"population_{index:04d}.log", "w") as log:
+                log.write(scrub(" ".join(command)) + "\n")  # a password in -m stays out of the log
+                log.flush()
+                return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                      stdin=subprocess.DEVNULL).returncode
+        finally:
+            slots.put(device)
 
     failed = []
     with concurrent.futures.ThreadPoolExecutor(workers) as pool, \

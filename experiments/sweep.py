@@ -270,7 +270,8 @@ def parse_args(argv):
     parser.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     parser.add_argument("--population", type=int, default=1, metavar="K",
                         help="train up to K points that differ only in seed, criterion and treatment (supermask: "
-                             "seed and settings) as one population in one process (experiments.population)")
+                             "seed and settings) as one population in one process (experiments.population), "
+                             "on this machine; with --gpus each population trains on one GPU slot")
     parser.add_argument("--failure-dir", default=None, help="where runs kept during a database outage wait")
     parser.add_argument("--sweep-id", default=None, help=argparse.SUPPRESS)  # a detached local sweep's own id
     argv = list(argv)
@@ -305,8 +306,9 @@ def check_execution(args, parser) -> list[str] | None:
                      f"{claims.SACRED_BEAT:g} s")
     if args.population < 1:
         parser.error(f"--population {args.population} must be at least 1")
-    if args.population > 1 and (args.executor != "local" or args.gpus or args.detach):
-        parser.error("--population runs on this machine's CPU: it takes --executor local, without --gpus or --detach")
+    if args.population > 1 and (args.executor != "local" or args.detach):
+        parser.error("--population runs on this machine: it takes --executor local (with --gpus or without), "
+                     "not --detach")
     if args.executor == "dask":
         if not args.scheduler:
             parser.error("--executor dask needs --scheduler tcp://HOST:PORT (or --scheduler local)")
@@ -382,7 +384,7 @@ def main(argv=None) -> int:
                     print(f"uploaded run {run_id} kept during a database outage ({bundle})")
             if args.population > 1:  # compatible points trained together (experiments.population)
                 from experiments import population
-                return population.sweep(args, points, configs)
+                return population.sweep(args, points, configs, devices)
             done = completed_hashes(url, db_name, experiment.path)
         except pymongo.errors.PyMongoError as error:
             print(f"error: {dbspec.unreachable(dbspec.DbSpec(url, db_name), error)}", file=sys.stderr)

@@ -198,8 +198,14 @@ def synthetic():
                          synthetic_test=500)
 
 
-def test_float64_lottery_members_equal_their_single_runs(synthetic):
-    """Two criteria x two treatments x two seeds, three rounds: masks identical, numbers equal to 1e-9."""
+CUDA = torch.cuda.is_available()
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_float64_lottery_members_equal_their_single_runs(synthetic, device):
+    """Two criteria x two treatments x two seeds, three rounds: masks identical, numbers equal to 1e-9 (members
+    and single runs on the same device)."""
     from masking import lottery, population_procedures
     config = training.TrainingConfig(iterations=20, lr=1.2e-3, batch_size=60, eval_every=10)
     specs = [lottery.LotterySpec("lenet300_100", seed, config, criterion=criterion, mask1=mask1, mask0=mask0,
@@ -207,12 +213,13 @@ def test_float64_lottery_members_equal_their_single_runs(synthetic):
              for seed in (1, 2) for criterion in ("large_final", "random")
              for mask1, mask0 in (("original", "zero"), ("signed_constant", "init"))]
     members = [[] for _ in specs]
-    setups = [lottery.setup(spec, synthetic, dtype=torch.float64) for spec in specs]
+    placed = training.place(synthetic, device, torch.float64)  # one copy of the data for every member
+    setups = [lottery.setup(spec, placed, device, dtype=torch.float64) for spec in specs]
     for results in population_procedures.lottery_rounds(setups):
         for m, result in enumerate(results):
             members[m].append(result)
     for spec, got in zip(specs, members):
-        single = list(lottery.iterate_rounds(lottery.setup(spec, synthetic, dtype=torch.float64)))
+        single = list(lottery.iterate_rounds(lottery.setup(spec, synthetic, device, dtype=torch.float64)))
         for a, b in zip(got, single, strict=True):
             ra, rb = a.record.to_dict(), b.record.to_dict()
             for key in ("round", "percent_remaining", "init_hash", "start_hash", "mask_hash", "early_stop_iteration"):
@@ -226,16 +233,17 @@ def test_float64_lottery_members_equal_their_single_runs(synthetic):
 
 
 
-def test_float64_supermask_population_equals_single_runs(synthetic):
+@pytest.mark.parametrize("device", DEVICES)
+def test_float64_supermask_population_equals_single_runs(synthetic, device):
     """Two seeds x two settings (plain; signed constant with rescaling): every record field equal to 1e-9."""
     from masking import population_procedures, supermask_training
     config = training.TrainingConfig(iterations=20, lr=0.1, batch_size=60, eval_every=10)
     specs = [supermask_training.SupermaskSpec("lenet300_100", seed, config, signed_constant=signed, rescale=signed,
                                               eval_samples=3)
              for seed in (1, 2) for signed in (False, True)]
-    got = population_procedures.supermasks(specs, synthetic, dtype=torch.float64)
+    got = population_procedures.supermasks(specs, synthetic, device=device, dtype=torch.float64)
     for spec, member in zip(specs, got):
-        single = supermask_training.run(spec, synthetic, dtype=torch.float64)
+        single = supermask_training.run(spec, synthetic, device=device, dtype=torch.float64)
         a, b = member.record.to_dict(), single.record.to_dict()
         for key, value in b.items():
             if key in ("train_seconds", "final_hash"):
@@ -289,7 +297,9 @@ def test_members_are_runs_like_single_runs_and_a_bad_member_fails_alone(db_serve
     single_doc = docs[single._id]
     for index, run in enumerate(runs):
         doc = docs[run._id]
-        assert doc["info"]["population"] == {"id": "p-test", "size": 3, "index": index, "device": "cpu"}
+        device = "cuda:0" if CUDA else "cpu"  # training.device=auto, as for the single run
+        assert doc["info"]["population"] == {"id": "p-test", "size": 3, "index": index, "device": device}
+        assert doc["info"]["execution"]["device"] == single_doc["info"]["execution"]["device"] == device
         assert doc["experiment"]["name"] == "lottery" and doc["status"] == run.status
         assert set(doc["info"]) == set(single_doc["info"]) | {"population"}
         names = {a["name"] for a in doc["artifacts"]}
@@ -317,13 +327,18 @@ def test_members_are_runs_like_single_runs_and_a_bad_member_fails_alone(db_serve
     assert df[df.run_id == runs[0]._id]["condition"].iloc[0] == df[df.run_id == single._id]["condition"].iloc[0]
 
 
-def test_members_that_cannot_share_are_one_line_before_anything_runs(db_server, db_name, ticketlab_env):
+@pytest.mark.parametrize("member,difference", [
+    ("training.lr=0.1", "training.lr is 0.0012 vs 0.1"),
+    ("training.device=cpu", "training.device is 'auto' vs 'cpu'"),  # a population trains on one device
+])
+def test_members_that_cannot_share_are_one_line_before_anything_runs(db_server, db_name, ticketlab_env, member,
+                                                                    difference):
     from tests.conftest import run_cli
     result = run_cli("experiments.population", "-m", f"{db_server.address}:{db_name}",
-                     "--members", "seed=1; seed=2,training.lr=0.1", "with", *FAST, env=ticketlab_env)
+                     "--members", f"seed=1; seed=2,{member}", "with", *FAST, env=ticketlab_env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: member 1 cannot share a population with member 0 (training.lr is 0.0012 vs 0.1); members may "
+        f"error: member 1 cannot share a population with member 0 ({difference}); members may "
         "differ in seed, criterion, treatment only"]
     assert db_server.client()[db_name]["runs"].count_documents({}) == 0
 
@@ -347,6 +362,32 @@ def test_sweep_population_groups_compatible_points_and_skips_what_is_done(db_ser
     assert {r["config"]["criterion"]["name"] for r in runs} == {"large_final", "random", "large_init"}
     again = run_cli(*args, env=ticketlab_env)
     assert again.returncode == 0 and "3 already completed, 0 to run" in again.stdout
+
+
+def test_sweep_population_on_a_device_slot_trains_there(db_server, db_name, ticketlab_env, tmp_path, monkeypatch,
+                                                       capsys):
+    """``sweep --population K --gpus ...``: each population takes a device slot and its command says so
+    (``training.device=...``); members record the device they trained on. Here a slot named "cpu" stands in for
+    a GPU's (the CUDA path is the same command with cuda:N)."""
+    from experiments import population as population_exp
+    from experiments import sweep
+
+    for key, value in ticketlab_env.items():
+        monkeypatch.setenv(key, value)
+    argv = ["-m", f"{db_server.address}:{db_name}", "--criteria", "large_final,random", "--seeds", "1",
+            "--population", "2", "--logs", str(tmp_path / "logs"), "with", *FAST, "pruning.rounds=0"]
+    args, _ = sweep.parse_args(argv)
+    points = [args.shared + point for point in sweep.grid_points(sweep.build_axes(args, None))]
+    configs = [sweep.resolve(sweep.importlib.import_module("experiments.lottery").ex, point) for point in points]
+    assert population_exp.sweep(args, points, configs, devices=["cpu"]) == 0
+    assert "as 1 population(s) of at most 2 and 0 single run(s), 1 at a time x 1 thread(s) on cpu" in \
+        capsys.readouterr().out
+    log = (tmp_path / "logs" / "population_0000.log").read_text()
+    assert "training.threads=1 training.device=cpu" in log.splitlines()[0]
+    runs = list(db_server.client()[db_name]["runs"].find())
+    assert [r["status"] for r in runs] == ["COMPLETED"] * 2
+    assert {r["info"]["population"]["device"] for r in runs} == {"cpu"}
+    assert {r["config"]["training"]["device"] for r in runs} == {"cpu"}
 
 
 def test_supermask_members_are_runs_like_single_runs(db_server, db_name, monkeypatch, tmp_path):

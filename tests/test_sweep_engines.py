@@ -104,6 +104,9 @@ def test_bad_executor_flags_are_one_line_before_anything_runs(db_server, db_name
                            (["--executor", "dask", "--scheduler", "local", "--detach"], "--detach needs a scheduler"),
                            (["--partition", "gpu"], "apply to --executor slurm, not local"),
                            (["--gpus", "7"], "--gpus '7' names no usable GPU"),
+                           (["--population", "2", "--gpus", "7"], "--gpus '7' names no usable GPU"),
+                           (["--population", "2", "--executor", "slurm"], "--population runs on this machine"),
+                           (["--population", "0"], "--population 0 must be at least 1"),
                            (["--stale-after", "5"], "must exceed Sacred's heartbeat")):
         with pytest.raises(SystemExit) as exit_:
             sweep.main(sweep_args(db_server, db_name, tmp_path, "large_final", "1", *extra))

@@ -75,7 +75,4 @@ def dtype(dtype) -> torch.dtype:
 def execution_settings(threads, device):
     """Apply the process-wide settings (threads, flushed denormals; on CUDA determinism) and return the device
     to train on and the run's execution info."""
-    training.cpu_settings(threads)
-    resolved = training.resolve_device(device)
-    training.device_settings(resolved)
-    return resolved, {**training.execution_info(resolved), "requested": device}
+    return training.prepare_execution(threads, device)
