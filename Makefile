@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup study db-stop omniboard test test-all faults bench
+.PHONY: setup study db-stop omniboard test test-all faults bench gpu-check
 setup:
 	@bash scripts/setup.sh
 
@@ -29,3 +29,9 @@ bench: setup  ## speed benchmarks (ratios against a bare PyTorch loop)
 	$(PY) bench/masked_step.py
 	$(PY) bench/load_runs.py
 	$(PY) bench/sweep_engines.py
+
+gpu-check: setup  ## on a machine with a CUDA GPU: the CUDA tests, then the GPU benchmarks (a few minutes)
+	$(PY) -m pytest -q -m "" -k cuda tests/test_devices.py tests/test_population.py
+	$(PY) bench/masked_step.py --device cuda --archs lenet300_100,conv6
+	$(PY) bench/population.py --device cuda --sizes 8,27,55 --no-vmap
+	$(PY) bench/population.py --device cuda --sizes 8,27 --arch conv6 --no-vmap
