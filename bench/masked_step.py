@@ -188,7 +188,10 @@ def main() -> None:
                         help="comma-separated nets whose full round is timed (e.g. lenet300_100,conv6)")
     args = parser.parse_args()
     global DEVICE
-    DEVICE = training.resolve_device(args.device)  # before CUDA initializes: the deterministic cuBLAS setting
+    try:
+        DEVICE = training.resolve_device(args.device)  # before CUDA initializes: the deterministic cuBLAS setting
+    except ValueError as error:
+        parser.error(str(error).replace("training.device", "--device"))
     training.cpu_settings(args.threads)  # threads and flush-denormal, for every variant alike
     training.device_settings(DEVICE)
     if DEVICE.type == "cuda":

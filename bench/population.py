@@ -199,6 +199,12 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.device:
+        from masking.training import resolve_device
+
+        try:
+            args.device = resolve_device(args.device)
+        except ValueError as error:  # one line, before anything is built
+            parser.error(str(error).replace("training.device", "--device"))
         return on_device(args, sizes)
 
     ctx = mp.get_context("spawn")
@@ -267,7 +273,10 @@ def main() -> None:
 def on_device(args, sizes: list[int]) -> None:
     """Every variant in this process on ``args.device``: one net alone (``single``) against populations of K on
     the same device (the GPU comparison: time per member-step, and the throughput ratio)."""
-    device = torch.device(args.device)
+    from masking.training import device_settings
+
+    device = args.device
+    device_settings(device)  # what a run on that device sets (CUDA: deterministic algorithms), for every variant
     torch.set_flush_denormal(True)
     gen = torch.Generator().manual_seed(0)
     shape = (1, 28, 28) if args.arch == "lenet300_100" else (3, 32, 32)
