@@ -82,9 +82,10 @@ def execution_updates(threads: int, device: str | None = None) -> list[str]:
 
 def run_command(unit: Unit, resume_id: int | None = None) -> list[str]:
     """The run's command line: a fresh run of the point, or ``--resume`` of a dead run of it."""
+    execution = execution_updates(unit.threads, unit.device)
     if resume_id is not None:
-        return resume_command(resume_id, unit.db_spec, execution_updates(unit.threads, unit.device), experiment=unit.experiment)
-    return [sys.executable, "-m", f"experiments.{unit.experiment}", "with", *unit.updates, *execution_updates(unit.threads, unit.device),
+        return resume_command(resume_id, unit.db_spec, execution, experiment=unit.experiment)
+    return [sys.executable, "-m", f"experiments.{unit.experiment}", "with", *unit.updates, *execution,
             "-m", unit.db_spec]
 
 
