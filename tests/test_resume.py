@@ -105,7 +105,9 @@ def test_killed_run_resumes_into_one_completed_document(db_server, db_name, tick
 def test_interrupt_marks_the_run_interrupted(db_server, db_name, ticketlab_env, sig):
     spec = f"{db_server.address}:{db_name}"
     db = db_server.client()[db_name]
-    process = start(spec, ticketlab_env, *RUN)
+    # 20 rounds: the run cannot finish between its first stored round and the signal, even on a loaded machine
+    # (with RUN's 3 rounds it once completed first); interrupted, it ends right away either way
+    process = start(spec, ticketlab_env, *[a for a in RUN if not a.startswith("pruning.rounds=")], "pruning.rounds=20")
     try:
         wait_for(db["runs"], lambda doc: doc.get("info", {}).get("rounds"), process)
         process.send_signal(sig)
