@@ -20,6 +20,7 @@ import pandas as pd
 from analysis.query import QueryError, load_runs, load_supermask_runs, resolve
 from analysis.stats import ComparisonError
 from experiments import dbspec
+from ticketlab.cli import Parser
 from ticketlab.schema import LOTTERY_COLUMNS, SUPERMASK_COLUMNS
 
 
@@ -109,7 +110,7 @@ def run(name: str, args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text), name)

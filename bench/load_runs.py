@@ -18,7 +18,6 @@ the machine shifts absolute times: compare the ratios.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import random
 import statistics
@@ -32,6 +31,7 @@ import pymongo
 
 import analysis
 from experiments.localdb import DatabaseServer
+from ticketlab.cli import Parser
 
 CRITERIA = ["large_final", "random", "magnitude_increase", "large_init", "movement"]
 STUDY = {"criterion": ["large_final", "random", "magnitude_increase", "large_init"], "seed": [1, 2, 3]}
@@ -89,7 +89,7 @@ def via_incense_bulk(uri: str, db: str) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=20, help="pruning rounds per run (rounds + 1 records)")
     parser.add_argument("--repeats", type=int, default=5)

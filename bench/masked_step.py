@@ -26,7 +26,6 @@ the device before reading the clock.
 
 from __future__ import annotations
 
-import argparse
 import io
 import statistics
 import time
@@ -38,6 +37,7 @@ from torch.nn import functional as F
 from experiments.progress import Progress
 from masking import lottery, models, pruning, training
 from masking.training import Placed, TrainingConfig
+from ticketlab.cli import Parser
 
 
 def bare_lenet(seed: int) -> nn.Module:
@@ -177,7 +177,7 @@ def project_study(seconds_per_step: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved blocks per variant")
     parser.add_argument("--threads", type=int, default=1)

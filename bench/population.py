@@ -31,7 +31,6 @@ ratio to ``single`` of the same repeat (median, min, max). Other work on the mac
 
 from __future__ import annotations
 
-import argparse
 import copy
 import multiprocessing as mp
 import statistics
@@ -39,6 +38,8 @@ import time
 
 import torch
 from torch.nn import functional as F
+
+from ticketlab.cli import Parser
 
 
 def _ticket(arch: str, seed: int, kind: str, input_shape):
@@ -187,7 +188,7 @@ def worker(conn, barrier, arch: str, worker_index: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1,8,27,55", help="population sizes K (members per process)")
     parser.add_argument("--member-steps", type=int, default=600, help="member-steps per worker per block")
     parser.add_argument("--repeats", type=int, default=5)

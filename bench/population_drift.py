@@ -13,7 +13,6 @@ of the difference and its significance at p < 0.05 agree.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
@@ -22,10 +21,11 @@ from scipy import stats
 
 from experiments import datasets
 from masking import lottery, population, population_procedures, training
+from ticketlab.cli import Parser
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1,2,3,4,5,6")
     parser.add_argument("--criteria", default="large_final,random")
     parser.add_argument("--rounds", type=int, default=4)

@@ -19,7 +19,6 @@ to the bare pool is printed too, but it is only meaningful on an otherwise idle 
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import os
 import statistics
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.engines
 
 from experiments.localdb import DatabaseServer  # noqa: E402
 from tests.engines import DaskCluster  # noqa: E402
+from ticketlab.cli import Parser  # noqa: E402
 
 WORKERS = 2
 
@@ -66,7 +66,7 @@ def sweep(flags: list[str], spec: str, env: dict, logs: Path, *executor: str) ->
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=100, help="training steps per round")

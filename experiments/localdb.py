@@ -13,7 +13,6 @@ As a command, it keeps one server in the background with its data in a folder (d
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import signal
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import pymongo
 import pymongo.errors
+
+from ticketlab.cli import Parser
 
 
 def free_port() -> int:
@@ -147,7 +148,7 @@ def stop(home: str | Path | None = None, timeout: float = 30) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.localdb",
+    parser = Parser(prog="python -m experiments.localdb",
                                      description="A local run database (SecantusDB) in the background.")
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--home", default=None, help=f"folder of the data (default $TICKETLAB_HOME or {DEFAULT_HOME})")

@@ -27,7 +27,6 @@ Omniboard itself is the npm package pinned in ``package.json`` (``make setup`` i
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import sys
@@ -40,6 +39,7 @@ import pymongo.errors
 from experiments.dbspec import parse_db_spec
 from experiments.observers import ResilientMongoObserver
 from ticketlab import schema
+from ticketlab.cli import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,7 +100,7 @@ def url(port: int) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.omniboard", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m experiments.omniboard", description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("-m", "--mongo_db", metavar="HOST:PORT:DB", help="the run database, as for the experiments")
     where.add_argument("--mu", metavar="URI", help="a MongoDB URI with the database in its path")

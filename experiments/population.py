@@ -22,7 +22,6 @@ skip-if-done see members as the single runs they are. ``run_population`` is the 
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import dataclasses
 import datetime
@@ -52,6 +51,7 @@ from experiments.localdb import home_dir
 from masking import lottery, population, population_procedures
 from masking import training as masking_training
 from masking.population import MemberFailed
+from ticketlab.cli import Parser
 from ticketlab.schema import EXECUTION_KEYS, flatten
 
 # config keys members of one population may differ in, by experiment
@@ -355,7 +355,7 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict], device
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.population", description=__doc__.split("\n\n")[0],
+    parser = Parser(prog="python -m experiments.population", description=__doc__.split("\n\n")[0],
                                      epilog="Anything after 'with' applies to every member.")
     parser.add_argument("-m", "--mongo_db", metavar="HOST:PORT:DB", help="the run database (each member a run)")
     parser.add_argument("--members", required=True, help="members separated by ';', each KEY=VALUE,KEY=VALUE")

@@ -19,7 +19,6 @@ freedom: only large effects reach significance.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -32,6 +31,7 @@ from analysis import figures
 from analysis.report import markdown_table
 from analysis.stats import ComparisonError, compare
 from experiments import dbspec, localdb, sweep
+from ticketlab.cli import Parser
 
 DB_NAME = "lottery"
 ARCH, DATA = "lenet300_100", "fashion_mnist"
@@ -297,7 +297,7 @@ def run_parts(parts: list[Part], spec: str, s: Settings, workers: int, logs: Pat
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.questions", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m experiments.questions", description=__doc__.split("\n\n")[0])
     parser.add_argument("study", choices=[*STUDIES, "all"])
     parser.add_argument("--home", default=None, help="folder for the database, logs and reports "
                                                      "(default $TICKETLAB_HOME or ~/.ticketlab)")

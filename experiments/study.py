@@ -16,7 +16,6 @@ Stop the database with ``python -m experiments.localdb stop``; its data survive 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
@@ -24,6 +23,7 @@ import time
 
 from analysis.report import write_report
 from experiments import localdb, sweep
+from ticketlab.cli import Parser
 
 CRITERIA = "large_final,magnitude_increase,large_init,random"
 DB_NAME = "lottery"
@@ -38,7 +38,7 @@ def python_command() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m experiments.study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", default=None, help="folder for the database, logs and report "
                                                      "(default $TICKETLAB_HOME or ~/.ticketlab)")
     parser.add_argument("--port", type=int, default=localdb.DEFAULT_PORT, help="port of the local database")

@@ -62,6 +62,7 @@ from experiments import dbspec
 from experiments.executors import FAILED, HELD, LOST, Unit
 from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
+from ticketlab.cli import Parser
 
 EXPERIMENTS = ("lottery", "supermask")
 EXECUTORS = ("local", "dask", "slurm")
@@ -236,7 +237,7 @@ def drive(executor, units: list[Unit], db, sweep_id: str, retries: int, stale_af
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0],
+    parser = Parser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0],
                                      epilog="Anything after 'with' is passed to every run. "
                                             "'python -m experiments.sweep status -m DB' reports a sweep.")
     dbspec.add_argument(parser)
@@ -468,7 +469,7 @@ def _database(args, parser) -> tuple[str, str]:
 
 def status(argv) -> int:
     """``python -m experiments.sweep status -m DB [--sweep ID]``: a sweep's points as the database has them."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.sweep status",
+    parser = Parser(prog="python -m experiments.sweep status",
                                      description="Report a sweep (default: the latest) from the run database.")
     dbspec.add_argument(parser)
     parser.add_argument("--sweep", default=None, help="the sweep id (printed when it started)")

@@ -8,17 +8,17 @@ The database: ``-m HOST:PORT:DB``, ``-m mongodb://...``/DB, or ``$TICKETLAB_MONG
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import pymongo.errors
 
 from experiments import dbspec
 from experiments.observers import default_failure_dir, failed_run_bundles, upload_failed_runs
+from ticketlab.cli import Parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.upload", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m experiments.upload", description=__doc__.split("\n\n")[0])
     dbspec.add_argument(parser)
     parser.add_argument("--failure-dir", default=None,
                         help=f"where the observer kept the runs (default: $TICKETLAB_FAILURE_DIR or "

@@ -16,7 +16,16 @@ Each command here is also ``python -m <module>`` (shown by ``ticketlab COMMAND -
 
 from __future__ import annotations
 
+import argparse
 import sys
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one line (the bad value and what is valid, then where the
+    usage is), not argparse's usage block followed by the error: every ticketlab command parses with it."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 # command -> (module whose main(argv) runs it, argv prefix, one line of help)
 COMMANDS = {

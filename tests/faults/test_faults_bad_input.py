@@ -97,18 +97,9 @@ SACRED_LOG = re.compile(r"^(INFO|WARNING|DEBUG) - ")
 
 
 def error_lines(stderr: str) -> list[str]:
-    """The lines that report the error: argparse's usage block and Sacred's INFO/WARNING log lines aside."""
-    lines, in_usage = [], False
-    for line in stderr.splitlines():
-        if line.startswith("usage:"):
-            in_usage = True
-            continue
-        if in_usage and line.startswith(" "):
-            continue
-        in_usage = False
-        if line.strip() and not SACRED_LOG.match(line):
-            lines.append(line)
-    return lines
+    """The lines that report the error, Sacred's INFO/WARNING log lines aside (usage errors print no usage block:
+    ``ticketlab.cli.Parser``)."""
+    return [line for line in stderr.splitlines() if line.strip() and not SACRED_LOG.match(line)]
 
 
 def documents(client) -> int:
