@@ -29,6 +29,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import subprocess
 import sys
 import uuid
@@ -96,6 +97,9 @@ def parse_members(text: str) -> list[list[str]]:
         raise ValueError(f"--members {text!r}: each member (separated by ';') needs at least one KEY=VALUE")
     return members
 
+
+CPU_NOTE = ("note: no GPU here; on a CPU a population trains at about the speed of single runs (README, "
+            "Populations): it pays off on a GPU")
 
 # execution settings a population shares: it trains on one device
 SHARED_EXECUTION_KEYS = frozenset({"training.device"})
@@ -173,6 +177,8 @@ def train(members: Sequence[Member], population_id: str | None = None, echo=prin
     loaded = data_ing.load()
     placed = masking_training.place(loaded, device, dtype)
     data = dataclasses.replace(loaded, train=placed.train, val=placed.val, test=placed.test)
+    if device.type == "cpu" and len(members) > 1 and not torch.cuda.is_available():
+        echo(f"population: {CPU_NOTE}")
     population_id = population_id or uuid.uuid4().hex[:12]
     for index, member in enumerate(members):
         run = member.run
@@ -306,9 +312,11 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict], device
           f"as {len(groups) - alone} population(s) of at most {size} and {alone} single run(s), {workers} at a time "
           f"x {threads} thread(s){where}")
     if not torch.cuda.is_available() and len(groups) > alone:
-        print("sweep: note: no GPU here; on a CPU a population trains at about the speed of single runs (README, "
-              "Populations): it pays off on a GPU")
+        print(f"sweep: {CPU_NOTE}")
     own = [[list(points[i][len(shared):]) for i in members] for members in groups]
+    if not todo:
+        print("sweep: nothing to run")
+        return 0
     if args.dry_run:
         for members in own:
             print(("  population: " if len(members) > 1 else "  single run: ")
@@ -331,7 +339,7 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict], device
             else:
                 command = population_command(own[index], shared, db_spec, threads, args.experiment, device)
             with open(logs / f"population_{index:04d}.log", "w") as log:
-                log.write(scrub(" ".join(command)) + "\n")  # a password in -m stays out of the log
+                log.write(scrub(shlex.join(command)) + "\n")  # as a shell takes it; a password in -m stays out
                 log.flush()
                 return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                       stdin=subprocess.DEVNULL).returncode

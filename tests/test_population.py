@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 
 import pytest
 import torch
@@ -383,11 +384,20 @@ def test_sweep_population_on_a_device_slot_trains_there(db_server, db_name, tick
     assert "as 1 population(s) of at most 2 and 0 single run(s), 1 at a time x 1 thread(s) on cpu" in \
         capsys.readouterr().out
     log = (tmp_path / "logs" / "population_0000.log").read_text()
-    assert "training.threads=1 training.device=cpu" in log.splitlines()[0]
+    command = shlex.split(log.splitlines()[0])  # the logged command as a shell takes it: pasteable
+    assert command[-2:] == ["training.threads=1", "training.device=cpu"]
+    assert command[command.index("--members") + 1] == \
+        "criterion.name=large_final,seed=1; criterion.name=random,seed=1"
+    if not CUDA:  # a user who runs a population on a CPU learns it gains nothing there
+        assert "population: note: no GPU here; on a CPU a population trains at about the speed of single runs" in log
     runs = list(db_server.client()[db_name]["runs"].find())
     assert [r["status"] for r in runs] == ["COMPLETED"] * 2
     assert {r["info"]["population"]["device"] for r in runs} == {"cpu"}
     assert {r["config"]["training"]["device"] for r in runs} == {"cpu"}
+    assert population_exp.sweep(args, points, configs, devices=["cpu"]) == 0  # again: all done, nothing started
+    out = capsys.readouterr().out.splitlines()
+    assert "2 already completed, 0 to run" in out[0] and out[-1] == "sweep: nothing to run"
+    assert len(list((tmp_path / "logs").iterdir())) == 1
 
 
 def test_supermask_members_are_runs_like_single_runs(db_server, db_name, monkeypatch, tmp_path):
