@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -41,6 +42,13 @@ def ticketlab_env(tmp_path):
     """Environment for command-line runs: failure dir and data root inside the test's tmp folder."""
     return dict(os.environ, TICKETLAB_FAILURE_DIR=str(tmp_path / "failed"), TICKETLAB_DATA=str(tmp_path / "data"),
                 PYTHONWARNINGS="ignore")
+
+
+def ctrl_c_interrupts() -> None:
+    """A ``preexec_fn`` for a child a test stops with SIGINT: SIGINT back to its default, so Python turns it into
+    KeyboardInterrupt as at a terminal. A shell ignores SIGINT in background jobs (``make test &``, ``nohup``)
+    and children inherit that; the child would then never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(module: str, *args: str, env=None, timeout=300) -> subprocess.CompletedProcess:

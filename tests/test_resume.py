@@ -14,7 +14,7 @@ import time
 import pytest
 
 from experiments import resume
-from tests.conftest import run_cli
+from tests.conftest import ctrl_c_interrupts, run_cli
 
 # threads pinned: results are bit-identical run to run only at a fixed thread count
 RUN = ["with", "fast", "data.name=synthetic", "training.threads=1", "training.iterations=300", "pruning.rounds=3",
@@ -24,7 +24,8 @@ BEAT = ["-b", "0.1"]  # heartbeats every 0.1 s, so the database follows each rou
 
 def start(spec, env, *args):
     return subprocess.Popen([sys.executable, "-m", "experiments.lottery", "-m", spec, *BEAT, *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            preexec_fn=ctrl_c_interrupts)
 
 
 def wait_for(runs, condition, process, timeout=120):
@@ -105,9 +106,7 @@ def test_killed_run_resumes_into_one_completed_document(db_server, db_name, tick
 def test_interrupt_marks_the_run_interrupted(db_server, db_name, ticketlab_env, sig):
     spec = f"{db_server.address}:{db_name}"
     db = db_server.client()[db_name]
-    # 20 rounds: the run cannot finish between its first stored round and the signal, even on a loaded machine
-    # (with RUN's 3 rounds it once completed first); interrupted, it ends right away either way
-    process = start(spec, ticketlab_env, *[a for a in RUN if not a.startswith("pruning.rounds=")], "pruning.rounds=20")
+    process = start(spec, ticketlab_env, *RUN)
     try:
         wait_for(db["runs"], lambda doc: doc.get("info", {}).get("rounds"), process)
         process.send_signal(sig)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from experiments import resume
-from tests.conftest import run_cli
+from tests.conftest import ctrl_c_interrupts, run_cli
 from tests.faults.conftest import (BEAT, ROUNDS, RUN, finish, metric_series, new_db, round_rows, start,
                                    wait_until)
 from tests.faults.test_faults_database import audit, reference  # noqa: F401 (a fixture)
@@ -33,7 +33,7 @@ def test_runs_killed_at_random_points_and_resumed(db_server, fault_env, referenc
         command = [sys.executable, "-m", "experiments.lottery", "-m", spec, *BEAT, *RUN, f"seed={seed}"]
         for attempt in range(3):  # killed twice at a random moment, then left to finish
             process = subprocess.Popen(command, env=fault_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       text=True, stdin=subprocess.DEVNULL)
+                                       text=True, stdin=subprocess.DEVNULL, preexec_fn=ctrl_c_interrupts)
             if attempt < 2:
                 time.sleep(rng.uniform(3.0, 9.0))
                 sig = order.pop()
