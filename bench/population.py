@@ -67,7 +67,10 @@ class Variant:
         self.data, self.size, self.device = data, size, torch.device(device or "cpu")
         x, _ = data
         seeds = range(first_seed, first_seed + size)
-        self.orders = [training.batch_indices(len(x), 60, torch.Generator().manual_seed(s)) for s in seeds]
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        # batches as training.fit (each net alone) and population.fit (the members together) draw them
+        self.orders = [training.batch_indices(len(x), 60, g, x.device) for g in generators]
+        self.batches = population.member_batches(len(x), 60, generators, x.device)
         shape = tuple(x.shape[1:])
         if method == "single":
             self.nets = [_ticket(arch, s, "masked", shape)[0].to(self.device) for s in seeds]
@@ -94,7 +97,7 @@ class Variant:
         x, y = self.data
         for net, opt, order in zip(self.nets, self.opts, self.orders):  # one run after another
             for _ in range(steps):
-                idx = next(order).to(x.device)  # the batch as training.fit gathers it
+                idx = next(order)  # the batch as training.fit gathers it
                 training.train_step(net, opt, x.index_select(0, idx), y.index_select(0, idx))
 
     @staticmethod
@@ -154,11 +157,10 @@ class Variant:
             for _ in range(steps):
                 self.step(None, None)
         else:
+            from masking.population import gather
+
             for _ in range(steps):
-                idx = torch.stack([next(o) for o in self.orders]).to(self.device)  # as population.fit gathers
-                flat = idx.view(-1)
-                self.step(x.index_select(0, flat).view(*idx.shape, *x.shape[1:]),
-                          y.index_select(0, flat).view(idx.shape))
+                self.step(*gather(x, y, next(self.batches)))  # as population.fit gathers
         self._sync()
         return time.perf_counter() - start, time.process_time() - cpu
 

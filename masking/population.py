@@ -8,12 +8,13 @@ batched forward/backward:
 * convolutions: one grouped ``conv2d`` with ``groups=K`` on ``[B, K * C, H, W]`` (member k's channels are group k).
 
 Every member keeps what makes it its own run: its initial weights, mask and frozen values (pruned weights get a zero
-gradient and keep their values bit for bit, as in ``masking.layers``), its data order (its own generator through
-``training.batch_indices``), its validation curve, early-stopping point and best state. Members never mix: the
-loss is the sum of the members' mean losses, so each member's gradient is its own, and Adam (elementwise, one step
-count for all) over the stacked parameters is K Adams. In float64 a member equals its single run (``training.fit``
-on the same net and generator) to rounding (1e-14 in practice); in float32 batched products round differently and
-Adam amplifies that, so members drift from single runs as seeds do (bench and docs state how far).
+gradient and keep their values bit for bit, as in ``masking.layers``), its data order (its own generator, drawn as
+``training.batch_indices`` draws it: ``member_batches``), its validation curve, early-stopping point and best
+state. Members never mix: the loss is the sum of the members' mean losses, so each member's gradient is its own,
+and Adam (elementwise, one step count for all) over the stacked parameters is K Adams. In float64 a member equals
+its single run (``training.fit`` on the same net and generator) to rounding (1e-14 in practice); in float32
+batched products round differently and Adam amplifies that, so members drift from single runs as seeds do (bench
+and docs state how far).
 
 The hand-written batched layers beat ``torch.func`` (``stack_module_state`` + ``functional_call`` + ``vmap``) on the
 CPU: ``bench/population.py`` measures both.
@@ -25,7 +26,7 @@ import contextlib
 import dataclasses
 import math
 import time
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -35,7 +36,7 @@ from masking.layers import MaskedMixin
 from masking.models import Net
 from masking.rng import generator_device
 from masking.supermask import SupermaskMixin
-from masking.training import OPTIMIZERS, FitResult, batch_indices
+from masking.training import OPTIMIZERS, FitResult
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -311,6 +312,26 @@ def fc_gradients(stack: Stack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return losses
 
 
+def member_batches(num_examples: int, batch_size: int, generators: Sequence[torch.Generator | None],
+                   device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+    """Endless ``[K, batch_size]`` index batches: row k is what ``training.batch_indices`` yields from
+    ``generators[k]`` (one permutation per member per epoch, drawn where its generator lives, the last partial
+    batch dropped). The K permutations go to ``device`` once per epoch, so a step slices them there: no copy
+    from the host per step, which on a GPU would wait for the previous step's work."""
+    if not 0 < batch_size <= num_examples:
+        raise ValueError(f"batch size must be in [1, {num_examples}], got {batch_size}")
+    while True:
+        perms = torch.stack([torch.randperm(num_examples, generator=g) for g in generators]).to(device)
+        for start in range(0, num_examples - batch_size + 1, batch_size):
+            yield perms[:, start:start + batch_size]
+
+
+def gather(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Member k's batch ``(x[idx[k]], y[idx[k]])`` for every member: ``[K, B, ...]`` and ``[K, B]``."""
+    flat = idx.reshape(-1)
+    return x.index_select(0, flat).view(*idx.shape, *x.shape[1:]), y.index_select(0, flat).view(idx.shape)
+
+
 @torch.no_grad()
 def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> list[tuple[float, float]]:
     """Every member's (mean cross-entropy loss, top-1 accuracy) on the same ``(x, y)``; ``batch_size`` is per
@@ -357,16 +378,13 @@ def fit(stack: Stack, optimizer: torch.optim.Optimizer, train: Split, val: Split
         raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
     start = time.perf_counter()
     x, y = train
-    orders = [batch_indices(len(x), batch_size, g) for g in generators]
+    batches = member_batches(len(x), batch_size, generators, x.device)
     best: list[_Best | None] = [None] * stack.size
     failed: dict[int, MemberFailed] = {}
     curves: list[list[dict]] = [[] for _ in range(stack.size)]
     loss_sum, loss_count = torch.zeros(stack.size, dtype=x.dtype, device=x.device), 0
     for it in range(1, iterations + 1):
-        idx = torch.stack([next(order) for order in orders]).to(x.device)  # [K, B]
-        flat = idx.view(-1)
-        loss_sum += train_step(stack, optimizer, x.index_select(0, flat).view(*idx.shape, *x.shape[1:]),
-                               y.index_select(0, flat).view(idx.shape))
+        loss_sum += train_step(stack, optimizer, *gather(x, y, next(batches)))
         loss_count += 1
         if it % eval_every == 0 or it == iterations:
             scores = evaluate(stack, *val)

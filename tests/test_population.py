@@ -106,6 +106,25 @@ def test_hand_written_fc_gradients_equal_autograd(dtype, tolerance):
         population.fc_gradients(population.Stack([ticket("conv2", *MEMBERS[0], (3, 4, 4))]), xb, yb)
 
 
+def test_member_batches_are_each_members_single_run_batches():
+    """Row k of every step's batch is what ``training.batch_indices`` yields from member k's generator, across
+    epochs (the last partial batch of an epoch dropped)."""
+    seeds = (3, 4, 5)
+    batches = population.member_batches(130, 20, [rng.stream(s, "data order") for s in seeds])
+    singles = [training.batch_indices(130, 20, rng.stream(s, "data order")) for s in seeds]
+    for _ in range(6 * 3 + 2):  # 6 batches an epoch: three epochs and more
+        idx = next(batches)
+        assert idx.shape == (3, 20)
+        for k, single in enumerate(singles):
+            assert torch.equal(idx[k], next(single))
+    x, y = torch.arange(130.0).view(130, 1, 1, 1), torch.arange(130)
+    xb, yb = population.gather(x, y, idx)
+    assert xb.shape == (3, 20, 1, 1, 1) and torch.equal(xb.flatten(2).squeeze(2), idx.to(xb.dtype))
+    assert torch.equal(yb, idx)
+    with pytest.raises(ValueError, match="batch size"):
+        next(population.member_batches(10, 11, [None]))
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_one_adam_over_the_stack_is_one_adam_per_member(fused):
     gen = torch.Generator().manual_seed(0)
