@@ -27,6 +27,7 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
+
 # command -> (module whose main(argv) runs it, argv prefix, one line of help)
 COMMANDS = {
     "study": ("experiments.study", [], "the main job: a small real study into a local database, then its report"),
