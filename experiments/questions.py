@@ -205,7 +205,7 @@ def _bars(df: pd.DataFrame, factor: str, metrics: dict[str, str], title: str, ca
     ax.set_title(f"{title}\n{caption}", fontsize=8)
     ax.legend(fontsize=7)
     ax.grid(True, axis="y", alpha=0.25)
-    return figures._save(fig, out, stem)[0]
+    return figures.save(fig, out, stem)[0]
 
 
 def q8_report(db, s: Settings, out: Path) -> list[str]:
