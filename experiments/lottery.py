@@ -16,7 +16,7 @@ round, percent_remaining, init_hash, start_hash, final_hash, mask_hash, val_loss
 early_stop_iteration, final_test_acc, final_val_acc, untrained_test_acc, train_seconds, mask_source (which two
 weight states of the previous round the criterion scored: ``criterion.source``; ``none`` in round 0) and
 source_init_iteration and source_final_iteration (the training steps of those two states; 0 is the
-initialization). Hashes are
+initialization), tie_breaks (per layer, the kept weights chosen by random tie-breaking). Hashes are
 ``masking.hashing.state_hash`` of the weights and biases (init: the seed's initialization, the same for every
 criterion and treatment; start: after the treatments; final: end of training) and of the mask.
 Metrics: ``train_loss``, ``val_loss``, ``val_acc`` at global step (round * iterations + iteration), and per round

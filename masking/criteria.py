@@ -10,6 +10,10 @@ exact and reproducible:
   They sort below every finite score and tie with each other, so when too few weights are wanted the shortfall is
   filled uniformly at random, as docs/protocol.md says.
 
+``select`` also counts how many kept weights the random order chose (``tie_broken``): the kept weights at the
+lowest kept score when that score is shared with pruned weights (the shortfall of the sign criteria, every kept
+weight of ``random``). Counting draws nothing: the masks are those of ``next_mask``.
+
 ``random`` is therefore a constant score: every subset of the right size is equally likely.
 """
 
@@ -127,20 +131,28 @@ def top_alive(
     return keep.view_as(alive)
 
 
-def next_mask(
+def tie_broken(scores: torch.Tensor, alive: torch.Tensor, keep: torch.Tensor) -> int:
+    """How many weights of ``keep`` (a subset of ``alive``) the random order chose: those at the lowest kept score
+    when alive weights left out share that score; 0 when the scores alone decide (or all or none are kept)."""
+    kept = scores[keep]
+    if kept.numel() == 0:
+        return 0
+    threshold = kept.min()
+    alive_scores = scores[alive]
+    at_threshold = int((alive_scores == threshold).sum())
+    kept_at_threshold = kept.numel() - int((alive_scores > threshold).sum())
+    return kept_at_threshold if at_threshold > kept_at_threshold else 0
+
+
+def select(
     name: str,
     w_init: torch.Tensor,
     w_final: torch.Tensor,
     mask: torch.Tensor,
     prune_fraction: float,
     generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """The mask of the next pruning round of one weight tensor.
-
-    Prunes ``num_to_prune(mask.sum(), prune_fraction)`` of the weights alive in ``mask``, keeping those with the
-    highest score under criterion ``name``; the result is a boolean tensor of the same shape and a subset of
-    ``mask``. Ties and shortfalls are settled at random from ``generator``.
-    """
+) -> tuple[torch.Tensor, int]:
+    """``(next_mask(...), tie_broken(...))``: the next round's mask and how many of its weights tie-breaking chose."""
     score_fn = get(name)
     prune_fraction = check_fraction(prune_fraction)
     if w_init.shape != w_final.shape or w_init.shape != mask.shape:
@@ -156,4 +168,16 @@ def next_mask(
         if torch.isnan(scores[mask]).any():
             raise ValueError(f"criterion {name!r} produced NaN scores (are the weights finite?)")
         num_alive = int(mask.sum())
-        return top_alive(scores, mask, num_alive - num_to_prune(num_alive, prune_fraction), generator)
+        keep = top_alive(scores, mask, num_alive - num_to_prune(num_alive, prune_fraction), generator)
+        return keep, tie_broken(scores, mask, keep)
+
+
+def next_mask(name: str, w_init: torch.Tensor, w_final: torch.Tensor, mask: torch.Tensor, prune_fraction: float,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """The mask of the next pruning round of one weight tensor.
+
+    Prunes ``num_to_prune(mask.sum(), prune_fraction)`` of the weights alive in ``mask``, keeping those with the
+    highest score under criterion ``name``; the result is a boolean tensor of the same shape and a subset of
+    ``mask``. Ties and shortfalls are settled at random from ``generator`` (``select`` also counts them).
+    """
+    return select(name, w_init, w_final, mask, prune_fraction, generator)[0]

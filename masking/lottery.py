@@ -191,7 +191,8 @@ def setup(spec: LotterySpec, data: DataSplits, device: str | torch.device = "cpu
 
 def first_mask(setup: Setup) -> Mask:
     """Round 0's mask: every prunable weight kept."""
-    return Mask({name: torch.ones_like(setup.init_state[name], dtype=torch.bool) for name in setup.rates})
+    return Mask({name: torch.ones_like(setup.init_state[name], dtype=torch.bool) for name in setup.rates},
+                tie_breaks={name: 0 for name in setup.rates})
 
 
 def next_mask(setup: Setup, k: int, previous: Checkpoint) -> Mask:
@@ -265,7 +266,8 @@ def make_record(setup: Setup, k: int, mask: Mask, start_hash: str, untrained_tes
         untrained_test_acc=untrained_test_acc, train_seconds=fit.seconds,
         mask_source="_".join(setup.spec.sources) if k > 0 else "none",
         source_init_iteration=source_steps[0] if source_steps else None,
-        source_final_iteration=source_steps[1] if source_steps else None)
+        source_final_iteration=source_steps[1] if source_steps else None,
+        tie_breaks=None if mask.tie_breaks is None else dict(sorted(mask.tie_breaks.items())))
 
 
 def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval | None = None,

@@ -21,14 +21,18 @@ from masking.layers import MaskedMixin
 
 
 class Mask(dict):
-    """``{weight name: torch.bool tensor}`` for the prunable weights of one network."""
+    """``{weight name: torch.bool tensor}`` for the prunable weights of one network.
 
-    def __init__(self, tensors: Mapping[str, torch.Tensor] = ()):
+    ``tie_breaks``: {weight name: how many of its kept weights the pruning round's random tie-breaking chose}
+    (``criteria.tie_broken``) for a mask ``prune`` made; None for a mask from elsewhere (all ones, loaded)."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor] = (), tie_breaks: Mapping[str, int] | None = None):
         super().__init__()
         for name, tensor in dict(tensors).items():
             if tensor.dtype != torch.bool:
                 raise ValueError(f"mask {name!r} must be torch.bool, got {tensor.dtype}")
             self[name] = tensor
+        self.tie_breaks = None if tie_breaks is None else dict(tie_breaks)
 
     @classmethod
     def ones(cls, shapes: Mapping[str, torch.Size | torch.Tensor]) -> "Mask":
@@ -88,10 +92,13 @@ def prune(
     rates: Mapping[str, float],
     generator: torch.Generator | None = None,
 ) -> Mask:
-    """One pruning round over every layer, layers in sorted name order (a fixed draw order for the generator)."""
+    """One pruning round over every layer, layers in sorted name order (a fixed draw order for the generator); the
+    result's ``tie_breaks`` counts, per layer, the kept weights tie-breaking chose."""
     criteria.get(criterion)
-    return Mask({name: criteria.next_mask(criterion, w_init[name], w_final[name], mask[name], rates[name], generator)
-                 for name in sorted(mask)})
+    chosen = {name: criteria.select(criterion, w_init[name], w_final[name], mask[name], rates[name], generator)
+              for name in sorted(mask)}
+    return Mask({name: keep for name, (keep, _) in chosen.items()},
+                tie_breaks={name: ties for name, (_, ties) in chosen.items()})
 
 
 def apply_ticket(

@@ -193,3 +193,55 @@ def test_conv_shaped_weights():
     mask = torch.ones_like(w_init, dtype=torch.bool)
     new = criteria.next_mask("large_final", w_init, w_final, mask, 0.1, gen())
     assert new.shape == (8, 4, 3, 3) and int(new.sum()) == 288 - 29
+
+
+# A tiny layer, counted by hand. w_init and w_final of six weights; |w_final| = 2, 3, 2, 5, 2, 0.5.
+# signs (init, final): ++, -+, +-, --, ++, ++: same sign at 0, 3, 4, 5; different at 1, 2.
+TINY_INIT = torch.tensor([1.0, -2.0, 3.0, -4.0, 5.0, 6.0])
+TINY_FINAL = torch.tensor([2.0, 3.0, -2.0, -5.0, 2.0, 0.5])
+
+
+@pytest.mark.parametrize("name,keep,by_hand", [
+    ("large_final", 3, 1),  # 5 and 3 by score, then one of the three 2s: 1 chosen by tie-breaking
+    ("large_final", 4, 2),  # 5, 3, then two of the three 2s
+    ("large_final", 5, 0),  # 5, 3 and all three 2s: the scores decide
+    ("large_final", 6, 0),  # everything kept: nothing to choose
+    ("large_final_same_sign", 2, 1),  # same sign: |w_f| 2, 5, 2, 0.5 -> 5, then one of the two 2s (0, 4)
+    ("large_final_same_sign", 3, 0),  # 5 and both 2s
+    ("large_final_same_sign", 4, 0),  # all four same-sign weights: no shortfall
+    ("large_final_same_sign", 5, 1),  # the four, then one of the two other-sign weights (-inf) at random
+    ("large_final_diff_sign", 2, 0),  # both different-sign weights (|w_f| 3 and 2)
+    ("large_final_diff_sign", 5, 3),  # both, then 3 of the 4 same-sign weights (-inf) at random
+    ("random", 4, 4),  # every score ties: every kept weight is a tie-break
+    ("magnitude_increase", 3, 0),  # |w_f| - |w_i| = 1, 1, -1, 1, -3, -5.5: the three 1s, no other 1
+])
+def test_tie_broken_counts_what_the_random_order_chose(name, keep, by_hand):
+    mask = torch.ones(6, dtype=torch.bool)
+    fraction = (6 - keep) / 6
+    for seed in range(3):  # the count does not depend on which tied weights the draw picks
+        new, ties = criteria.select(name, TINY_INIT, TINY_FINAL, mask, fraction, gen(seed))
+        assert int(new.sum()) == keep and ties == by_hand
+        assert torch.equal(new, criteria.next_mask(name, TINY_INIT, TINY_FINAL, mask, fraction, gen(seed)))
+
+
+def test_tie_broken_counts_only_alive_weights():
+    # weight 3 (|w_f| 5) and weight 0 (a 2) already pruned: alive 1, 2, 4, 5 with |w_f| 3, 2, 2, 0.5; keep 2:
+    # 3 by score, then one of the two alive 2s
+    mask = torch.tensor([False, True, True, False, True, True])
+    new, ties = criteria.select("large_final", TINY_INIT, TINY_FINAL, mask, 0.5, gen())
+    assert int(new.sum()) == 2 and bool(new[1]) and ties == 1 and not (new & ~mask).any()
+
+
+def test_prune_records_the_tie_breaks_of_every_layer():
+    from masking import pruning
+
+    init = {"a.weight": TINY_INIT, "b.weight": TINY_INIT.view(2, 3)}
+    final = {"a.weight": TINY_FINAL, "b.weight": TINY_FINAL.view(2, 3)}
+    mask = pruning.Mask.ones(init)
+    assert mask.tie_breaks is None  # not made by a pruning round
+    new = pruning.prune("large_final_diff_sign", init, final, mask, {"a.weight": 1 / 6, "b.weight": 4 / 6}, gen())
+    assert new.tie_breaks == {"a.weight": 3, "b.weight": 0}  # keep 5 (2 by score, 3 filled) and keep 2 (both)
+    # the masks are those next_mask draws in the same order from the same generator
+    g = gen()
+    assert torch.equal(new["a.weight"], criteria.next_mask("large_final_diff_sign", TINY_INIT, TINY_FINAL,
+                                                           torch.ones(6, dtype=torch.bool), 1 / 6, g))

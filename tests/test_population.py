@@ -242,7 +242,8 @@ def test_float64_lottery_members_equal_their_single_runs(synthetic, device):
         single = list(lottery.iterate_rounds(lottery.setup(spec, synthetic, device, dtype=torch.float64)))
         for a, b in zip(got, single, strict=True):
             ra, rb = a.record.to_dict(), b.record.to_dict()
-            for key in ("round", "percent_remaining", "init_hash", "start_hash", "mask_hash", "early_stop_iteration"):
+            for key in ("round", "percent_remaining", "init_hash", "start_hash", "mask_hash", "early_stop_iteration",
+                        "tie_breaks"):
                 assert ra[key] == rb[key], (spec, key)
             for key in ("val_loss", "val_acc", "test_loss", "test_acc", "final_val_acc", "final_val_loss",
                         "final_test_acc", "untrained_test_acc"):

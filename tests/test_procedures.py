@@ -112,6 +112,28 @@ def test_lottery_steps_compose_like_run_round(data):
     assert start[:16] == LOTTERY[(2, "random", "reshuffle", "random_zero", 0.0012)][1][0]
 
 
+def test_lottery_records_how_many_kept_weights_tie_breaking_chose(data):
+    """Counted by hand from the round's own weights: large_final_diff_sign keeps the weights whose sign changed in
+    round k-1 and fills the shortfall at random (the fill is the count); random's every kept weight is a draw."""
+    spec = lottery.LotterySpec("lenet300_100", 3, TrainingConfig(iterations=30, lr=1.2e-3, eval_every=10),
+                               criterion="large_final_diff_sign", rounds=2)
+    setup = lottery.setup(spec, data)
+    results = list(lottery.iterate_rounds(setup))
+    assert results[0].record.tie_breaks == {name: 0 for name in sorted(setup.rates)}
+    for k in (1, 2):
+        alive, mask, final = results[k - 1].mask, results[k].mask, results[k - 1].final
+        by_hand = {}
+        for name in sorted(setup.rates):
+            differ = alive[name] & (torch.sign(setup.init_state[name]) != torch.sign(final[name]))
+            kept = int(mask[name].sum())
+            by_hand[name] = max(kept - int(differ.sum()), 0)
+        assert results[k].record.tie_breaks == by_hand
+        assert any(by_hand.values()) and list(results[k].record.to_dict()) == ROUND_FIELDS
+    random = lottery.setup(lottery.LotterySpec("lenet300_100", 3, spec.training, criterion="random", rounds=1), data)
+    last = list(lottery.iterate_rounds(random))[-1]
+    assert last.record.tie_breaks == {name: int(m.sum()) for name, m in sorted(last.mask.items())}
+
+
 def test_lottery_rejects_unknown_names_before_training(data):
     with pytest.raises(ValueError, match="valid choices"):
         lottery.setup(lottery.LotterySpec("lenet300_100", 1, TrainingConfig(10, 1e-3), criterion="largest"), data)

@@ -45,6 +45,11 @@ class RoundRecord:
     mask_source: str = "init_final"
     source_init_iteration: int | None = None
     source_final_iteration: int | None = None
+    # per prunable weight (layer), how many of the weights the round's mask keeps were chosen by random
+    # tie-breaking, not by their scores (masking.criteria.tie_broken): the shortfall of the sign criteria, filled at
+    # random, every kept weight of ``random``, kept weights at a score shared with pruned ones; all 0 in round 0;
+    # None in runs recorded before the field
+    tie_breaks: dict[str, int] | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -178,6 +183,10 @@ class Study:
     metric: str  # the round-record field compared
     title: str
     ylabel: str
+    values: tuple[str, ...] = ()  # the factor values compared (empty: every value the runs hold)
+    # the baseline is a control (random, original, zero, ...), black and dashed in every figure; False: it is one
+    # of the compared methods, drawn in its own color
+    control: bool = True
 
 
 STUDIES = {study.name: study for study in (
@@ -197,6 +206,18 @@ STUDIES = {study.name: study for study in (
     Study("input_scaling", "data.preprocess", "unit",
           {"criterion": "large_final_same_sign", "mask1": "original", "mask0": "zero"}, "untrained_test_acc",
           "Input scaling (data.preprocess): untrained large_final_same_sign Supermasks", "untrained test accuracy"),
+    # the rebuttal's own claims (docs/rebuttal-claims.md; python -m experiments.questions lfss|bimodal|quadrant|mask0)
+    Study("lfss_trained", "criterion", "large_final", {"mask1": "original", "mask0": "zero"}, "test_acc",
+          "Rebuttal 3: the sign criteria trained vs large_final, test accuracy at early stopping", "test accuracy",
+          values=("large_final", "large_final_same_sign", "large_final_diff_sign"), control=False),
+    Study("bimodal", "mask1", "signed_reinit", {"criterion": "large_final", "mask0": "zero"}, "test_acc",
+          "Rebuttal 6: sign-kept mask-1 actions vs signed_reinit (signed_bimodal: the bimodal control)",
+          "test accuracy", values=("signed_reinit", "signed_reshuffle", "signed_constant", "signed_bimodal"),
+          control=False),
+    *(Study(f"quadrant_{name}", "mask1", name, {"criterion": "large_final", "mask0": "zero"}, "test_acc",
+            f"Rebuttal 2, the weight quadrant: signed_{name} (sign kept) vs {name} (sign dropped)",
+            "test accuracy", values=(name, f"signed_{name}"), control=False)
+      for name in ("reinit", "reshuffle", "constant")),
 )}
 
 # ---- Omniboard
