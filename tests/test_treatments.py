@@ -7,7 +7,8 @@ import torch
 
 from masking import initializers, treatments
 
-MASK1 = ["original", "reinit", "reshuffle", "constant", "signed_reinit", "signed_reshuffle", "signed_constant"]
+MASK1 = ["original", "reinit", "reshuffle", "constant", "signed_reinit", "signed_reshuffle", "signed_constant",
+         "signed_bimodal"]
 MASK0 = ["zero", "init", "zero_if_toward_zero", "random_zero"]
 
 
@@ -106,6 +107,43 @@ def test_signed_constant_is_std_times_sign(layer):
     a = treatments.mask1("signed_constant", w_init, mask, gen())
     expected = float(w_init.std()) * torch.sign(w_init)
     assert torch.equal(a[mask], expected[mask])
+
+
+def test_signed_bimodal_keeps_signs_with_magnitudes_away_from_zero(layer):
+    w_init, _, mask = layer
+    a = treatments.mask1("signed_bimodal", w_init, mask, gen(3))
+    assert torch.equal(torch.sign(a[mask]), torch.sign(w_init[mask]))
+    std = initializers.glorot_std(w_init.shape)
+    assert abs(float(a[mask].pow(2).mean().sqrt()) / std - 1) < 0.06  # signed_reinit's mean square
+    magnitude = a[mask].abs() / std
+    assert abs(float(magnitude.mean()) - 0.968) < 0.03 and abs(float(magnitude.std()) - 0.25) < 0.03
+    # bimodal: about 0.1% of the magnitudes under a quarter of the std, against about 20% for signed_reinit
+    near_zero = {name: float((treatments.mask1(name, w_init, mask, gen(3))[mask].abs() < std / 4).float().mean())
+                 for name in ("signed_bimodal", "signed_reinit")}
+    assert near_zero["signed_bimodal"] < 0.01 and 0.15 < near_zero["signed_reinit"] < 0.25
+    fresh = treatments.mask1("signed_reinit", w_init, mask, gen(3))  # the same draw, moved away from zero
+    assert not torch.equal(a, fresh) and not torch.equal(a, treatments.mask1("signed_bimodal", w_init, mask, gen(4)))
+
+
+def test_a_mask1_action_is_one_registration(tmp_path):
+    """signed_bimodal is one registration in masking.treatments: the experiments' valid choices list it and a run
+    with it trains, its start weights signed like the initial ones."""
+    from experiments.errors import ConfigError
+    from experiments.lottery import ex
+
+    config = {"data": {"name": "synthetic", "val_size": 200, "synthetic_train": 600, "synthetic_test": 200},
+              "training": {"iterations": 20, "eval_every": 10}, "pruning": {"rounds": 1}, "seed": 1,
+              "save_artifacts": False}
+    with pytest.raises(ConfigError, match="treatment.mask1='bimodal' is not valid; valid choices: original, .*"
+                                          "signed_constant, signed_bimodal"):
+        ex.run(config_updates={**config, "treatment": {"mask1": "bimodal"}})
+    runs = {name: ex.run(config_updates={**config, "treatment": {"mask1": name}}, options={"--loglevel": "ERROR"})
+            for name in ("signed_bimodal", "signed_reinit")}
+    rounds = {name: run.info["rounds"] for name, run in runs.items()}
+    assert all(run.status == "COMPLETED" for run in runs.values())
+    assert rounds["signed_bimodal"][1]["mask_hash"] == rounds["signed_reinit"][1]["mask_hash"]  # one mask
+    assert rounds["signed_bimodal"][1]["start_hash"] != rounds["signed_reinit"][1]["start_hash"]
+    assert 0 <= rounds["signed_bimodal"][1]["test_acc"] <= 1
 
 
 @pytest.mark.parametrize("name", MASK0)
