@@ -32,7 +32,7 @@ _NAMES = [
     "large_final", "small_final", "large_init", "small_init", "large_init_large_final", "small_init_small_final",
     "magnitude_increase", "movement", "large_final_same_sign", "large_final_diff_sign",
     "reinit", "reshuffle", "constant", "signed_reinit", "signed_reshuffle", "signed_constant",
-    "init", "zero_if_toward_zero", "random_zero",
+    "init", "zero_if_toward_zero", "random_zero", "signed_bimodal",
 ]
 COLORS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(_NAMES)}
 NICE_TICKS = [100, 70, 50, 30, 20, 10, 7, 5, 3, 2, 1, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01]
@@ -51,8 +51,9 @@ def color(name: str):
 
 
 def baseline_names() -> set[str]:
-    """The studies' baselines (random, original, zero): drawn black and dashed wherever they appear."""
-    return {study.baseline for study in STUDIES.values()}
+    """The studies' control baselines (random, original, zero, ...): drawn black and dashed wherever they appear
+    (a study whose baseline is one of the compared methods, ``control=False``, keeps that method's color)."""
+    return {study.baseline for study in STUDIES.values() if study.control}
 
 
 def style(name: str) -> dict:
@@ -107,19 +108,23 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
                        edgecolors="black", linewidths=0.4, zorder=6, transform=shift)
             tops.append((float(marked["high"].max()), STAR_STEP_POINTS * starred))
             starred += 1
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    low, high = bands["percent_remaining"].min(), bands["percent_remaining"].max()
-    ax.xaxis.set_major_locator(FixedLocator([t for t in NICE_TICKS if low * 0.9 <= t <= high * 1.1] or [high]))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("percent of weights remaining")
+    percent_axis(ax, bands["percent_remaining"].min(), bands["percent_remaining"].max())
     ax.set_ylabel(ylabel)
-    ax.grid(True, which="both", alpha=0.25)
     note = "bands: 95% t-interval over seeds" + ("; * differs from baseline (Holm, p < 0.05)"
                                                   if significance is not None else "")
     ax.text(1.0, -0.17, note, transform=ax.transAxes, ha="right", va="top", fontsize=7)  # under the x label
     _room_for_markers(ax, tops)
+
+
+def percent_axis(ax, low: float, high: float, label: str = "percent of weights remaining") -> None:
+    """The x-axis of percent remaining: logarithmic, 100% on the left, ticks at round percentages in [low, high]."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.xaxis.set_major_locator(FixedLocator([t for t in NICE_TICKS if low * 0.9 <= t <= high * 1.1] or [high]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(label)
+    ax.grid(True, which="both", alpha=0.25)
 
 
 def _room_for_markers(ax, tops: list[tuple[float, float]]) -> None:
@@ -179,6 +184,12 @@ def select(df: pd.DataFrame, fixed: dict) -> pd.DataFrame:
     return df[keep]
 
 
+def _study_rows(df: pd.DataFrame, study: schema.Study) -> pd.DataFrame:
+    """The completed runs of the study's fixed columns, and of its factor values when it names them."""
+    runs = select(df, study.fixed)
+    return runs[runs[study.factor].isin(study.values)] if study.values else runs
+
+
 def _supported(runs: pd.DataFrame, study: schema.Study) -> bool:
     return runs[study.factor].nunique() >= 2 and study.baseline in set(runs[study.factor])
 
@@ -187,7 +198,7 @@ def study_runs(df: pd.DataFrame, name: str) -> pd.DataFrame | None:
     """The completed runs of study ``name``, or None when they do not support it (fewer than two conditions, no
     baseline). ComparisonError when they mix settings (see ``study_settings``)."""
     study = STUDIES[name]
-    runs = select(df, study.fixed)
+    runs = _study_rows(df, study)
     if not _supported(runs, study):
         return None
     check_comparable(runs, study.factor)
@@ -198,7 +209,7 @@ def study_settings(df: pd.DataFrame, name: str) -> list[tuple[str, pd.DataFrame]
     """The settings of study ``name`` the data support: (label naming what sets it apart, its runs); the label
     is ``""`` when there is one setting."""
     study = STUDIES[name]
-    runs = select(df, study.fixed)
+    runs = _study_rows(df, study)
     if not _supported(runs, study):
         return []
     return [(label, part) for label, part in settings(runs, study.factor) if _supported(part, study)]
