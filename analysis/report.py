@@ -3,10 +3,10 @@
 ``write_report(mongo_uri, db_name, out_dir, where)`` writes into ``out_dir``:
 ``runs.csv`` (one row per run and round), for each study of ``ticketlab.schema.STUDIES`` with data
 ``compare_<study>.csv`` and ``.md`` and ``study_<study>.png``/``.pdf``, ``early_stopping.png``/``.pdf``,
-``supermask_runs.csv`` and ``supermask_summary.md`` when there are Supermask runs, and ``report.md`` with the
-summary and the figures embedded. A database holding several settings (runs whose configs differ in more than a
-study's factor) gets one comparison per setting, in a subfolder named by the keys that set it apart
-(``training.eval_every=25/``), never pooled.
+``supermask_runs.csv`` and ``supermask_summary.md`` when there are Supermask runs, ``masks/`` when runs stored their
+masks (``analysis.masks``), and ``report.md`` with the summary and the figures embedded. A database holding
+several settings (runs whose configs differ in more than a study's factor) gets one comparison per setting, in a
+subfolder named by the keys that set it apart (``training.eval_every=25/``), never pooled.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import figures
+from analysis import figures, masks as mask_analysis
 from analysis.conditions import condition_columns
 from analysis.query import QueryError, load_runs, load_supermask_runs, resolve
 from analysis.stats import ComparisonError
@@ -99,8 +99,11 @@ def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
     return files, summary, notes, sections
 
 
-def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None) -> dict:
+def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, masks: bool = True) -> dict:
     """Write the report; returns {"files": [...], "summary": [...], "notes": [...]}.
+
+    ``masks``: when runs stored their masks (artifacts), a section on what the masks are (``analysis.masks``:
+    overlaps against chance, sign flips, the mask-0 prediction), in ``masks/``.
 
     ``mongo``/``db_name`` as for ``analysis.load_runs``. The runs are grouped by setting (configs that differ in
     more than a study's factor, the seed and execution keys): each setting gets its own comparison, in a folder
@@ -122,6 +125,9 @@ def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None) ->
         more_files, summary, more_notes, sections = _lottery_section(runs, out)
         files += more_files
         notes += more_notes
+        if masks:
+            more_files, more_sections, more_notes = mask_analysis.report_section(runs, spec, None, out)
+            files, sections, notes = files + more_files, sections + more_sections, notes + more_notes
     if not supermasks.empty:
         supermasks.to_csv(out / "supermask_runs.csv", index=False)
         done = supermasks[supermasks["status"] == "COMPLETED"]
