@@ -1,11 +1,16 @@
-"""The rebuttal's open questions as studies: run them and write their figures, tables and paired tests, one command.
+"""The rebuttal's open questions and its own claims as studies: run them and write their figures, tables and paired
+tests, one command.
 
     python -m experiments.questions q9        # masks from other points of the trajectory (criterion.source)
     python -m experiments.questions q8        # Supermasks started from a heuristic mask (supermask.start)
     python -m experiments.questions q7        # sign randomisation of learned Supermasks (the q8 runs)
     python -m experiments.questions scaling   # input scaling (data.preprocess) in the untrained-Supermask study
-    python -m experiments.questions all [--home DIR] [--port P] [--workers 2] [--seeds 1,2,3] [--iterations 1500]
-                                        [--rounds 4] [--report-only]
+    python -m experiments.questions lfss      # rebuttal 3: the sign criteria trained, and their tie-breaking
+    python -m experiments.questions bimodal   # rebuttal 6: bimodal start values (signed_bimodal, the control)
+    python -m experiments.questions quadrant  # rebuttal 2: sign-kept vs sign-dropped mask-1 actions (bimodal's runs)
+    python -m experiments.questions mask0     # rebuttal 2, 5: masking as training predicts the mask-0 actions
+    python -m experiments.questions all|claims [--home DIR] [--port P] [--workers 2] [--seeds 1,2,3]
+                                        [--iterations 1500] [--rounds 4] [--report-only]
 
 Like ``experiments.study``: the local run database is started (or reused), the runs go through the sweep (which
 skips runs already COMPLETED: running a study again retrains nothing), and the report goes to
@@ -25,9 +30,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
+from statsmodels.stats.multitest import multipletests
 
 from analysis import figures
+from analysis import masks as mask_analysis
+from analysis.conditions import condition_hash
+from analysis.query import QueryError, load_runs
 from analysis.report import markdown_table
 from analysis.stats import ComparisonError, compare
 from experiments import dbspec, localdb, sweep
@@ -97,6 +107,25 @@ def q8_parts(s: Settings) -> list[Part]:
 def scaling_parts(s: Settings) -> list[Part]:
     return [Part("lottery", ("--criteria", "large_final_same_sign", "--grid", "data.preprocess=unit,standardize"),
                  ())]
+
+
+# the rebuttal's own claims (docs/rebuttal-claims.md): large_final masks, the paper's mask-1/mask-0 actions
+SIGN_CRITERIA = ("large_final", "large_final_same_sign", "large_final_diff_sign")
+MASK1_ACTIONS = ("original", "reinit", "reshuffle", "constant", "signed_reinit", "signed_reshuffle", "signed_constant",
+                 "signed_bimodal")
+MASK0_ACTIONS = ("zero", "init", "zero_if_toward_zero", "random_zero")
+
+
+def lfss_parts(s: Settings) -> list[Part]:
+    return [Part("lottery", ("--criteria", ",".join(SIGN_CRITERIA)), ())]
+
+
+def mask1_parts(s: Settings) -> list[Part]:
+    return [Part("lottery", ("--criteria", "large_final", "--mask1", ",".join(MASK1_ACTIONS)), ())]
+
+
+def mask0_parts(s: Settings) -> list[Part]:
+    return [Part("lottery", ("--criteria", "large_final", "--mask0", ",".join(MASK0_ACTIONS)), ())]
 
 
 # ------------------------------------------------------------------------------------------------ reading runs
@@ -176,10 +205,10 @@ def q9_report(db, s: Settings, out: Path) -> list[str]:
             lines.append(f"## {criterion}\n\n(no completed runs yet)\n")
             continue
         table = _table(df, "label", "init_final", "test_acc")
-        paths = figures.study_figure(df, "label", "init_final", "test_acc",
-                                     f"Q9: mask source of {criterion}, test accuracy at early stopping\n"
-                                     f"{s.iterations:,} iterations per round, {s.rounds} rounds",
-                                     "test accuracy", out, f"q9_{criterion}", table)
+        paths = figures.save(figures.study_figure(df, "label", "init_final", "test_acc",
+                                                  f"Q9: mask source of {criterion}, test accuracy at early stopping\n"
+                                                  f"{s.iterations:,} iterations per round, {s.rounds} rounds",
+                                                  "test accuracy", table), out, f"q9_{criterion}")
         lines += [f"## {criterion}\n", f"![{criterion}]({paths[0].name})\n",
                   f"*{s.caption('lottery')}.*\n".replace(";\n", "; "), _tests_md(table)]
         (out / f"q9_{criterion}.csv").write_text(df.to_csv(index=False))
@@ -267,12 +296,288 @@ def scaling_report(db, s: Settings, out: Path) -> list[str]:
         return lines + ["(no completed runs yet)\n"]
     for metric, title in (("untrained_test_acc", "untrained test accuracy"), ("test_acc", "test accuracy")):
         table = _table(df, "label", "unit", metric)
-        paths = figures.study_figure(df, "label", "unit", metric, f"Input scaling: {title} of large_final_same_sign "
-                                     f"masks\n{s.iterations:,} iterations per round, {s.rounds} rounds", title, out,
-                                     f"scaling_{metric}", table)
+        paths = figures.save(figures.study_figure(df, "label", "unit", metric, f"Input scaling: {title} of "
+                                                  f"large_final_same_sign masks\n{s.iterations:,} iterations per "
+                                                  f"round, {s.rounds} rounds", title, table), out, f"scaling_{metric}")
         lines += [f"## {title}\n", f"![{metric}]({paths[0].name})\n",
                   f"*{s.caption('lottery')}.*\n".replace(";\n", "; "), _tests_md(table)]
     (out / "scaling_runs.csv").write_text(df.to_csv(index=False))
+    return lines
+
+
+# ------------------------------------------------------------------------------------------------ the rebuttal's claims
+
+
+def part_conditions(parts: list[Part], s: Settings) -> set[str]:
+    """The conditions (``condition_hash`` without the seed) of every run ``parts`` start, resolved as the sweep
+    resolves them."""
+    import importlib
+
+    out = set()
+    for part in parts:
+        args, parser = sweep.parse_args(["-m", "h:1:db", "--experiment", part.experiment, *part.flags, "--seeds",
+                                         s.seeds.split(",")[0], "with", *s.shared(part.experiment), *part.updates])
+        ex = importlib.import_module(f"experiments.{part.experiment}").ex
+        out |= {condition_hash(sweep.resolve(ex, args.shared + point), ignore_seed=True)
+                for point in sweep.grid_points(sweep.build_axes(args, parser))}
+    return out
+
+
+def claim_runs(db, s: Settings, parts: list[Part]) -> tuple[str, pd.DataFrame]:
+    """(the database's ``-m`` spec, one row per (completed run, round) of the runs ``parts`` start, seeds
+    ``s.seeds``): the frame of ``analysis.load_runs``, other studies' runs in the same database left out."""
+    host, port = db.client.address
+    spec = f"{host}:{port}:{db.name}"
+    frame = load_runs(spec, where={"seed": [int(x) for x in s.seeds.split(",")]})
+    if frame.empty:
+        return spec, frame
+    wanted = part_conditions(parts, s)
+    ids = [int(r) for r in frame["run_id"].unique()]
+    conditions = {doc["_id"]: condition_hash(doc["config"], ignore_seed=True)
+                  for doc in db["runs"].find({"_id": {"$in": ids}}, {"config": 1})}
+    return spec, frame[frame["run_id"].map(conditions).isin(wanted) & (frame["status"] == "COMPLETED")]
+
+
+def outcome(table: pd.DataFrame | None, condition: str, sign: int) -> tuple[str, str]:
+    """(held | did not hold | cannot be told at these settings, the numbers) for the claim that ``condition``
+    differs from the table's baseline in direction ``sign`` (+1 above, -1 below): held when it does, significantly
+    (Holm), at one percentage or more and significantly the other way at none."""
+    rows = None if table is None else table[table["condition"] == condition]
+    if rows is None or rows.empty:
+        return "cannot be told at these settings", f"{condition}: no comparison (too few completed runs)"
+    direction = np.sign(rows["diff"]) == sign
+    support, against = rows[direction & rows["significant"]], rows[~direction & rows["significant"]]
+    verdict = "did not hold" if len(against) else "held" if len(support) else "cannot be told at these settings"
+    sparsest = rows.loc[rows["percent_remaining"].idxmin()]
+    text = (f"{condition} - {sparsest['baseline']}: {'above' if sign > 0 else 'below'} at {int(direction.sum())} "
+            f"of {len(rows)} percentages, diff {rows['diff'].min():+.4f} to {rows['diff'].max():+.4f}; significant "
+            f"(paired t, Holm p < 0.05) in the claimed direction at {len(support)}"
+            + (f" ({', '.join(f'{p:.3g}%' for p in support['percent_remaining'])})" if len(support) else "")
+            + f", against it at {len(against)}"
+            + (f" ({', '.join(f'{p:.3g}%' for p in against['percent_remaining'])})" if len(against) else "")
+            + f"; at {sparsest['percent_remaining']:.3g}% remaining {sparsest['mean']:.4f} vs "
+            f"{sparsest['mean_baseline']:.4f} (diff {sparsest['diff']:+.4f}, 95% CI [{sparsest['ci_low']:+.4f}, "
+            f"{sparsest['ci_high']:+.4f}], p_holm={sparsest['p_holm']:.3g})")
+    return verdict, text
+
+
+def _study(df: pd.DataFrame, name: str, out: Path, s: Settings) -> tuple[pd.DataFrame | None, list[str]]:
+    """A study of ``ticketlab.schema.STUDIES`` on ``df``: its figure saved in ``out``, its lines and its table."""
+    try:
+        fig, table = figures.study(df, name)
+    except ComparisonError as error:
+        return None, [f"({name}: {error})\n"]
+    if fig is None:
+        return None, [f"({name}: no completed runs yet)\n"]
+    path = figures.save(fig, out, name)[0]
+    return table, [f"![{name}]({path.name})\n", f"*{s.caption('lottery')}.*\n".replace(";\n", "; "),
+                   _tests_md(table)]
+
+
+def _claim(db, s: Settings, parts: list[Part], out: Path, header: list[str], study: str):
+    """(spec, runs, the study's table, the report's lines so far) of a claim whose runs ``parts`` start; runs is
+    empty (and the lines say so) before any completed."""
+    spec, df = claim_runs(db, s, parts)
+    if df.empty:
+        return spec, df, None, header + ["(no completed runs yet)\n"]
+    table, lines = _study(df, study, out, s)
+    return spec, df, table, header + lines
+
+
+def _mask_store(spec: str, df: pd.DataFrame):
+    try:
+        return mask_analysis.load(spec, runs=df)
+    except QueryError as error:
+        print(f"  ({error})")
+        return None
+
+
+def _figure_line(fig, out: Path, stem: str) -> str:
+    return f"![{stem}]({figures.save(fig, out, stem)[0].name})\n"
+
+
+def lfss_report(db, s: Settings, out: Path) -> list[str]:
+    spec, df, table, lines = _claim(db, s, lfss_parts(s), out, [
+             "# Rebuttal 3: the sign criteria trained iteratively\n",
+             "Claim: large_final_same_sign slightly underperforms large_final when trained in the iterative pruning "
+             "paradigm, because of random tie-breaking when the criterion has too few ones (weights that kept their "
+             "sign). Study `lfss_trained`: large_final (baseline), large_final_same_sign, large_final_diff_sign, "
+             "mask-1 original, mask-0 zero. Each round records how many kept weights tie-breaking chose "
+             "(`tie_breaks`).\n"], "lfss_trained")
+    if df.empty:
+        return lines
+    store = _mask_store(spec, df)
+    if store is not None:
+        ties = mask_analysis.tie_breaks(df, store)
+        by_round = ties.groupby(["label", "round", "layer"]).agg(
+            percent_remaining=("percent_remaining", "first"), kept=("kept", "mean"),
+            tie_broken=("tie_broken", "mean"), fraction=("tie_broken_fraction", "mean")).reset_index()
+        wide = by_round.assign(cell=[f"{t:.0f} ({100 * f:.1f}%)" for t, f in zip(by_round["tie_broken"],
+                                                                                   by_round["fraction"])])
+        wide = wide.pivot_table(index=["label", "round", "percent_remaining"], columns="layer", values="cell",
+                                aggfunc="first").reset_index()
+        lines += ["## Tie-breaking\n", "Kept weights chosen by random tie-breaking, mean over seeds (percent of the "
+                  "layer's kept weights):\n", markdown_table(wide),
+                  _figure_line(mask_analysis.layer_figure(ties, "tie_broken_fraction", "tie-broken / kept",
+                                                          "Kept weights chosen by tie-breaking"), out, "lfss_ties"),
+                  "## What the masks are\n", "Sign flips: kept weights whose final sign differs from their initial "
+                  "sign (the weights large_final_diff_sign wants, and the shortfall of large_final_same_sign):\n",
+                  _figure_line(mask_analysis.flips_figure(store.flips, store.runs), out, "lfss_flips")]
+        for kind in ("criterion", "seed", "round"):
+            pairs = mask_analysis.overlaps(store, kind)
+            if not pairs.empty:
+                lines.append(_figure_line(mask_analysis.overlap_figure(pairs), out, f"lfss_overlap_{kind}"))
+                pairs.to_csv(out / f"lfss_overlap_{kind}.csv", index=False)
+        ties.to_csv(out / "lfss_tie_breaks.csv", index=False)
+        lfss = by_round[by_round["label"] == "large_final_same_sign"]
+        most = lfss.loc[lfss["fraction"].idxmax()] if not lfss.empty else None
+    else:
+        most = None
+    verdict, numbers = outcome(table, "large_final_same_sign", -1)
+    explanation = ("no tie-break data" if most is None else
+                   f"tie-breaking chose at most {100 * most['fraction']:.2f}% of large_final_same_sign's kept weights "
+                   f"of a layer ({most['layer']}, round {most['round']}, mean {most['tie_broken']:.0f} of "
+                   f"{most['kept']:.0f})")
+    lines += ["## Outcome\n", f"- Claim (large_final_same_sign below large_final): **{verdict}**. {numbers}.",
+              f"- Explanation (tie-breaking): {explanation}.",
+              f"- large_final_diff_sign: {' '.join(outcome(table, 'large_final_diff_sign', -1))}.\n"]
+    df.to_csv(out / "lfss_runs.csv", index=False)
+    return lines
+
+
+def bimodal_report(db, s: Settings, out: Path) -> list[str]:
+    spec, df, table, lines = _claim(db, s, mask1_parts(s), out, [
+             "# Rebuttal 6: bimodal start values\n",
+             "Claim: signed_reinit underperforms signed_reshuffle and signed_constant, hypothesised because the "
+             "latter two are bimodal (their magnitudes stay away from zero). Control: signed_bimodal, a fresh draw "
+             "with the signs kept whose magnitudes cluster at 0.97 std (spread 0.25 std), the mean square of "
+             "signed_reinit. Study `bimodal` (baseline signed_reinit); study `mask1`: every mask-1 action vs "
+             "original. large_final masks, mask-0 zero.\n"], "bimodal")
+    if df.empty:
+        return lines
+    _, all_lines = _study(df, "mask1", out, s)
+    lines += ["## Every mask-1 action vs original\n", *all_lines]
+    start_values = _start_values_figure(spec, df)
+    if start_values is not None:
+        lines += ["## Start values\n", "The start values of the kept weights of the first layer at the sparsest "
+                  "round (seed 1; the run's own mask and draws):\n", _figure_line(start_values, out, "bimodal_start")]
+    claims = {"signed_reshuffle": "", "signed_constant": "", "signed_bimodal": " (the hypothesis: bimodal is enough)"}
+    lines += ["## Outcome\n", *[f"- {name} above signed_reinit{why}: **{verdict}**. {numbers}." for name, why in
+                                claims.items() for verdict, numbers in [outcome(table, name, +1)]], ""]
+    df.to_csv(out / "mask1_runs.csv", index=False)
+    return lines
+
+
+def _start_values_figure(spec: str, df: pd.DataFrame):
+    """Histograms of the start values of the first layer's kept weights at the sparsest round, per signed mask-1
+    action and original, for the first seed: recomputed from the stored mask and initial weights with the run's
+    own treatment stream (the first layer takes the stream's first draws)."""
+    import matplotlib.pyplot as plt
+
+    from masking import rng, treatments
+
+    seed = int(df["seed"].min())
+    k = int(df["round"].max())
+    names = ["original", "signed_reinit", "signed_reshuffle", "signed_constant", "signed_bimodal"]
+    runs = df[(df["seed"] == seed) & (df["round"] == k) & df["mask1"].isin(names)]
+    if runs.empty:
+        return None
+    fig, axes = plt.subplots(1, len(runs), figsize=(3 * len(runs), 3), sharex=True, squeeze=False)
+    for ax, row in zip(axes[0], runs.sort_values("mask1", key=lambda c: c.map(names.index)).to_dict("records")):
+        init = mask_analysis.artifact(spec, None, row["run_id"], "init.pt")
+        layer = sorted(mask_analysis.artifact(spec, None, row["run_id"], f"round_{k:02d}.pt")["mask"])[0]
+        mask = mask_analysis.artifact(spec, None, row["run_id"], f"round_{k:02d}.pt")["mask"][layer]
+        start = treatments.mask1(row["mask1"], init[layer], mask, rng.stream(seed, "treatment", k))[mask]
+        std = float(init[layer].std())
+        ax.hist((start / std).numpy(), bins=80, range=(-3.5, 3.5), color=figures.color(row["mask1"]))
+        ax.set_title(row["mask1"], fontsize=9)
+        ax.set_xlabel("start value / std of the layer's init")
+        ax.set_yticks([])
+        near = float((start.abs() < std / 4).float().mean())
+        ax.text(0.02, 0.97, f"|v| < std/4: {100 * near:.1f}%", transform=ax.transAxes, fontsize=7, va="top")
+    fig.suptitle(f"Start values of the kept weights of {layer}, round {k} ({row['percent_remaining']:.3g}% of "
+                 f"the weights left), seed {seed}", fontsize=10)
+    return fig
+
+
+def quadrant_report(db, s: Settings, out: Path) -> list[str]:
+    spec, df = claim_runs(db, s, mask1_parts(s))
+    lines = ["# Rebuttal 2: anywhere in the correct weight quadrant optimizes well\n",
+             "Each sign-dropping mask-1 action against its sign-keeping twin (reinit / signed_reinit, reshuffle / "
+             "signed_reshuffle, constant / signed_constant) at every pruning percentage: studies quadrant_reinit, "
+             "quadrant_reshuffle, quadrant_constant (the sign-dropped action is the baseline); large_final masks, "
+             "mask-0 zero. p_holm below: Holm across the three pairs at one percentage.\n"]
+    if df.empty:
+        return lines + ["(no completed runs yet)\n"]
+    tables = []
+    for name in ("reinit", "reshuffle", "constant"):
+        try:
+            _, table = figures.study(df, f"quadrant_{name}")
+        except ComparisonError as error:
+            lines.append(f"(quadrant_{name}: {error})\n")
+            continue
+        if table is not None:
+            tables.append(table.drop(columns=["p_holm", "significant"], errors="ignore"))
+    if not tables:
+        return lines + ["(no comparison possible: too few completed runs)\n"]
+    table = pd.concat(tables, ignore_index=True)
+    table["p_holm"] = table.groupby("percent_remaining")["p"].transform(
+        lambda p: multipletests(p, alpha=0.05, method="holm")[1])
+    table["significant"] = table["p_holm"] < 0.05
+    table = table.sort_values(["percent_remaining", "baseline"], ascending=[False, True]).reset_index(drop=True)
+    pairs = df[df["mask1"].isin([n for b in ("reinit", "reshuffle", "constant") for n in (b, f"signed_{b}")])]
+    fig = figures.study_figure(pairs, "mask1", None, "test_acc", "Rebuttal 2: sign kept (signed_*) vs sign dropped, "
+                               "large_final masks, test accuracy at early stopping", "test accuracy", table)
+    wins = table[table["diff"] > 0]
+    significant = table[table["significant"]]
+    sparsest = table[table["percent_remaining"] == table["percent_remaining"].min()]
+    verdict = ("did not hold" if (significant["diff"] < 0).any() else "held" if len(significant) else
+               "cannot be told at these settings")
+    sentence = (f"Keeping the initial signs (signed_X vs X) gave the higher mean test accuracy in {len(wins)} of "
+                f"{len(table)} comparisons (3 pairs x {table['percent_remaining'].nunique()} percentages; diff "
+                f"{table['diff'].min():+.4f} to {table['diff'].max():+.4f}), significantly (paired t, Holm across the "
+                f"pairs) in {int((significant['diff'] > 0).sum())} and significantly lower in "
+                f"{int((significant['diff'] < 0).sum())}; at {sparsest['percent_remaining'].iloc[0]:.3g}% remaining: "
+                + ", ".join(f"{r.condition} - {r.baseline} {r.diff:+.4f} (p_holm={r.p_holm:.3g})"
+                            for r in sparsest.itertuples(index=False)))
+    lines += [_figure_line(fig, out, "quadrant"), f"*{s.caption('lottery')}.*\n".replace(";\n", "; "),
+              _tests_md(table), "## Outcome\n", f"- Quadrant claim: **{verdict}**. {sentence}.\n"]
+    table.to_csv(out / "quadrant_tests.csv", index=False)
+    return lines
+
+
+def mask0_report(db, s: Settings, out: Path) -> list[str]:
+    spec, df, table, lines = _claim(db, s, mask0_parts(s), out, [
+             "# Rebuttal 2 and 5: masking as training predicts the mask-0 actions\n",
+             "Prediction: a mask-0 action helps as far as it sets the pruned weights where training was sending "
+             "them. Distance of an action: sum (v - d)^2 / sum (w_i - d)^2 over the pruned weights (v: the value "
+             "the action froze them at, read from the run's final weights; d: their value at the end of the last "
+             "round they trained in; w_i: initial), 1 for init; predicted order: smallest distance first. Measured "
+             "order: highest test accuracy at early stopping first (mean over seeds). Study `mask0`: every action "
+             "vs zero, large_final masks, mask-1 original.\n"], "mask0")
+    if df.empty:
+        return lines
+    store = _mask_store(spec, df)
+    if store is None:
+        return lines
+    prediction = mask_analysis.mask0_prediction(store)
+    order = mask_analysis.mask0_order(prediction, df)
+    summary = prediction.groupby(["mask0", "round"]).agg(
+        percent_remaining=("percent_remaining", "mean"), distance=("distance", "mean"),
+        zeroed=("zeroed_fraction", "mean"), toward_zero=("toward_zero_fraction", "mean")).reset_index()
+    same = int((order["predicted"] == order["measured"]).sum())
+    lines += ["## Predicted vs measured order\n", markdown_table(order), "\nDistances (mean over seeds; zeroed: "
+              "pruned weights frozen at 0; toward_zero: pruned weights training moved toward zero):\n",
+              markdown_table(summary),
+              _figure_line(mask_analysis.mask0_figure(prediction, df), out, "mask0_prediction"),
+              "## Outcome\n",
+              f"- Predicted and measured order the same at {same} of {len(order)} percentages; Kendall tau "
+              f"{order['kendall_tau'].min():+.2f} to {order['kendall_tau'].max():+.2f} (1: the same order); at "
+              f"{order['percent_remaining'].iloc[-1]:.3g}% remaining predicted {order['predicted'].iloc[-1]}, "
+              f"measured {order['measured'].iloc[-1]}.",
+              *[f"- {name} vs zero: {' '.join(outcome(table, name, +1))}." for name in
+                ("init", "zero_if_toward_zero", "random_zero")], ""]
+    prediction.to_csv(out / "mask0_prediction.csv", index=False)
     return lines
 
 
@@ -283,7 +588,10 @@ class Question:
 
 
 STUDIES = {"q9": Question(q9_parts, q9_report), "q8": Question(q8_parts, q8_report),
-           "q7": Question(q8_parts, q7_report), "scaling": Question(scaling_parts, scaling_report)}
+           "q7": Question(q8_parts, q7_report), "scaling": Question(scaling_parts, scaling_report),
+           "lfss": Question(lfss_parts, lfss_report), "bimodal": Question(mask1_parts, bimodal_report),
+           "quadrant": Question(mask1_parts, quadrant_report), "mask0": Question(mask0_parts, mask0_report)}
+GROUPS = {"all": list(STUDIES), "claims": ["lfss", "bimodal", "quadrant", "mask0"]}
 
 
 def run_parts(parts: list[Part], spec: str, s: Settings, workers: int, logs: Path) -> int:
@@ -298,7 +606,7 @@ def run_parts(parts: list[Part], spec: str, s: Settings, workers: int, logs: Pat
 
 def main(argv=None) -> int:
     parser = Parser(prog="python -m experiments.questions", description=__doc__.split("\n\n")[0])
-    parser.add_argument("study", choices=[*STUDIES, "all"])
+    parser.add_argument("study", choices=[*STUDIES, *GROUPS])
     parser.add_argument("--home", default=None, help="folder for the database, logs and reports "
                                                      "(default $TICKETLAB_HOME or ~/.ticketlab)")
     parser.add_argument("--port", type=int, default=localdb.DEFAULT_PORT, help="port of the local database")
@@ -309,7 +617,7 @@ def main(argv=None) -> int:
     parser.add_argument("--report-only", action="store_true", help="write the reports of the runs there are")
     args = parser.parse_args(argv)
     settings = Settings(args.seeds, args.iterations, args.rounds)
-    names = list(STUDIES) if args.study == "all" else [args.study]
+    names = GROUPS.get(args.study, [args.study])
     home = localdb.home_dir(args.home)
     started = time.monotonic()
     address = localdb.ensure_running(home, args.port)

@@ -212,3 +212,30 @@ def test_every_run_of_the_question_studies_is_a_valid_config():
                 seen.setdefault(name, set()).add(condition_hash(config, ignore_seed=True))
     assert len(seen["q9"]) == 3 + 2 + 2 + 1 and len(seen["q8"]) == 3 and len(seen["scaling"]) == 2
     assert seen["q7"] == seen["q8"]  # q7 reads the q8 runs
+    assert len(seen["lfss"]) == 3 and len(seen["bimodal"]) == 8 and len(seen["mask0"]) == 4
+    assert seen["quadrant"] == seen["bimodal"]  # one sweep of the mask-1 actions answers both
+    # large_final / original / zero is one condition, run once for lfss, bimodal and mask0
+    assert len(seen["lfss"] & seen["bimodal"] & seen["mask0"]) == 1
+    assert questions.part_conditions(questions.mask0_parts(settings), settings) == seen["mask0"]
+
+
+def test_a_claims_outcome_is_held_not_held_or_cannot_be_told():
+    """The sentence of a claim from a comparison table: significant in the claimed direction (held), the other
+    way (did not hold), or neither (cannot be told), with the numbers."""
+    import pandas as pd
+
+    from experiments.questions import outcome
+
+    def table(diffs, significant):
+        return pd.DataFrame([{"percent_remaining": p, "condition": "signed_reinit", "baseline": "reinit",
+                              "mean": 0.8 + d, "mean_baseline": 0.8, "diff": d, "ci_low": d - 0.01,
+                              "ci_high": d + 0.01, "p_holm": 0.01 if sig else 0.5, "significant": sig}
+                             for p, d, sig in zip((80.0, 64.0, 51.2), diffs, significant)])
+
+    verdict, text = outcome(table([0.01, 0.02, 0.03], [False, True, True]), "signed_reinit", +1)
+    assert verdict == "held" and "above at 3 of 3 percentages" in text and "claimed direction at 2 (64%, 51.2%)" \
+        in text and "at 51.2% remaining 0.8300 vs 0.8000 (diff +0.0300, 95% CI [+0.0200, +0.0400], p_holm=0.01)" in text
+    assert outcome(table([0.01, -0.02, 0.03], [False, True, True]), "signed_reinit", +1)[0] == "did not hold"
+    assert outcome(table([0.01, 0.02, 0.03], [False] * 3), "signed_reinit", +1)[0] == \
+        "cannot be told at these settings"
+    assert outcome(None, "signed_reinit", +1)[0] == "cannot be told at these settings"
