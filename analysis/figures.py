@@ -84,8 +84,9 @@ def mean_and_band(df: pd.DataFrame, by: str, metric: str,
 
 
 def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metric: str, ax, ylabel: str,
-                      significance: pd.DataFrame | None = None) -> None:
-    """Draw one line per value of ``factor`` on ``ax``, bands within ``metric_bounds``."""
+                      significance: pd.DataFrame | None = None, styles: dict[str, dict] | None = None) -> None:
+    """Draw one line per value of ``factor`` on ``ax``, bands within ``metric_bounds``; ``styles`` overrides the
+    line style of some names (a figure that pairs names by color)."""
     bounds = metric_bounds(df, metric)
     bands = mean_and_band(df, factor, metric, bounds)
     starred = 0  # conditions with markers so far: each next one's markers sit one step higher
@@ -93,7 +94,7 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
     for name, line in bands.groupby(factor, sort=True):
         line = line.sort_values("percent_remaining", ascending=False)
         is_base = name == baseline
-        line_style = style(name)
+        line_style = (styles or {}).get(name) or style(name)
         ax.plot(line["percent_remaining"], line["mean"], marker="o", markersize=3,
                 label=f"{name} (baseline)" if is_base else name, **line_style)
         ax.fill_between(line["percent_remaining"], line["low"], line["high"], color=line_style["color"],
@@ -149,12 +150,12 @@ def save(fig, out_dir: str | Path, stem: str) -> list[Path]:
     return paths
 
 
-def study_figure(df: pd.DataFrame, factor: str, baseline: str, metric: str, title: str, ylabel: str,
-                 significance: pd.DataFrame | None = None):
+def study_figure(df: pd.DataFrame, factor: str, baseline: str | None, metric: str, title: str, ylabel: str,
+                 significance: pd.DataFrame | None = None, styles: dict[str, dict] | None = None):
     """Accuracy vs percent remaining for one study, as a matplotlib Figure (``save`` writes it);
-    ``significance`` (a ``compare`` table) adds the markers."""
+    ``significance`` (a ``compare`` table) adds the markers; ``styles`` as for ``plot_vs_remaining``."""
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    plot_vs_remaining(df, factor, baseline, metric, ax, ylabel, significance)
+    plot_vs_remaining(df, factor, baseline, metric, ax, ylabel, significance, styles)
     ax.set_title(f"{title}\n{_subtitle(df, factor)}", fontsize=10)
     ax.legend(fontsize=7, ncol=2, loc="lower left")
     return fig

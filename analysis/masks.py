@@ -8,7 +8,7 @@ them. Read from the artifacts lottery runs store (GridFS): ``init.pt`` (initial 
     pairs = masks.overlaps(store, "criterion")   # also "seed", "round", or any config column such as "mask1"
     fig = masks.overlap_figure(pairs)            # Jaccard vs percent remaining, one panel per layer, chance dashed
     store.flips                                   # kept weights whose sign differs between init and final
-    masks.mask0_prediction(store)                 # mask-0 actions: distance of pruned weights to their destination
+    masks.mask0_prediction(store)                 # mask-0 actions: alignment with training, distance to destination
 
 Overlap of two masks of one layer: the Jaccard index |A & B| / |A | B|, and the Jaccard index expected by chance at
 those densities: two independent uniform masks with |A| and |B| kept of n weights meet in a hypergeometric number
@@ -23,11 +23,13 @@ Sign flips (``store.flips``): per (run, round, layer), of the weights the round'
 final sign (end of the round's training) other than their initial sign (``init.pt``).
 
 The mask-0 prediction (masking as training, rebuttal 2 and 5): a pruned weight frozen at value v, which training
-last sent to d (its value at the end of the last round it trained in), and which started at w_i. ``distance``
-= sum (v - d)^2 / sum (w_i - d)^2 over the pruned weights: 1 for ``init`` (frozen where it started), smaller for an
-action that sets pruned weights nearer to where training sent them. The frozen values are read from the run's own
-final weights (a masked layer holds its pruned weights at their mask-0 values), so random actions are measured as
-drawn. Predicted order: smaller distance, higher accuracy.
+last sent to d (its value at the end of the last round it trained in), and which started at w_i. Two predictors,
+sums over the pruned weights: ``alignment`` = sum (v - w_i)(d - w_i) / sum (d - w_i)^2, the part of training's move
+the action repeats (0 for ``init``, frozen where it started; a zero where training moved the weight toward zero
+counts for, a zero where it moved it away against), and ``distance`` = sum (v - d)^2 / sum (w_i - d)^2, how far
+from where training sent them the action leaves them (1 for ``init``). The frozen values are read from the run's
+own final weights (a masked layer holds its pruned weights at their mask-0 values), so random actions are measured
+as drawn. Predicted order: higher alignment (or smaller distance), higher accuracy.
 
 Functions return pandas DataFrames and matplotlib Figures (``analysis.figures.save`` writes one); torch is needed
 only to read the artifacts (imported when ``load`` runs).
@@ -157,6 +159,7 @@ def _measure_run(fs, artifacts: dict[str, Any], run_id: int, percent: dict[int, 
                 mask0.append({"run_id": run_id, "round": k, "percent_remaining": percent.get(k), "layer": layer,
                               "pruned": int(pruned.sum()), "to_destination": float(np.sum((v - d) ** 2)),
                               "init_to_destination": float(np.sum((w - d) ** 2)),
+                              "along_training": float(np.sum((v - w) * (d - w))),
                               "zeroed": int(np.count_nonzero(v == 0)),
                               "toward_zero": int(np.count_nonzero(np.abs(d) < np.abs(w)))})
         for layer, keep in mask.items():
@@ -308,7 +311,7 @@ def overlap_figure(pairs: pd.DataFrame, title: str | None = None):
     kind = pairs["kind"].iloc[0]
     layers = sorted(pairs["layer"].unique())
     what = {"round": "consecutive rounds of one run", "seed": "two seeds of one condition"}.get(
-        kind, f"two {kind}s, one seed")
+        kind, f"runs of one seed that differ in {kind}")
     fig, panels = _layer_panels(layers, title or f"Mask overlap (Jaccard) between {what}")
     for layer, ax in panels.items():
         part = pairs[pairs["layer"] == layer]
@@ -329,9 +332,10 @@ def overlap_figure(pairs: pd.DataFrame, title: str | None = None):
     return fig
 
 
-def layer_figure(data: pd.DataFrame, value: str, ylabel: str, title: str):
+def layer_figure(data: pd.DataFrame, value: str, ylabel: str, title: str, linthresh: float | None = None):
     """One panel per layer: ``value`` vs the layer's percent remaining (100 * kept / size), one line per ``label``
-    (mean over runs, their range shaded). ``data``: columns layer, label, kept, size and ``value``."""
+    (mean over runs, their range shaded). ``data``: columns layer, label, kept, size and ``value``. ``linthresh``:
+    a symmetric-log y-axis, linear below it (fractions from 0.001 to 1 in one figure)."""
     if data.empty:
         raise QueryError(f"nothing to draw: no {value} values")
     data = data.assign(layer_percent=100.0 * data["kept"] / data["size"])
@@ -347,6 +351,8 @@ def layer_figure(data: pd.DataFrame, value: str, ylabel: str, title: str):
         figures.percent_axis(ax, float(part["layer_percent"].min()), float(part["layer_percent"].max()),
                              label="percent of the layer remaining")
         ax.set_title(layer, fontsize=9)
+        if linthresh is not None:
+            ax.set_yscale("symlog", linthresh=linthresh)
     first = next(iter(panels.values()))
     first.set_ylabel(ylabel)
     first.legend(fontsize=7)
@@ -397,62 +403,78 @@ def artifact(mongo, db_name: str | None, run_id: int, name: str):
 # ------------------------------------------------------------------------------------------------ mask-0 prediction
 
 
+PREDICTION_COLUMNS = ["run_id", "round", "mask0", "seed", "percent_remaining", "pruned", "alignment",
+                      "distance", "zeroed_fraction", "toward_zero_fraction"]
+# predictor -> True when a larger value predicts a higher accuracy
+PREDICTORS = {"alignment": True, "distance": False}
+
+
 def mask0_prediction(store: MaskStore) -> pd.DataFrame:
-    """One row per (run, round >= 1), all layers summed: mask0, seed, percent_remaining, pruned, distance (sum
-    (v - d)^2 / sum (w_i - d)^2 over pruned weights: v frozen, d where training sent them, w_i initial),
-    zeroed_fraction (pruned weights frozen at 0) and toward_zero_fraction (pruned weights training moved toward
-    zero)."""
+    """One row per (run, round >= 1), all layers summed: mask0, seed, percent_remaining, pruned, alignment and
+    distance (see the module docstring), zeroed_fraction (pruned weights frozen at 0) and toward_zero_fraction
+    (pruned weights training moved toward zero)."""
     if store.mask0.empty:
-        return pd.DataFrame(columns=["run_id", "round", "mask0", "seed", "percent_remaining", "pruned", "distance",
-                                     "zeroed_fraction", "toward_zero_fraction"])
+        return pd.DataFrame(columns=PREDICTION_COLUMNS)
     sums = store.mask0.groupby(["run_id", "round"]).agg(
         percent_remaining=("percent_remaining", "first"), pruned=("pruned", "sum"),
         to_destination=("to_destination", "sum"), init_to_destination=("init_to_destination", "sum"),
-        zeroed=("zeroed", "sum"), toward_zero=("toward_zero", "sum")).reset_index()
+        along_training=("along_training", "sum"), zeroed=("zeroed", "sum"),
+        toward_zero=("toward_zero", "sum")).reset_index()
+    sums["alignment"] = sums["along_training"] / sums["init_to_destination"]
     sums["distance"] = sums["to_destination"] / sums["init_to_destination"]
     sums["zeroed_fraction"] = sums["zeroed"] / sums["pruned"]
     sums["toward_zero_fraction"] = sums["toward_zero"] / sums["pruned"]
-    columns = [c for c in ("run_id", "mask0", "seed", "label") if c in store.runs]
-    out = sums.merge(store.runs[columns], on="run_id")
-    return out[["run_id", "round", "mask0", "seed", "percent_remaining", "pruned", "distance", "zeroed_fraction",
-                "toward_zero_fraction"]]
+    columns = [c for c in ("run_id", "mask0", "seed") if c in store.runs]
+    return sums.merge(store.runs[columns], on="run_id")[PREDICTION_COLUMNS]
 
 
-def mask0_order(prediction: pd.DataFrame, runs: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """Per percentage: the mask-0 actions in predicted order (smallest mean distance first) and in measured order
-    (highest mean ``metric`` over seeds first), and Kendall's tau between the two orders (1: the same order)."""
+def mask0_order(prediction: pd.DataFrame, runs: pd.DataFrame, metric: str = "test_acc",
+                predictor: str = "alignment") -> pd.DataFrame:
+    """Per percentage: the mask-0 actions in predicted order (by ``predictor``'s mean over seeds, the one predicted
+    best first) and in measured order (highest mean ``metric`` first), and Kendall's tau between the two orders
+    (1: the same order, -1: reversed)."""
+    if predictor not in PREDICTORS:
+        raise ValueError(f"unknown predictor {predictor!r}; valid choices: {', '.join(PREDICTORS)}")
     measured = runs[runs["status"] == "COMPLETED"] if "status" in runs else runs
     means = (prediction.merge(measured[["run_id", "round", metric]], on=["run_id", "round"])
              .groupby(["round", "mask0"]).agg(percent_remaining=("percent_remaining", "mean"),
-                                              distance=("distance", "mean"), measured=(metric, "mean"),
+                                              predicted=(predictor, "mean"), measured=(metric, "mean"),
                                               seeds=("seed", "nunique")).reset_index())
+    larger_is_better = PREDICTORS[predictor]
     rows = []
     for k, part in means.groupby("round"):
-        predicted = part.sort_values("distance")["mask0"].tolist()
+        by_prediction = part.sort_values("predicted", ascending=not larger_is_better)["mask0"].tolist()
         by_metric = part.sort_values("measured", ascending=False)["mask0"].tolist()
-        tau = scipy_stats.kendalltau(part["distance"], -part["measured"]).statistic if len(part) > 1 else np.nan
+        sign = 1 if larger_is_better else -1
+        tau = scipy_stats.kendalltau(sign * part["predicted"], part["measured"]).statistic \
+            if len(part) > 1 else np.nan
         rows.append({"round": int(k), "percent_remaining": float(part["percent_remaining"].mean()),
-                     "predicted": " > ".join(predicted), "measured": " > ".join(by_metric), "kendall_tau": tau,
+                     "predicted": " > ".join(by_prediction), "measured": " > ".join(by_metric), "kendall_tau": tau,
                      "seeds": int(part["seeds"].min())})
     return pd.DataFrame(rows, columns=["round", "percent_remaining", "predicted", "measured", "kendall_tau", "seeds"])
 
 
 def mask0_figure(prediction: pd.DataFrame, runs: pd.DataFrame, metric: str = "test_acc", title: str | None = None):
-    """Left: each mask-0 action's distance of pruned weights to where training sent them, vs percent remaining
-    (mean over seeds); right: measured ``metric`` against that distance, one point per (action, percentage)."""
+    """Left and middle: each mask-0 action's alignment with training and distance to where training sent the pruned
+    weights, vs percent remaining; right: measured ``metric`` against the alignment, one point per (action,
+    percentage); means over seeds."""
     measured = runs[runs["status"] == "COMPLETED"] if "status" in runs else runs
     data = prediction.merge(measured[["run_id", "round", metric]], on=["run_id", "round"])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
     fig.suptitle(title or "Masking as training: where each mask-0 action puts the pruned weights", fontsize=10)
     for name, part in data.groupby("mask0", sort=True):
-        agg = part.groupby("percent_remaining")[["distance", metric]].mean().sort_index()
+        agg = part.groupby("percent_remaining")[["alignment", "distance", metric]].mean().sort_index()
         style = figures.style(name)
-        left.plot(agg.index, agg["distance"], marker="o", markersize=3, label=name, **style)
-        right.plot(agg["distance"], agg[metric], marker="o", markersize=4, label=name, **style)
-    figures.percent_axis(left, float(data["percent_remaining"].min()), float(data["percent_remaining"].max()))
-    left.set_ylabel("distance to where training sent them\n(sum (v - d)^2 / sum (w_i - d)^2; init = 1)")
-    right.set_xlabel("distance (as left)")
-    right.set_ylabel(f"measured {metric.replace('_', ' ')} (mean over seeds)")
+        left.plot(agg.index, agg["alignment"], marker="o", markersize=3, label=name, **style)
+        middle.plot(agg.index, agg["distance"], marker="o", markersize=3, label=name, **style)
+        right.plot(agg["alignment"], agg[metric], marker="o", markersize=4, label=name, **style)
+    low, high = float(data["percent_remaining"].min()), float(data["percent_remaining"].max())
+    figures.percent_axis(left, low, high)
+    figures.percent_axis(middle, low, high)
+    left.set_ylabel("alignment with training\nsum (v - w_i)(d - w_i) / sum (d - w_i)^2; init = 0")
+    middle.set_ylabel("distance to where training sent them\nsum (v - d)^2 / sum (d - w_i)^2; init = 1")
+    right.set_xlabel("alignment (as left)")
+    right.set_ylabel(f"measured {metric.replace('_', ' ')}")
     right.grid(True, alpha=0.25)
     left.legend(fontsize=7)
     return fig
@@ -509,7 +531,7 @@ def report_section(runs: pd.DataFrame, mongo, db_name: str | None, out: Path) ->
         from analysis.report import markdown_table
 
         lines += [f"![mask-0 prediction]({p.relative_to(out).as_posix()})" for p in paths if p.suffix == ".png"]
-        lines += ["", "Mask-0 actions, predicted (nearest to where training sent the pruned weights first) and "
-                  "measured (highest test accuracy first):", "", markdown_table(order)]
+        lines += ["", "Mask-0 actions, predicted (the most aligned with training's move of the pruned weights "
+                  "first) and measured (highest test accuracy first):", "", markdown_table(order)]
     notes.append(f"masks: {len(store.runs)} runs' masks read ({len(store.masks)} rounds)")
     return files, lines + [""], notes

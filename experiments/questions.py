@@ -419,7 +419,9 @@ def lfss_report(db, s: Settings, out: Path) -> list[str]:
         lines += ["## Tie-breaking\n", "Kept weights chosen by random tie-breaking, mean over seeds (percent of the "
                   "layer's kept weights):\n", markdown_table(wide),
                   _figure_line(mask_analysis.layer_figure(ties, "tie_broken_fraction", "tie-broken / kept",
-                                                          "Kept weights chosen by tie-breaking"), out, "lfss_ties"),
+                                                          "Kept weights chosen by tie-breaking (symmetric log "
+                                                          "scale, linear below 0.001)", linthresh=1e-3), out,
+                               "lfss_ties"),
                   "## What the masks are\n", "Sign flips: kept weights whose final sign differs from their initial "
                   "sign (the weights large_final_diff_sign wants, and the shortfall of large_final_same_sign):\n",
                   _figure_line(mask_analysis.flips_figure(store.flips, store.runs), out, "lfss_flips")]
@@ -459,8 +461,9 @@ def bimodal_report(db, s: Settings, out: Path) -> list[str]:
     lines += ["## Every mask-1 action vs original\n", *all_lines]
     start_values = _start_values_figure(spec, df)
     if start_values is not None:
-        lines += ["## Start values\n", "The start values of the kept weights of the first layer at the sparsest "
-                  "round (seed 1; the run's own mask and draws):\n", _figure_line(start_values, out, "bimodal_start")]
+        lines += ["## Start values\n", "The start values of the kept weights of the first layer in round 1 and in "
+                  "the last round (first seed; the run's own mask and draws):\n",
+                  _figure_line(start_values, out, "bimodal_start")]
     claims = {"signed_reshuffle": "", "signed_constant": "", "signed_bimodal": " (the hypothesis: bimodal is enough)"}
     lines += ["## Outcome\n", *[f"- {name} above signed_reinit{why}: **{verdict}**. {numbers}." for name, why in
                                 claims.items() for verdict, numbers in [outcome(table, name, +1)]], ""]
@@ -469,34 +472,39 @@ def bimodal_report(db, s: Settings, out: Path) -> list[str]:
 
 
 def _start_values_figure(spec: str, df: pd.DataFrame):
-    """Histograms of the start values of the first layer's kept weights at the sparsest round, per signed mask-1
-    action and original, for the first seed: recomputed from the stored mask and initial weights with the run's
-    own treatment stream (the first layer takes the stream's first draws)."""
+    """Histograms of the start values of the first layer's kept weights in round 1 (one mask for every action: the
+    dense round's) and in the last round (each run's own mask), per signed mask-1 action and original, first seed:
+    recomputed from the stored mask and initial weights with the run's own treatment stream (the first layer takes
+    the stream's first draws), in units of the std of the layer's initial weights."""
     import matplotlib.pyplot as plt
 
     from masking import rng, treatments
 
-    seed = int(df["seed"].min())
-    k = int(df["round"].max())
+    seed, last = int(df["seed"].min()), int(df["round"].max())
     names = ["original", "signed_reinit", "signed_reshuffle", "signed_constant", "signed_bimodal"]
-    runs = df[(df["seed"] == seed) & (df["round"] == k) & df["mask1"].isin(names)]
-    if runs.empty:
+    runs = df[(df["seed"] == seed) & (df["round"] == last) & df["mask1"].isin(names)]
+    if runs.empty or last < 1:
         return None
-    fig, axes = plt.subplots(1, len(runs), figsize=(3 * len(runs), 3), sharex=True, squeeze=False)
-    for ax, row in zip(axes[0], runs.sort_values("mask1", key=lambda c: c.map(names.index)).to_dict("records")):
+    runs = runs.sort_values("mask1", key=lambda c: c.map(names.index)).to_dict("records")
+    fig, axes = plt.subplots(2, len(runs), figsize=(3 * len(runs), 5.6), sharex=True, squeeze=False)
+    percent = {k: float(df[df["round"] == k]["percent_remaining"].iloc[0]) for k in (1, last)}
+    for column, row in enumerate(runs):
         init = mask_analysis.artifact(spec, None, row["run_id"], "init.pt")
-        layer = sorted(mask_analysis.artifact(spec, None, row["run_id"], f"round_{k:02d}.pt")["mask"])[0]
-        mask = mask_analysis.artifact(spec, None, row["run_id"], f"round_{k:02d}.pt")["mask"][layer]
-        start = treatments.mask1(row["mask1"], init[layer], mask, rng.stream(seed, "treatment", k))[mask]
-        std = float(init[layer].std())
-        ax.hist((start / std).numpy(), bins=80, range=(-3.5, 3.5), color=figures.color(row["mask1"]))
-        ax.set_title(row["mask1"], fontsize=9)
-        ax.set_xlabel("start value / std of the layer's init")
-        ax.set_yticks([])
-        near = float((start.abs() < std / 4).float().mean())
-        ax.text(0.02, 0.97, f"|v| < std/4: {100 * near:.1f}%", transform=ax.transAxes, fontsize=7, va="top")
-    fig.suptitle(f"Start values of the kept weights of {layer}, round {k} ({row['percent_remaining']:.3g}% of "
-                 f"the weights left), seed {seed}", fontsize=10)
+        for line, k in enumerate((1, last)):
+            masks = mask_analysis.artifact(spec, None, row["run_id"], f"round_{k:02d}.pt")["mask"]
+            layer = sorted(masks)[0]
+            start = treatments.mask1(row["mask1"], init[layer], masks[layer],
+                                     rng.stream(seed, "treatment", k))[masks[layer]]
+            std = float(init[layer].std())
+            ax = axes[line][column]
+            ax.hist((start / std).numpy(), bins=80, range=(-3.5, 3.5), color=figures.color(row["mask1"]))
+            ax.set_title(f"{row['mask1']}, round {k} ({percent[k]:.3g}%)", fontsize=8)
+            ax.set_yticks([])
+            near = float((start.abs() < std / 4).float().mean())
+            ax.text(0.02, 0.97, f"|v| < std/4: {100 * near:.1f}%", transform=ax.transAxes, fontsize=7, va="top")
+        axes[1][column].set_xlabel("start value / std of the layer's init")
+    fig.suptitle(f"Start values of the kept weights of {layer}, seed {seed} (round 1: one mask for all; round "
+                 f"{last}: each run's own)", fontsize=10)
     return fig
 
 
@@ -526,15 +534,20 @@ def quadrant_report(db, s: Settings, out: Path) -> list[str]:
     table["significant"] = table["p_holm"] < 0.05
     table = table.sort_values(["percent_remaining", "baseline"], ascending=[False, True]).reset_index(drop=True)
     pairs = df[df["mask1"].isin([n for b in ("reinit", "reshuffle", "constant") for n in (b, f"signed_{b}")])]
-    fig = figures.study_figure(pairs, "mask1", None, "test_acc", "Rebuttal 2: sign kept (signed_*) vs sign dropped, "
-                               "large_final masks, test accuracy at early stopping", "test accuracy", table)
+    styles = {f"{prefix}{name}": {"color": color, "linestyle": "-" if prefix else "--", "linewidth": 1.6}
+              for name, color in zip(("reinit", "reshuffle", "constant"), ("tab:blue", "tab:orange", "tab:green"))
+              for prefix in ("", "signed_")}
+    fig = figures.study_figure(pairs, "mask1", None, "test_acc", "Rebuttal 2: sign kept (signed_*, solid) vs sign "
+                               "dropped (dashed), large_final masks, test accuracy at early stopping",
+                               "test accuracy", table, styles)
     wins = table[table["diff"] > 0]
     significant = table[table["significant"]]
     sparsest = table[table["percent_remaining"] == table["percent_remaining"].min()]
     verdict = ("did not hold" if (significant["diff"] < 0).any() else "held" if len(significant) else
                "cannot be told at these settings")
     sentence = (f"Keeping the initial signs (signed_X vs X) gave the higher mean test accuracy in {len(wins)} of "
-                f"{len(table)} comparisons (3 pairs x {table['percent_remaining'].nunique()} percentages; diff "
+                f"{len(table)} comparisons ({table['condition'].nunique()} pairs, {table['percent_remaining'].nunique()} "
+                f"percentages; diff "
                 f"{table['diff'].min():+.4f} to {table['diff'].max():+.4f}), significantly (paired t, Holm across the "
                 f"pairs) in {int((significant['diff'] > 0).sum())} and significantly lower in "
                 f"{int((significant['diff'] < 0).sum())}; at {sparsest['percent_remaining'].iloc[0]:.3g}% remaining: "
@@ -549,34 +562,46 @@ def quadrant_report(db, s: Settings, out: Path) -> list[str]:
 def mask0_report(db, s: Settings, out: Path) -> list[str]:
     spec, df, table, lines = _claim(db, s, mask0_parts(s), out, [
              "# Rebuttal 2 and 5: masking as training predicts the mask-0 actions\n",
-             "Prediction: a mask-0 action helps as far as it sets the pruned weights where training was sending "
-             "them. Distance of an action: sum (v - d)^2 / sum (w_i - d)^2 over the pruned weights (v: the value "
-             "the action froze them at, read from the run's final weights; d: their value at the end of the last "
-             "round they trained in; w_i: initial), 1 for init; predicted order: smallest distance first. Measured "
-             "order: highest test accuracy at early stopping first (mean over seeds). Study `mask0`: every action "
-             "vs zero, large_final masks, mask-1 original.\n"], "mask0")
+             "Prediction: a mask-0 action helps as far as it moves the pruned weights the way training was moving "
+             "them. Over the pruned weights (v: the value the action froze them at, read from the run's final "
+             "weights; d: their value at the end of the last round they trained in; w_i: initial): alignment = "
+             "sum (v - w_i)(d - w_i) / sum (d - w_i)^2, the part of training's move the action repeats (0 for "
+             "init); distance = sum (v - d)^2 / sum (d - w_i)^2 (1 for init). Predicted order: highest alignment "
+             "(smallest distance) first; measured order: highest test accuracy at early stopping first (means over "
+             "seeds). Study `mask0`: every action vs zero, large_final masks, mask-1 original.\n"], "mask0")
     if df.empty:
         return lines
     store = _mask_store(spec, df)
     if store is None:
         return lines
     prediction = mask_analysis.mask0_prediction(store)
-    order = mask_analysis.mask0_order(prediction, df)
+    orders = {name: mask_analysis.mask0_order(prediction, df, predictor=name) for name in mask_analysis.PREDICTORS}
     summary = prediction.groupby(["mask0", "round"]).agg(
-        percent_remaining=("percent_remaining", "mean"), distance=("distance", "mean"),
-        zeroed=("zeroed_fraction", "mean"), toward_zero=("toward_zero_fraction", "mean")).reset_index()
-    same = int((order["predicted"] == order["measured"]).sum())
-    lines += ["## Predicted vs measured order\n", markdown_table(order), "\nDistances (mean over seeds; zeroed: "
-              "pruned weights frozen at 0; toward_zero: pruned weights training moved toward zero):\n",
-              markdown_table(summary),
+        percent_remaining=("percent_remaining", "mean"), alignment=("alignment", "mean"),
+        distance=("distance", "mean"), zeroed=("zeroed_fraction", "mean"),
+        toward_zero=("toward_zero_fraction", "mean")).reset_index()
+    lines += ["## Predicted vs measured order\n"]
+    outcomes = []
+    for name, order in orders.items():
+        same = int((order["predicted"] == order["measured"]).sum())
+        lines += [f"By {name}:\n", markdown_table(order)]
+        outcomes.append(f"- By {name}: predicted and measured order the same at {same} of {len(order)} percentages; "
+                        f"Kendall tau {order['kendall_tau'].min():+.2f} to {order['kendall_tau'].max():+.2f} "
+                        f"(mean {order['kendall_tau'].mean():+.2f}; 1: the same order); at "
+                        f"{order['percent_remaining'].iloc[-1]:.3g}% remaining predicted "
+                        f"{order['predicted'].iloc[-1]}, measured {order['measured'].iloc[-1]}.")
+    # each action against zero, in the direction its alignment predicts (mean over rounds and seeds)
+    alignment = prediction.groupby("mask0")["alignment"].mean()
+    for name in ("init", "zero_if_toward_zero", "random_zero"):
+        if name in alignment and "zero" in alignment:
+            sign = 1 if alignment[name] > alignment["zero"] else -1
+            verdict, numbers = outcome(table, name, sign)
+            outcomes.append(f"- {name} predicted {'above' if sign > 0 else 'below'} zero (alignment "
+                            f"{alignment[name]:+.3f} vs {alignment['zero']:+.3f}): **{verdict}**. {numbers}.")
+    lines += ["\nPredictors (mean over seeds; zeroed: pruned weights frozen at 0; toward_zero: pruned weights "
+              "training moved toward zero):\n", markdown_table(summary),
               _figure_line(mask_analysis.mask0_figure(prediction, df), out, "mask0_prediction"),
-              "## Outcome\n",
-              f"- Predicted and measured order the same at {same} of {len(order)} percentages; Kendall tau "
-              f"{order['kendall_tau'].min():+.2f} to {order['kendall_tau'].max():+.2f} (1: the same order); at "
-              f"{order['percent_remaining'].iloc[-1]:.3g}% remaining predicted {order['predicted'].iloc[-1]}, "
-              f"measured {order['measured'].iloc[-1]}.",
-              *[f"- {name} vs zero: {' '.join(outcome(table, name, +1))}." for name in
-                ("init", "zero_if_toward_zero", "random_zero")], ""]
+              "## Outcome\n", *outcomes, ""]
     prediction.to_csv(out / "mask0_prediction.csv", index=False)
     return lines
 
