@@ -175,18 +175,23 @@ def _measure_run(fs, artifacts: dict[str, Any], run_id: int, percent: dict[int, 
 
 
 def _artifact_ids(spec, run_ids: list[int]) -> dict[int, dict[str, Any]]:
-    """{run id: {artifact name: GridFS file id}} of the runs that stored init.pt and round artifacts."""
+    """{run id: {artifact name: GridFS file id}} of the runs that stored init.pt and round artifacts (files the
+    run document names but GridFS does not hold, e.g. of a run document copied alone, are left out)."""
     client = connect(spec)
     try:
-        docs = client[spec.db_name]["runs"].find({"_id": {"$in": run_ids}}, {"artifacts": 1})
-        out = {}
-        for doc in docs:
-            names = {a["name"]: a["file_id"] for a in doc.get("artifacts") or []}
-            if "init.pt" in names and any(ROUND_ARTIFACT.match(n) for n in names):
-                out[doc["_id"]] = names
-        return out
+        db = client[spec.db_name]
+        named = {doc["_id"]: {a["name"]: a["file_id"] for a in doc.get("artifacts") or []}
+                 for doc in db["runs"].find({"_id": {"$in": run_ids}}, {"artifacts": 1})}
+        wanted = [i for names in named.values() for i in names.values()]
+        stored = {doc["_id"] for doc in db["fs.files"].find({"_id": {"$in": wanted}}, {"_id": 1})} if wanted else set()
     finally:
         client.close()
+    out = {}
+    for run_id, names in named.items():
+        names = {name: file_id for name, file_id in names.items() if file_id in stored}
+        if "init.pt" in names and any(ROUND_ARTIFACT.match(n) for n in names):
+            out[run_id] = names
+    return out
 
 
 def runs_with_artifacts(runs: pd.DataFrame, mongo=None, db_name: str | None = None) -> list[int]:
@@ -269,16 +274,18 @@ def overlaps(store: MaskStore, by: str = "criterion") -> pd.DataFrame:
         label = {r: info.at[r, "label"] for r in rounds_of}
         named = [(a, b, ka, kb, label[a]) for a, b, ka, kb in pairs]
     else:
+        found = [(a, b) for group in _groups(runs, by)
+                 for a, b in itertools.combinations(group.sort_values([by, "run_id"]).to_dict("records"), 2)
+                 if str(a[by]) != str(b[by])]
+        # what else sets the pairs of one label apart: the columns whose values differ between the pairs
+        paired = pd.DataFrame([a for a, _ in found]) if found else runs.iloc[:0]
+        context = [c for c in _varying(runs) if c != by and paired[c].map(str).nunique() > 1]
         named = []
-        context = [c for c in _varying(runs) if c != by]  # what else sets the pairs of one label apart
-        for group in _groups(runs, by):
-            for a, b in itertools.combinations(group.sort_values([by, "run_id"]).to_dict("records"), 2):
-                if str(a[by]) == str(b[by]):
-                    continue
-                where = ", ".join(f"{c}={a[c]}" for c in context)
-                name = a["label"] if by == "seed" else f"{a[by]} vs {b[by]}" + (f" ({where})" if where else "")
-                common = sorted(set(rounds_of.get(a["run_id"], [])) & set(rounds_of.get(b["run_id"], [])))
-                named += [(a["run_id"], b["run_id"], k, k, name) for k in common]
+        for a, b in found:
+            where = ", ".join(f"{c}={a[c]}" for c in context)
+            name = a["label"] if by == "seed" else f"{a[by]} vs {b[by]}" + (f" ({where})" if where else "")
+            common = sorted(set(rounds_of.get(a["run_id"], [])) & set(rounds_of.get(b["run_id"], [])))
+            named += [(a["run_id"], b["run_id"], k, k, name) for k in common]
     for run_a, run_b, round_a, round_b, name in named:
         mask_a, mask_b = store.masks[(run_a, round_a)], store.masks[(run_b, round_b)]
         for layer in sorted(set(mask_a) & set(mask_b)):
@@ -295,6 +302,17 @@ def overlap_summary(pairs: pd.DataFrame) -> pd.DataFrame:
             .agg(percent_remaining=("percent_remaining", "mean"), pairs=("jaccard", "size"),
                  jaccard=("jaccard", "mean"), jaccard_std=("jaccard", "std"), chance=("chance", "mean"))
             .reset_index().rename(columns={"round_b": "round"}))
+
+
+def _legend(fig, panels: dict) -> None:
+    """The legend in the first panel, or under the panels when it has more than a few entries."""
+    first = next(iter(panels.values()))
+    handles, labels = first.get_legend_handles_labels()
+    if len(labels) <= 5:
+        first.legend(fontsize=7, loc="lower left")
+    else:
+        fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=2 if max(map(len, labels)) > 40 else 3, frameon=False)
 
 
 def _layer_panels(layers: list[str], title: str):
@@ -326,9 +344,8 @@ def overlap_figure(pairs: pd.DataFrame, title: str | None = None):
                              label="percent of the layer remaining")
         ax.set_title(layer, fontsize=9)
         ax.set_ylim(0, 1.02)
-    first = next(iter(panels.values()))
-    first.set_ylabel("Jaccard index")
-    first.legend(fontsize=7, loc="lower left")
+    next(iter(panels.values())).set_ylabel("Jaccard index")
+    _legend(fig, panels)
     return fig
 
 
@@ -353,9 +370,8 @@ def layer_figure(data: pd.DataFrame, value: str, ylabel: str, title: str, linthr
         ax.set_title(layer, fontsize=9)
         if linthresh is not None:
             ax.set_yscale("symlog", linthresh=linthresh)
-    first = next(iter(panels.values()))
-    first.set_ylabel(ylabel)
-    first.legend(fontsize=7)
+    next(iter(panels.values())).set_ylabel(ylabel)
+    _legend(fig, panels)
     return fig
 
 
@@ -456,25 +472,32 @@ def mask0_order(prediction: pd.DataFrame, runs: pd.DataFrame, metric: str = "tes
 
 def mask0_figure(prediction: pd.DataFrame, runs: pd.DataFrame, metric: str = "test_acc", title: str | None = None):
     """Left and middle: each mask-0 action's alignment with training and distance to where training sent the pruned
-    weights, vs percent remaining; right: measured ``metric`` against the alignment, one point per (action,
-    percentage); means over seeds."""
+    weights, vs percent remaining; right: at each percentage, ``metric`` against the alignment, both as differences
+    from the mean of the actions at that percentage (the prediction compares actions at one percentage); means over
+    seeds."""
     measured = runs[runs["status"] == "COMPLETED"] if "status" in runs else runs
     data = prediction.merge(measured[["run_id", "round", metric]], on=["run_id", "round"])
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.2))
+    means = data.groupby(["mask0", "percent_remaining"])[["alignment", "distance", metric]].mean().reset_index()
+    centered = means.groupby("percent_remaining")[["alignment", metric]].transform(lambda c: c - c.mean())
+    means = means.assign(alignment_centered=centered["alignment"], measured_centered=centered[metric])
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig.subplots_adjust(wspace=0.38)
     fig.suptitle(title or "Masking as training: where each mask-0 action puts the pruned weights", fontsize=10)
-    for name, part in data.groupby("mask0", sort=True):
-        agg = part.groupby("percent_remaining")[["alignment", "distance", metric]].mean().sort_index()
+    for name, agg in means.groupby("mask0", sort=True):
+        agg = agg.sort_values("percent_remaining")
         style = figures.style(name)
-        left.plot(agg.index, agg["alignment"], marker="o", markersize=3, label=name, **style)
-        middle.plot(agg.index, agg["distance"], marker="o", markersize=3, label=name, **style)
-        right.plot(agg["alignment"], agg[metric], marker="o", markersize=4, label=name, **style)
+        left.plot(agg["percent_remaining"], agg["alignment"], marker="o", markersize=3, label=name, **style)
+        middle.plot(agg["percent_remaining"], agg["distance"], marker="o", markersize=3, label=name, **style)
+        right.scatter(agg["alignment_centered"], agg["measured_centered"], s=18, label=name,
+                      color=style["color"], edgecolors="black" if name in figures.baseline_names() else "none")
     low, high = float(data["percent_remaining"].min()), float(data["percent_remaining"].max())
     figures.percent_axis(left, low, high)
     figures.percent_axis(middle, low, high)
     left.set_ylabel("alignment with training\nsum (v - w_i)(d - w_i) / sum (d - w_i)^2; init = 0")
     middle.set_ylabel("distance to where training sent them\nsum (v - d)^2 / sum (d - w_i)^2; init = 1")
-    right.set_xlabel("alignment (as left)")
-    right.set_ylabel(f"measured {metric.replace('_', ' ')}")
+    right.set_xlabel("alignment - mean of the actions at that percentage")
+    right.set_ylabel(f"{metric.replace('_', ' ')} - mean of the actions\nat that percentage")
+    right.axhline(0, color="black", linewidth=0.6)
     right.grid(True, alpha=0.25)
     left.legend(fontsize=7)
     return fig

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import subprocess
+import sys
 from fractions import Fraction
 from math import comb
 
@@ -103,20 +105,40 @@ def test_overlaps_between_seeds_and_consecutive_rounds_by_hand():
 SMALL = ["fast", "data.name=synthetic", "pruning.rounds=2", "training.iterations=60", "training.eval_every=20"]
 
 
+RUNS = {  # name -> the run's config updates
+    "zero": ["criterion.name=large_final", "treatment.mask0=zero", "seed=1"],
+    "init": ["criterion.name=large_final", "treatment.mask0=init", "seed=1"],
+    "random": ["criterion.name=random", "treatment.mask0=zero", "seed=1"],
+    "seed2": ["criterion.name=large_final", "treatment.mask0=zero", "seed=2"],
+    "no_artifacts": ["criterion.name=large_final_diff_sign", "seed=3", "save_artifacts=False"],
+}
+
+
 @pytest.fixture(scope="module")
 def mask_db(db_server, tmp_path_factory):
-    """large_final with mask-0 zero and init, random with zero (seed 1), large_final/zero seed 2, through the CLI;
-    one more run without artifacts."""
-    env = dict(os.environ, TICKETLAB_FAILURE_DIR=str(tmp_path_factory.mktemp("failed")), OMP_NUM_THREADS="1")
+    """large_final with mask-0 zero and init, random with zero (seed 1), large_final/zero seed 2, and one run
+    without artifacts, through the command line (side by side); returns (spec, {name: run id})."""
+    env = dict(os.environ, TICKETLAB_FAILURE_DIR=str(tmp_path_factory.mktemp("failed")), OMP_NUM_THREADS="1",
+               PYTHONWARNINGS="ignore")
     spec = f"{db_server.address}:masks_db"
-    for extra in (["criterion.name=large_final", "treatment.mask0=zero", "seed=1"],
-                  ["criterion.name=large_final", "treatment.mask0=init", "seed=1"],
-                  ["criterion.name=random", "treatment.mask0=zero", "seed=1"],
-                  ["criterion.name=large_final", "treatment.mask0=zero", "seed=2"],
-                  ["criterion.name=large_final_diff_sign", "seed=3", "save_artifacts=False"]):
-        result = run_cli("experiments.lottery", "with", *SMALL, *extra, "-m", spec, env=env)
-        assert result.returncode == 0, result.stderr[-2000:]
-    return spec
+    runs = {name: subprocess.Popen([sys.executable, "-m", "experiments.lottery", "with", *SMALL, *extra, "-m", spec],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for name, extra in RUNS.items()}
+    for name, process in runs.items():
+        assert process.wait(timeout=600) == 0, process.stderr.read()[-2000:]
+    ids = {}
+    for doc in db_server.client()["masks_db"]["runs"].find({}, {"config": 1}):
+        config = doc["config"]
+        ids[next(name for name, extra in RUNS.items() if all(
+            str(_config_value(config, update.split("=")[0])) == update.split("=")[1] for update in extra))] = doc["_id"]
+    assert set(ids) == set(RUNS)
+    return spec, ids
+
+
+def _config_value(config: dict, path: str):
+    for part in path.split("."):
+        config = config[part]
+    return config
 
 
 def artifacts(db_server, run_id):
@@ -131,46 +153,52 @@ def artifacts(db_server, run_id):
 
 
 def test_masks_flips_and_mask0_prediction_from_stored_runs(mask_db, db_server):
-    store = masks.load(mask_db)
-    assert sorted(store.runs["run_id"]) == [1, 2, 3, 4]  # run 5 stored no artifacts
-    stored = artifacts(db_server, 2)  # large_final, mask-0 init
+    spec, ids = mask_db
+    store = masks.load(spec)
+    assert sorted(store.runs["run_id"]) == sorted(ids[n] for n in ("zero", "init", "random", "seed2"))
+    init_run = ids["init"]
+    stored = artifacts(db_server, init_run)  # large_final, mask-0 init
     for k in range(3):
         for layer, mask in stored[f"round_{k:02d}.pt"]["mask"].items():
-            assert np.array_equal(store.masks[(2, k)][layer], mask.numpy().reshape(-1))
+            assert np.array_equal(store.masks[(init_run, k)][layer], mask.numpy().reshape(-1))
     init, final = stored["init.pt"], stored["round_02.pt"]["final"]
     layer = "fcs.1.weight"
     keep = stored["round_02.pt"]["mask"][layer]
     by_hand = int(((init[layer].sign() != final[layer].sign()) & keep).sum())
-    row = store.flips[(store.flips.run_id == 2) & (store.flips["round"] == 2) & (store.flips.layer == layer)].iloc[0]
+    flips = store.flips
+    row = flips[(flips.run_id == init_run) & (flips["round"] == 2) & (flips.layer == layer)].iloc[0]
     assert (row.flipped, row.kept) == (by_hand, int(keep.sum()))
-    assert store.runs.set_index("run_id").loc[2, "label"] == "large_final / init"
+    assert store.runs.set_index("run_id").loc[init_run, "label"] == "large_final / init"
 
     prediction = masks.mask0_prediction(store).set_index(["run_id", "round"])
-    assert prediction.loc[(2, 1), "distance"] == pytest.approx(1.0)  # init: frozen where they started
-    assert prediction.loc[(2, 1), "zeroed_fraction"] == 0
-    zero = artifacts(db_server, 1)  # large_final, mask-0 zero: round 1 by hand
-    pruned_sq, init_sq, pruned = 0.0, 0.0, 0
+    assert prediction.loc[(init_run, 1), "distance"] == pytest.approx(1.0)  # init: frozen where they started
+    assert prediction.loc[(init_run, 1), "alignment"] == 0 and prediction.loc[(init_run, 1), "zeroed_fraction"] == 0
+    zero = artifacts(db_server, ids["zero"])  # large_final, mask-0 zero: round 1 by hand
+    to_d, init_to_d, along, pruned = 0.0, 0.0, 0.0, 0
     for name, mask in zero["round_01.pt"]["mask"].items():
         d, w = zero["round_00.pt"]["final"][name][~mask].double(), zero["init.pt"][name][~mask].double()
-        pruned_sq, init_sq, pruned = pruned_sq + float((d ** 2).sum()), init_sq + float(((w - d) ** 2).sum()), \
-            pruned + int((~mask).sum())
-    assert prediction.loc[(1, 1), "distance"] == pytest.approx(pruned_sq / init_sq, rel=1e-5)
-    assert prediction.loc[(1, 1), "zeroed_fraction"] == 1 and prediction.loc[(1, 1), "pruned"] == pruned
+        to_d, init_to_d = to_d + float((d ** 2).sum()), init_to_d + float(((w - d) ** 2).sum())
+        along, pruned = along + float((-w * (d - w)).sum()), pruned + int((~mask).sum())
+    assert prediction.loc[(ids["zero"], 1), "distance"] == pytest.approx(to_d / init_to_d, rel=1e-6)
+    assert prediction.loc[(ids["zero"], 1), "alignment"] == pytest.approx(along / init_to_d, rel=1e-6)
+    assert prediction.loc[(ids["zero"], 1), "zeroed_fraction"] == 1
+    assert prediction.loc[(ids["zero"], 1), "pruned"] == pruned
 
     pairs = masks.overlaps(store, "criterion")
-    assert set(pairs["run_a"]) | set(pairs["run_b"]) == {1, 3}  # one seed, mask-0 zero: the only such pair
+    assert set(pairs["run_a"]) | set(pairs["run_b"]) == {ids["zero"], ids["random"]}  # one seed, mask-0 zero
     one = pairs[(pairs["round_b"] == 1) & (pairs.layer == layer)].iloc[0]
-    a, b = (artifacts(db_server, run)["round_01.pt"]["mask"][layer] for run in (1, 3))
+    a, b = (artifacts(db_server, ids[name])["round_01.pt"]["mask"][layer] for name in ("zero", "random"))
     assert one.intersection == int((a & b).sum())
     assert one.jaccard == pytest.approx(int((a & b).sum()) / int((a | b).sum()))
 
 
 def test_report_has_a_masks_section_when_runs_stored_masks(mask_db, tmp_path):
-    result = run_cli("analysis", "report", "-m", mask_db, "--out", str(tmp_path))
+    result = run_cli("analysis", "report", "-m", mask_db[0], "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
     report = (tmp_path / "report.md").read_text()
     assert "### What the masks are" in report
-    for name in ("overlap_criterion", "overlap_seed", "overlap_round", "sign_flips", "mask0_prediction"):
+    for name in ("overlap_criterion", "overlap_mask0", "overlap_seed", "overlap_round", "sign_flips",
+                 "mask0_prediction"):
         assert f"(masks/{name}.png)" in report, name
         assert (tmp_path / "masks" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     pairs = pd.read_csv(tmp_path / "masks" / "overlap_seed.csv")
@@ -180,9 +208,9 @@ def test_report_has_a_masks_section_when_runs_stored_masks(mask_db, tmp_path):
 def test_no_masks_section_without_artifacts(mask_db, tmp_path):
     from analysis.report import write_report
 
-    result = write_report(mask_db, None, tmp_path, where={"seed": 3})
+    result = write_report(mask_db[0], None, tmp_path, where={"seed": 3})
     assert "### What the masks are" not in (tmp_path / "report.md").read_text()
     assert any("no completed run stored its masks" in note for note in result["notes"])
     with pytest.raises(QueryError, match="no completed lottery run in database 'masks_db' matching .* stored its "
                                          "masks"):
-        masks.load(mask_db, where={"seed": 3})
+        masks.load(mask_db[0], where={"seed": 3})
