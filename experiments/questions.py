@@ -442,7 +442,8 @@ def lfss_report(db, s: Settings, out: Path) -> list[str]:
                    f"{most['kept']:.0f})")
     lines += ["## Outcome\n", f"- Claim (large_final_same_sign below large_final): **{verdict}**. {numbers}.",
               f"- Explanation (tie-breaking): {explanation}.",
-              f"- large_final_diff_sign: {' '.join(outcome(table, 'large_final_diff_sign', -1))}.\n"]
+              "- Claim (large_final_diff_sign below large_final): **{}**. {}.\n".format(
+                  *outcome(table, "large_final_diff_sign", -1))]
     df.to_csv(out / "lfss_runs.csv", index=False)
     return lines
 
