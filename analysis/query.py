@@ -99,6 +99,19 @@ def _server_values(values: list) -> list:
     return out
 
 
+def _check_keys(runs, spec: dbspec.DbSpec, wanted: Mapping[str, list]) -> None:
+    """A QueryError for a where-key that no run of any experiment has, naming the columns the database does have.
+    A key that only some experiments have is not an error: runs without it do not match (``supermask`` runs have
+    no ``rounds``; ``where={"rounds": 8}`` selects lottery runs)."""
+    for key in wanted:
+        if runs.find_one({_field(key): {"$exists": True}}, {"_id": 1}) is None and \
+                runs.find_one({}, {"_id": 1}) is not None:
+            present = [c for c, path in CONFIG_COLUMNS.items()
+                       if runs.find_one({f"config.{path}": {"$exists": True}}, {"_id": 1}) is not None]
+            raise QueryError(f"unknown key {key!r}: no run in database {spec.db_name!r} has {_field(key)}; use a "
+                             f"column ({', '.join([*RUN_FIELDS, *present])}) or a config path such as training.lr")
+
+
 def _find(mongo, db_name, experiment: str, where: Mapping[str, Any] | None, projection: dict) -> list[dict]:
     """The run documents of ``experiment`` matching ``where``, sorted by run id (one ``find``)."""
     spec = resolve(mongo, db_name)
@@ -111,14 +124,8 @@ def _find(mongo, db_name, experiment: str, where: Mapping[str, Any] | None, proj
         runs = client[spec.db_name]["runs"]
         try:
             docs = list(runs.find(query, projection).sort("_id", 1))
-            if not docs and wanted and runs.find_one({"experiment.name": experiment}, {"_id": 1}) is not None:
-                for key in wanted:
-                    if runs.find_one({"experiment.name": experiment, _field(key): {"$exists": True}},
-                                     {"_id": 1}) is None:
-                        columns = ", ".join([*RUN_FIELDS, *CONFIG_COLUMNS])
-                        raise QueryError(f"unknown key {key!r}: no {experiment} run in database "
-                                         f"{spec.db_name!r} has {_field(key)}; use a column ({columns}) or a "
-                                         f"config path such as training.lr")
+            if not docs and wanted:
+                _check_keys(runs, spec, wanted)
         except pymongo.errors.PyMongoError as error:
             raise QueryError(dbspec.unreachable(spec, error)) from None
     finally:
@@ -202,6 +209,29 @@ def _record_columns(records: list[dict]) -> list[tuple]:
         return list(zip(*map(_ROUND_GETTER, records)))
     except KeyError:  # a record without some field (an older run, another writer): slower, same result
         return [tuple(record.get(field) for record in records) for field in ROUND_FIELDS]
+
+
+def load_run_list(mongo: str | None = None, db_name: str | None = None, where: Mapping[str, Any] | None = None,
+                  experiment: str = "lottery") -> pd.DataFrame:
+    """One row per run of ``experiment``, whatever its status and whether or not it finished a round (a run
+    killed in round 0 is here; ``load_runs`` has rows for finished rounds only): run and config columns,
+    ``condition``, ``heartbeat`` (Sacred's last beat, UTC; None before the first) and, for lottery runs,
+    ``rounds_done`` and the last finished round's ``percent_remaining`` and ``test_acc`` (NaN before round 0)."""
+    rounds = {f"info.rounds.{f}": 1 for f in ("round", "percent_remaining", "test_acc")}
+    docs = _find(mongo, db_name, experiment, where, {"status": 1, "experiment.name": 1, "config": 1,
+                                                     "heartbeat": 1, "start_time": 1, **rounds})
+    if not docs:
+        return pd.DataFrame({"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS},
+                             "condition": [], "heartbeat": [], "rounds_done": [], "percent_remaining": [],
+                             "test_acc": []})
+    data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()}
+    data["heartbeat"] = [d.get("heartbeat") or d.get("start_time") for d in docs]
+    if experiment == "lottery":
+        last = [((d.get("info") or {}).get("rounds") or [{}])[-1] for d in docs]
+        data["rounds_done"] = _array([len((d.get("info") or {}).get("rounds") or []) for d in docs])
+        for field in ("percent_remaining", "test_acc"):
+            data[field] = np.asarray([r.get(field, np.nan) for r in last], dtype=np.float64)
+    return pd.DataFrame(data)
 
 
 def load_supermask_runs(mongo: str | None = None, db_name: str | None = None,

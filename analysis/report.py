@@ -99,19 +99,26 @@ def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
     return files, summary, notes, sections
 
 
-def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None) -> dict:
+KINDS = ("lottery", "supermask")  # the experiments a report covers
+
+
+def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, kinds=KINDS) -> dict:
     """Write the report; returns {"files": [...], "summary": [...], "notes": [...]}.
 
-    ``mongo``/``db_name`` as for ``analysis.load_runs``. The runs are grouped by setting (configs that differ in
-    more than a study's factor, the seed and execution keys): each setting gets its own comparison, in a folder
-    named by the keys that set it apart, never pooled with another."""
+    ``mongo``/``db_name`` as for ``analysis.load_runs``; ``kinds``: the experiments it covers (the study's own
+    report: lottery runs only). The runs are grouped by setting (configs that differ in more than a study's
+    factor, the seed and execution keys): each setting gets its own comparison, in a folder named by the keys that
+    set it apart, never pooled with another."""
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown or not kinds:
+        raise QueryError(f"kinds={list(kinds)!r} is not valid; valid choices: {', '.join(KINDS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = resolve(mongo, db_name)
-    runs = load_runs(spec, where=where)
-    supermasks = load_supermask_runs(spec, where=where)
+    runs = load_runs(spec, where=where) if "lottery" in kinds else pd.DataFrame()
+    supermasks = load_supermask_runs(spec, where=where) if "supermask" in kinds else pd.DataFrame()
     if runs.empty and supermasks.empty:
-        raise QueryError(f"no lottery or supermask runs in database {spec.db_name!r}"
+        raise QueryError(f"no {' or '.join(kinds)} runs in database {spec.db_name!r}"
                          + (f" matching {where}" if where else ""))
     files, summary, notes, sections = [], [], [], []
     if not runs.empty:

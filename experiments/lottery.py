@@ -42,7 +42,7 @@ import datetime
 from analysis.conditions import condition_hash
 from experiments import resume
 from experiments.errors import ConfigError
-from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
+from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, store_now
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
@@ -118,8 +118,9 @@ def log_eval(_run, k: int, iterations: int, point: dict) -> None:
 
 def record_round(_run, result: lottery.RoundResult, iterations: int, artifacts: ArtifactWriter | None,
                  sources: tuple[str, str] = ("init", "final")) -> None:
-    """Store a finished round. The round record goes last: a run document that lists round k in ``info.rounds``
-    also holds its metrics and its artifact, so a resumed run can trust it."""
+    """Store a finished round, now (``store_now``), before its line is printed. The round record goes last: a run
+    document that lists round k in ``info.rounds`` also holds its metrics and its artifact, so a resumed run can
+    trust it."""
     record = result.record
     for key in ROUND_METRICS:
         _run.log_scalar(f"round.{key}", float(getattr(record, key)), (record.round + 1) * iterations)
@@ -128,6 +129,7 @@ def record_round(_run, result: lottery.RoundResult, iterations: int, artifacts: 
             "final": cpu(result.final), "mask": cpu(result.mask),
             **{name: cpu(state) for name, state in lottery.kept_states(result, sources).items()}})
     _run.info["rounds"].append(record.to_dict())
+    store_now(_run)
 
 
 def round_artifact(k: int) -> str:
@@ -223,8 +225,9 @@ def main(save_artifacts, _run, _config):
     artifacts = ArtifactWriter(_run) if save_artifacts else None
     begin_record(_run, setup, data.source, _config, artifacts, execution, stored)
     iterations = spec.training.iterations
-    if start is not None:
-        print(f"resuming run {stored.run_id} after round {start.round}")
+    if stored:
+        print(f"resuming run {stored.run_id} " + (f"after round {start.round} (rounds 0-{start.round} kept)"
+                                                  if start is not None else "at round 0 (no finished round stored)"))
     progress = Progress(iterations, last_round=spec.rounds, first_round=0 if start is None else start.round + 1)
     try:
         for result in lottery.iterate_rounds(setup, start=start,

@@ -49,6 +49,13 @@ class Part:
     flags: tuple[str, ...] = ()
     updates: tuple[str, ...] = ()
 
+    def slug(self) -> str:
+        """A readable folder name: ``supermask-start=criterion-start_criterion=large_final+random``."""
+        pairs = [value if flag == "--grid" else f"{flag.lstrip('-')}={value}"
+                 for flag, value in zip(self.flags[::2], self.flags[1::2])] + list(self.updates)
+        short = [f"{key.split('.')[-1]}={value}" for key, _, value in (p.partition("=") for p in pairs)]
+        return "-".join([self.experiment, *short]).replace(",", "+")
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -289,7 +296,7 @@ STUDIES = {"q9": Question(q9_parts, q9_report), "q8": Question(q8_parts, q8_repo
 def run_parts(parts: list[Part], spec: str, s: Settings, workers: int, logs: Path) -> int:
     code = 0
     for part in parts:
-        folder = logs / "_".join([part.experiment, *(a.split("=")[-1] for a in part.flags + part.updates)])
+        folder = logs / part.slug()
         args = ["-m", spec, "--experiment", part.experiment, *part.flags, "--seeds", s.seeds, "--workers",
                 str(workers), "--logs", str(folder), "with", *s.shared(part.experiment), *part.updates]
         code = sweep.main(args) or code
@@ -320,7 +327,7 @@ def main(argv=None) -> int:
         done = set()
         for name in names:
             parts = [p for p in STUDIES[name].parts(settings) if p not in done]
-            code = run_parts(parts, spec, settings, args.workers, home / "questions_logs") or code
+            code = run_parts(parts, spec, settings, args.workers, home / "questions_logs" / name) or code
             done.update(parts)
     client = dbspec.connect(f"mongodb://{address}")
     try:

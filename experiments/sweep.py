@@ -62,6 +62,7 @@ from experiments import dbspec
 from experiments.executors import FAILED, HELD, LOST, Unit
 from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
+from experiments.progress import clock
 from ticketlab.cli import Parser
 
 EXPERIMENTS = ("lottery", "supermask")
@@ -153,16 +154,21 @@ def describe_running(states: list[dict], limit: int = 4) -> str:
 
 
 class Progress:
-    """The sweep's bar: rounds done across all points (read from the database) with an ETA, and what runs."""
+    """The sweep's bar: rounds done across all points (read from the database) with an ETA, and what runs. On a
+    terminal a bar redrawn in place; elsewhere (a log file, a pipe) one plain line every ``LINE_EVERY`` seconds."""
+
+    LINE_EVERY = 60.0
 
     def __init__(self, db, experiment: str, points: list[dict], stale_after: float):
         self.db, self.experiment, self.points, self.stale_after = db, experiment, points, stale_after
         self.states = self._read() or []
         done = sum(s["rounds"] for s in self.states)
+        self.tty = sys.stderr.isatty()
         self.bar = tqdm(total=sum(p["work"] for p in points), initial=done, unit="round", desc=experiment,
-                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total} rounds "
-                                                       "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
-        self.last = time.monotonic()
+                        dynamic_ncols=True, disable=not self.tty,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total} rounds [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        self.total, self.first, self.started = sum(p["work"] for p in points), done, time.monotonic()
+        self.last = self.last_line = time.monotonic()
 
     def _read(self):
         try:
@@ -178,11 +184,27 @@ class Progress:
         if states is None:
             return
         self.states = states
-        self.bar.update(sum(s["rounds"] for s in states) - self.bar.n)
+        done = sum(s["rounds"] for s in states)
+        if not self.tty:
+            if time.monotonic() - self.last_line >= self.LINE_EVERY or self.last == 0:
+                self.last_line = time.monotonic()
+                print(self.line(done, failed), file=sys.stderr, flush=True)
+            return
+        self.bar.update(done - self.bar.n)
         postfix = {"running": describe_running(states) or "-"}
         if failed:
             postfix["failed"] = failed
         self.bar.set_postfix(postfix, refresh=True)
+
+    def line(self, done: float, failed: int) -> str:
+        """The plain status line: rounds done, runs completed, what runs, elapsed time and ETA."""
+        elapsed = time.monotonic() - self.started
+        rate = (done - self.first) / elapsed if elapsed > 0 else 0
+        eta = clock((self.total - done) / rate) if rate > 0 else "?"
+        completed = sum(s["state"] == "completed" for s in self.states)
+        return (f"sweep: {done:.1f}/{self.total} rounds, {completed}/{len(self.points)} runs completed"
+                + (f", {failed} failed" if failed else "") + f"; running: {describe_running(self.states) or '-'}; "
+                f"elapsed {clock(elapsed)}, ETA {eta}")
 
     def close(self) -> None:
         self.last = 0
