@@ -16,6 +16,7 @@ weights and biases) with the fastest stock settings (``fused=True`` where torch 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from typing import Callable, Iterator, Protocol
@@ -223,6 +224,75 @@ class FitResult:
     seconds: float  # wall time of the whole fit, evaluations included
 
 
+class Diverged(FloatingPointError):
+    """A net's training or validation loss became non-finite; the message says which, when and the values."""
+
+
+@dataclasses.dataclass
+class Trainee:
+    """What the training loop (``train_loop``) needs of what it trains, one net or a population of them:
+    ``step()`` takes one optimizer step of every member and returns their (detached) batch losses, shape
+    ``[members]``, on the device; ``evaluate()`` gives every member's (validation loss, accuracy); ``state(k)``
+    a copy of member k's state (its early-stopping point)."""
+
+    members: int
+    step: Callable[[], torch.Tensor]
+    evaluate: Callable[[], list[tuple[float, float]]]
+    state: Callable[[int], dict[str, torch.Tensor]]
+
+
+def train_loop(trainee: Trainee, iterations: int, eval_every: int,
+               on_eval: Callable[[int, dict[str, float]], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> list[FitResult | Diverged]:
+    """The training loop of every ticketlab run, a single net or a population (``masking.population``): steps,
+    the running training loss (summed on the device, read once per evaluation), validation every ``eval_every``
+    steps and after the last, each member's early-stopping point (minimum validation loss) and curve.
+
+    The rule for a diverging net, the same everywhere: a member whose mean training loss since the last
+    evaluation or whose validation loss is non-finite at an evaluation is ``Diverged`` (its entry in the result;
+    it is no longer evaluated, ``on_eval`` is no longer called for it); the others go on. ``on_eval(k, point)`` at
+    every evaluation of a live member; ``on_progress(iteration)`` every ``PROGRESS_EVERY`` steps and after each
+    evaluation."""
+    if iterations < 1 or eval_every < 1:
+        raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
+    start = time.perf_counter()
+    points = set(eval_points(iterations, eval_every))
+    stops = points | (set(range(PROGRESS_EVERY, iterations + 1, PROGRESS_EVERY)) if on_progress else set())
+    best: list[tuple[float, float, int, dict] | None] = [None] * trainee.members
+    failed: dict[int, Diverged] = {}
+    curves: list[list[dict]] = [[] for _ in range(trainee.members)]
+    loss_sum, loss_count = None, 0
+    for it in range(1, iterations + 1):
+        losses = trainee.step()
+        loss_sum = losses.clone() if loss_sum is None else loss_sum.add_(losses)
+        loss_count += 1
+        if it not in stops:
+            continue
+        if it in points:
+            scores = trainee.evaluate()
+            train_losses = loss_sum.tolist()  # the one read of the step's results per evaluation
+            for k, (val_loss, val_acc) in enumerate(scores):
+                if k in failed:
+                    continue
+                point = {"iteration": it, "train_loss": train_losses[k] / loss_count, "val_loss": val_loss,
+                         "val_acc": val_acc}
+                if not (math.isfinite(point["train_loss"]) and math.isfinite(val_loss)):
+                    failed[k] = Diverged(f"non-finite loss at iteration {it} (train {point['train_loss']}, "
+                                         f"validation {val_loss})")
+                    continue
+                curves[k].append(point)
+                if best[k] is None or val_loss < best[k][0]:
+                    best[k] = (val_loss, val_acc, it, trainee.state(k))
+                if on_eval is not None:
+                    on_eval(k, point)
+            loss_sum, loss_count = None, 0
+        if on_progress is not None:
+            on_progress(it)
+    seconds = time.perf_counter() - start
+    return [failed[k] if k in failed else FitResult(best[k][2], best[k][0], best[k][1], best[k][3], curves[k], seconds)
+            for k in range(trainee.members)]
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -236,39 +306,25 @@ def fit(
     on_progress: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``iterations`` steps on in-memory data, evaluating validation loss/accuracy every ``eval_every`` steps
-    (and after the last); keep a copy of the state with the lowest validation loss.
+    (and after the last); keep a copy of the state with the lowest validation loss (``train_loop``, as a
+    population of one). A non-finite loss raises ``Diverged``.
 
     Only what early stopping needs is evaluated here: test the returned ``best_state`` (and the final state) once.
     ``on_progress(iteration)`` is called every ``PROGRESS_EVERY`` steps and after each evaluation (a progress
-    display; the loop checks one set per step either way, as it does for evaluations).
+    display).
     """
-    if iterations < 1 or eval_every < 1:
-        raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
-    start = time.perf_counter()
     x, y = train
     order = batch_indices(len(x), batch_size, generator, x.device)
-    best: tuple[float, float, int, dict] | None = None
-    curve = []
-    loss_sum, loss_count = torch.zeros((), device=x.device), 0
-    points = set(eval_points(iterations, eval_every))
-    stops = points | (set(range(PROGRESS_EVERY, iterations + 1, PROGRESS_EVERY)) if on_progress else set())
-    model.train()
-    for it in range(1, iterations + 1):
+
+    def step() -> torch.Tensor:
         idx = next(order)
-        loss_sum += train_step(model, optimizer, x.index_select(0, idx), y.index_select(0, idx))
-        loss_count += 1
-        if it in stops:
-            if it in points:
-                val_loss, val_acc = evaluate(model, *val)
-                point = {"iteration": it, "train_loss": float(loss_sum) / loss_count, "val_loss": val_loss,
-                         "val_acc": val_acc}
-                curve.append(point)
-                loss_sum, loss_count = torch.zeros((), device=x.device), 0
-                if best is None or val_loss < best[0]:
-                    best = (val_loss, val_acc, it, {k: v.detach().clone() for k, v in model.state_dict().items()})
-                if on_eval is not None:
-                    on_eval(point)
-            if on_progress is not None:
-                on_progress(it)
-    assert best is not None
-    return FitResult(best[2], best[0], best[1], best[3], curve, time.perf_counter() - start)
+        return train_step(model, optimizer, x.index_select(0, idx), y.index_select(0, idx)).reshape(1)
+
+    model.train()
+    trainee = Trainee(1, step, lambda: [evaluate(model, *val)],
+                      lambda k: {name: v.detach().clone() for name, v in model.state_dict().items()})
+    result, = train_loop(trainee, iterations, eval_every,
+                         None if on_eval is None else (lambda k, point: on_eval(point)), on_progress)
+    if isinstance(result, Diverged):
+        raise result
+    return result
