@@ -102,7 +102,8 @@ def report_command(args) -> int:
     matplotlib.use("Agg")  # a command writes files: no window
     from analysis.report import KINDS, write_report
 
-    result = write_report(_spec(args), None, args.out, parse_where(args.where), kinds=args.experiment or KINDS)
+    result = write_report(_spec(args), None, args.out, parse_where(args.where), kinds=args.experiment or KINDS,
+                          replicas=args.replicas)
     print(f"report written to {args.out}/report.md ({len(result['files'])} files)")
     for line in result["summary"]:
         print("  " + line)
@@ -127,6 +128,9 @@ def add_arguments(command: argparse.ArgumentParser, name: str) -> None:
         command.add_argument("--out", required=True, help="folder for tables and figures")
         command.add_argument("--experiment", action="append", choices=("lottery", "supermask"),
                              help="the runs to report on (repeatable; default both)")
+        command.add_argument("--replicas", choices=("first", "last", "mean"), default="first",
+                             help="two runs of one seed of one condition are one sample: use its first run "
+                                  "(default), its last, or their mean")
 
 
 def run(name: str, args) -> int:

@@ -9,8 +9,9 @@ MongoObserver, another client's update or delete, a run still RUNNING) is what c
 
 Columns: ``run_id``, ``status``, ``experiment``, every config value (short names from
 ``ticketlab.schema.CONFIG_COLUMNS`` such as ``criterion``, ``arch``, ``seed``; every other value under its dotted
-path, such as ``training.eval_every``), ``condition`` (``conditions.condition_hash(config, ignore_seed=True)``:
-equal for the seeds of one condition) and the record fields (``ticketlab.schema.ROUND_FIELDS`` or
+path, such as ``training.eval_every``), ``condition`` (``ticketlab.identity.condition_hash``: equal for the seeds of
+one condition), ``science`` (the science version that made the run, ``unknown`` before runs recorded it) and the
+record fields (``ticketlab.schema.ROUND_FIELDS`` or
 ``SUPERMASK_FIELDS``).
 
 When to use which: these frames for tables, statistics and figures over many runs; incense
@@ -28,8 +29,8 @@ import pandas as pd
 import pymongo
 import pymongo.errors
 
-from analysis.conditions import condition_hash
 from experiments import dbspec
+from ticketlab.identity import condition_hash, version_of
 from ticketlab.schema import CONFIG_COLUMNS, ROUND_FIELDS, SUPERMASK_FIELDS, column_of, flatten, path_of
 
 # frame columns that are run fields, not config: column -> run document field
@@ -169,7 +170,8 @@ def _run_columns(docs: list[dict]) -> dict[str, list]:
         "experiment": [(d.get("experiment") or {}).get("name") for d in docs]}
     for path in ordered:
         columns[column_of(path)] = [_cell(flat.get(path)) for flat in flats]
-    columns["condition"] = [condition_hash(flat, ignore_seed=True, flat=True) for flat in flats]
+    columns["condition"] = [condition_hash(flat) for flat in flats]
+    columns["science"] = [version_of(doc) for doc in docs]
     return columns
 
 
@@ -183,12 +185,13 @@ def load_runs(mongo: str | None = None, db_name: str | None = None, where: Mappi
     run with no finished round has no row. ``metrics=True`` (every metric) or a list of metric names also loads
     the learning curves of these runs: the result is then ``(runs, curves)`` (see ``load_curves``)."""
     docs = _find(mongo, db_name, "lottery", where,
-                 {"status": 1, "experiment.name": 1, "config": 1, "info.rounds": 1})
+                 {"status": 1, "experiment.name": 1, "config": 1, "info.rounds": 1, "info.science": 1})
     records = [((d.get("info") or {}).get("rounds") or []) for d in docs]
     counts = [len(r) for r in records]
     data = {column: np.repeat(_array(values), counts) for column, values in _run_columns(docs).items()}
     if not docs:
-        data = {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": []}
+        data = {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": [],
+                "science": []}
     for field, values in zip(ROUND_FIELDS, _record_columns([record for run in records for record in run])):
         data[field] = _array(values)
     runs = pd.DataFrame(data)
@@ -219,11 +222,11 @@ def load_run_list(mongo: str | None = None, db_name: str | None = None, where: M
     ``rounds_done`` and the last finished round's ``percent_remaining`` and ``test_acc`` (NaN before round 0)."""
     rounds = {f"info.rounds.{f}": 1 for f in ("round", "percent_remaining", "test_acc")}
     docs = _find(mongo, db_name, experiment, where, {"status": 1, "experiment.name": 1, "config": 1,
-                                                     "heartbeat": 1, "start_time": 1, **rounds})
+                                                     "heartbeat": 1, "start_time": 1, "info.science": 1, **rounds})
     if not docs:
         return pd.DataFrame({"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS},
-                             "condition": [], "heartbeat": [], "rounds_done": [], "percent_remaining": [],
-                             "test_acc": []})
+                             "condition": [], "science": [], "heartbeat": [], "rounds_done": [],
+                             "percent_remaining": [], "test_acc": []})
     data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()}
     data["heartbeat"] = [d.get("heartbeat") or d.get("start_time") for d in docs]
     if experiment == "lottery":
@@ -239,9 +242,11 @@ def load_supermask_runs(mongo: str | None = None, db_name: str | None = None,
     """One row per Supermask run: run and config columns, ``condition`` and ``SUPERMASK_FIELDS`` (None while the
     run has not finished)."""
     docs = _find(mongo, db_name, "supermask", where, {"status": 1, "experiment.name": 1, "config": 1,
+                                                      "info.science": 1,
                                                       **{f"info.{f}": 1 for f in SUPERMASK_FIELDS}})
     data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()} if docs else \
-        {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": []}
+        {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": [],
+         "science": []}
     for field in SUPERMASK_FIELDS:
         data[field] = _array([(d.get("info") or {}).get(field) for d in docs])
     return pd.DataFrame(data)

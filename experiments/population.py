@@ -41,7 +41,7 @@ from sacred.arg_parser import get_config_updates
 from sacred.utils import SacredError
 from tqdm import tqdm
 
-from analysis.conditions import condition_hash
+from ticketlab.identity import point_hash
 from experiments import lottery as lottery_exp
 from experiments import supermask as supermask_exp
 from experiments.base import ArtifactWriter, sigterm_interrupts
@@ -302,7 +302,7 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict], device
     from experiments.sweep import completed_hashes
 
     done = completed_hashes(*parse_db_spec(db_spec), args.experiment)
-    todo = [i for i, config in enumerate(configs) if condition_hash(config) not in done]
+    todo = [i for i, config in enumerate(configs) if point_hash(config) not in done]
     groups = [[todo[i] for i in members] for members in group([configs[i] for i in todo], size, args.experiment)]
     alone = sum(len(members) == 1 for members in groups)
     if devices:

@@ -56,7 +56,7 @@ from sacred.arg_parser import get_config_updates
 from sacred.initialize import create_run
 from tqdm import tqdm
 
-from analysis.conditions import condition_hash
+from ticketlab.identity import point_hash
 from experiments import claims
 from experiments import dbspec
 from experiments.executors import FAILED, HELD, LOST, Unit
@@ -87,7 +87,7 @@ def completed_hashes(url: str, db_name: str, experiment_name: str) -> set[str]:
     try:
         cursor = client[db_name]["runs"].find({"status": "COMPLETED", "experiment.name": experiment_name},
                                               {"config": 1})
-        return {condition_hash(doc["config"]) for doc in cursor}
+        return {point_hash(doc["config"]) for doc in cursor}
     finally:
         client.close()
 
@@ -113,9 +113,11 @@ def point_states(db, experiment: str, points: list[dict], stale_after: float) ->
     failed, dead, waiting), rounds done (with the running round's fraction of its steps) and the run holding it."""
     conditions = [p["condition"] for p in points]
     runs: dict[str, list[dict]] = {}
-    for run in db["runs"].find({"experiment.name": experiment, "info.condition_hash": {"$in": conditions}},
-                               {"status": 1, "heartbeat": 1, "info.rounds": 1, "info.condition_hash": 1}):
-        runs.setdefault(run["info"]["condition_hash"], []).append(run)
+    query = {"$or": [{"info.point": {"$in": conditions}}, {"info.condition_hash": {"$in": conditions}}]}
+    for run in db["runs"].find({"experiment.name": experiment, **query},
+                               {"status": 1, "heartbeat": 1, "info.rounds": 1, "info.point": 1,
+                                "info.condition_hash": 1}):
+        runs.setdefault(run["info"].get("point") or run["info"]["condition_hash"], []).append(run)
     held = claims.get(db, conditions)
     states = []
     for point in points:
@@ -418,7 +420,7 @@ def main(argv=None) -> int:
 
 
 def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[str], devices) -> int:
-    hashes = [condition_hash(c) for c in configs]
+    hashes = [point_hash(c) for c in configs]
     todo = [i for i, h in enumerate(hashes) if h not in done]
     where = {"local": f"{len(devices) if devices else args.workers} workers x {args.threads} thread(s)"
                       + (f" on {', '.join(sorted(set(devices)))}" if devices else ""),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from analysis.conditions import condition_hash
+from ticketlab.identity import point_hash
 from ticketlab.schema import EXECUTION_KEYS
 from experiments import datasets
 from experiments.errors import ConfigError
@@ -65,7 +65,7 @@ def test_device_is_execution_info_not_condition():
         assert all(type(v) in (str, int, bool, type(None)) for v in execution.values())  # plain values for MongoDB
         assert execution["device"] == ("cuda:0" if CUDA and requested == "auto" else "cpu")
         assert execution["threads"] == 1 and execution["device_name"]
-    assert runs[0].info["condition_hash"] == runs[1].info["condition_hash"] == condition_hash(runs[0].config)
+    assert runs[0].info["point"] == runs[1].info["point"] == point_hash(runs[0].config)
     if not CUDA:  # the same device: the same results
         strip = lambda run: [{k: v for k, v in r.items() if k != "train_seconds"} for r in run.info["rounds"]]  # noqa
         assert strip(runs[0]) == strip(runs[1])

@@ -70,7 +70,7 @@ def test_runs_pair_across_conditions_and_repeat_exactly(lottery_db):
     # the same config and seed again: bit-identical in every round
     for a, b in zip(large1["info"]["rounds"], repeat1["info"]["rounds"]):
         assert (a["final_hash"], a["mask_hash"], a["test_acc"]) == (b["final_hash"], b["mask_hash"], b["test_acc"])
-    assert large1["info"]["condition_hash"] == repeat1["info"]["condition_hash"] != large2["info"]["condition_hash"]
+    assert large1["info"]["point"] == repeat1["info"]["point"] != large2["info"]["point"]
 
 
 def test_incense_reads_metrics_and_artifacts(db_server, lottery_db):

@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from analysis.conditions import condition_hash
+from ticketlab.identity import point_hash
 from experiments import claims
 from tests.conftest import run_cli
 from tests.engines import SLURM_MISSING, DaskCluster, SlurmCluster
@@ -29,7 +29,7 @@ def sweep_args(db_server, db_name, tmp_path, criteria="large_final,random", seed
 def completed_once(db, points: int) -> list[dict]:
     """Every point has exactly one run and it is COMPLETED with all its rounds."""
     runs = list(db["runs"].find({}, {"config": 1, "status": 1, "info.rounds": 1}))
-    per_condition = Counter(condition_hash(r["config"]) for r in runs)
+    per_condition = Counter(point_hash(r["config"]) for r in runs)
     assert len(per_condition) == points and set(per_condition.values()) == {1}, per_condition
     assert all(r["status"] == "COMPLETED" and [x["round"] for x in r["info"]["rounds"]] == [0, 1] for r in runs)
     return runs
@@ -122,7 +122,7 @@ def wait_for_a_finished_round(db, process: subprocess.Popen, timeout: float = 24
     while time.monotonic() < deadline and process.poll() is None:
         for run in db["runs"].find({"status": "RUNNING"}, {"info": 1}):
             if len((run.get("info") or {}).get("rounds") or []) >= 1:  # stored on Sacred's 10 s heartbeat
-                claim = db["claims"].find_one({"_id": run["info"]["condition_hash"]})
+                claim = db["claims"].find_one({"_id": run["info"]["point"]})
                 if claim and claim.get("child_pid"):
                     return {**claim, "run_id": run["_id"]}
         time.sleep(0.3)
@@ -132,7 +132,7 @@ def wait_for_a_finished_round(db, process: subprocess.Popen, timeout: float = 24
 def resumed_once(db, killed: dict, points: int, rounds: int) -> None:
     """The killed run went on in the same document; every point COMPLETED once with every round once."""
     runs = list(db["runs"].find({}, {"config": 1, "status": 1, "info.rounds": 1}))
-    assert Counter(condition_hash(r["config"]) for r in runs) == Counter({c: 1 for c in {condition_hash(
+    assert Counter(point_hash(r["config"]) for r in runs) == Counter({c: 1 for c in {point_hash(
         r["config"]) for r in runs}}) and len(runs) == points, [(r["_id"], r["status"]) for r in runs]
     assert all(r["status"] == "COMPLETED" for r in runs)
     assert all([x["round"] for x in r["info"]["rounds"]] == list(range(rounds)) for r in runs)

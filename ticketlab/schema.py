@@ -6,8 +6,9 @@ Pure Python (no torch, no Sacred, no pymongo). Declared here, and nowhere else:
   run (the top of ``info``), and ``LOTTERY_INFO`` / ``SUPERMASK_INFO``: the other ``info`` keys a run writes;
 * ``CONFIG_COLUMNS``: the short frame column names of config paths (``criterion`` for ``criterion.name``); every
   other config value is a column under its dotted path (``training.eval_every``);
-* ``EXECUTION_KEYS`` and ``condition_config``: what a *condition* is (the config minus the seed minus the keys that
-  say how a run executes, not what it computes);
+* ``EXECUTION_KEYS`` and ``LATER_KEYS``: the config keys that say how a run executes, not what it computes, and the
+  keys added after runs were stored (``ticketlab.identity`` derives a run's condition, point and science version
+  from them);
 * ``SWEEP_AXES``: the sweep's shorthand grid flags; ``STUDIES``: the comparisons of the report (``Study``).
 
 Adding a record field or a config key that analysis should see is one edit here (a new config key needs none: it
@@ -96,8 +97,13 @@ ROUND_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)]
 SUPERMASK_FIELDS = [f.name for f in dataclasses.fields(SupermaskRecord)]
 
 # the other keys of a run's ``info`` (besides ``metrics``, which Sacred's Mongo observer adds); ``execution``: where it ran
-LOTTERY_INFO = ("condition_hash", "data_source", "init_hash", "layer_rates", "schedule", "rounds", "execution")
-SUPERMASK_INFO = ("condition_hash", "data_source", "execution", *SUPERMASK_FIELDS)
+# ``condition``/``point``/``science``: the result's identity (``ticketlab.identity``; runs before it stored the point
+# hash as ``condition_hash``); ``segments``: one entry per start of the run (a resumed run has several)
+IDENTITY_INFO = ("condition", "point", "science", "segments")
+LOTTERY_INFO = (*IDENTITY_INFO, "data_source", "init_hash", "layer_rates", "schedule", "rounds", "execution")
+# ``start_mask`` (supermask.start=run): the lottery run's id, condition, point, science version, the round and the
+# mask's hash: what the start mask is, beyond a run id that only this database knows
+SUPERMASK_INFO = (*IDENTITY_INFO, "data_source", "execution", "start_mask", *SUPERMASK_FIELDS)
 
 # ------------------------------------------------------------------------------------------------ config
 
@@ -136,13 +142,6 @@ def flatten(config, prefix: str = "") -> dict:
         else:
             flat[path] = value
     return flat
-
-
-def condition_config(config, ignore_seed: bool = True) -> dict:
-    """The flat config that makes a condition: every config path but the execution keys (and the seed)."""
-    skip = EXECUTION_KEYS | ({SEED_KEY} if ignore_seed else set())
-    return {k: v for k, v in flatten(config).items()
-            if k not in skip and not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def column_of(path: str) -> str:
