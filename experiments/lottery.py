@@ -39,10 +39,9 @@ from __future__ import annotations
 
 import datetime
 
-from analysis.conditions import condition_hash
 from experiments import resume
-from experiments.errors import ConfigError
-from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, store_now
+from experiments.errors import ConfigError, RunFailed, run_name
+from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, identity_info, store_now
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
@@ -52,7 +51,7 @@ from experiments.ingredients.treatment import treatment_ingredient
 from experiments.progress import Progress
 from masking import hashing, lottery, models
 from masking.pruning import Mask
-from masking.training import TrainingConfig, eval_points
+from masking.training import Diverged, TrainingConfig, eval_points
 from ticketlab import schema
 
 ex = TicketlabExperiment("lottery", ingredients=[
@@ -207,7 +206,7 @@ def lottery_spec(seed, arch, criterion, treatment, pruning: dict) -> lottery.Lot
 def begin_record(_run, setup: lottery.Setup, data_source: str, _config, artifacts: ArtifactWriter | None,
                  execution: dict, stored: resume.Resumed | None = None) -> None:
     """What a run records before its first round (a run of a population too: ``experiments.population``)."""
-    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data_source,
+    _run.info.update({**identity_info(_run, _config, execution, data_source), "data_source": data_source,
                       "init_hash": setup.init_hash, "layer_rates": setup.rates, "schedule": setup.schedule,
                       "rounds": _run.info.get("rounds", []) if stored else [], "execution": execution})
     if artifacts and not (stored and "init.pt" in stored.artifact_names):
@@ -236,6 +235,8 @@ def main(save_artifacts, _run, _config):
             record_round(_run, result, iterations, artifacts, spec.sources)
             progress.close()
             print(round_line(result.record, iterations))
+    except Diverged as error:  # as a population member fails: FAILED, one line
+        raise RunFailed(f"{run_name(_run)} FAILED in round {len(_run.info['rounds'])}: {error}") from None
     finally:
         progress.close()
         if artifacts:

@@ -16,7 +16,6 @@ Stop the database with ``python -m experiments.localdb stop``; its data survive 
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
