@@ -1,20 +1,22 @@
-"""Omniboard on a run database, with ticketlab's columns already there.
+"""Omniboard on a run database, with ticketlab's tags and columns already there.
 
     python -m experiments.omniboard -m 127.0.0.1:27017:lottery [--port 9000]
     python -m experiments.omniboard --mu "mongodb://user:pw@host:27017/lottery?authSource=admin"
 
-Omniboard shows a run's config one level deep. ticketlab's observer tags every run with its criterion, mask-1 and
-mask-0 actions, arch, data set and ``seed=N`` (``schema.TAG_PATHS``; Omniboard's Tags column, near the left of the
-run list). This command gives older runs the same tags (keeping tags added by hand), makes the rows tall enough for
-the Tags cell to show all six (``schema.ROW_HEIGHT``: Omniboard's ``row_height`` setting, when still at its
-default) and writes (idempotently) into Omniboard's own settings collections:
+Omniboard shows a run's config one level deep. ticketlab's observer tags every run with what tells it apart
+(``schema.TAG_GROUPS``: a lottery run's criterion, mask-1/mask-0, data set and arch/seed; a Supermask's variant,
+start, data set and arch/seed; Omniboard's Tags column, near the left of the run list). This command gives older
+runs the same tags (keeping tags added by hand), makes the rows tall enough for the Tags cell to show four
+(``schema.ROW_HEIGHT``: Omniboard's ``row_height`` setting, when still at its default) and writes (idempotently)
+into Omniboard's own settings collections:
 
-* ``omniboard.custom.columns`` (``schema.CUSTOM_COLUMNS``): Criterion, Mask-1, Mask-0, Arch, Data, Rounds and
-  Iterations, read at ``config.criterion.name``, ``config.treatment.mask1``, ... (Omniboard needs the ``config.``
-  prefix; columns an older ticketlab wrote without it are repaired);
+* ``omniboard.custom.columns`` (``schema.CUSTOM_COLUMNS``): Criterion, Mask-1, Mask-0 (lottery), Start and Density
+  (Supermask), Arch, Data, Rounds and Iterations, read at ``config.criterion.name``, ...,
+  ``info.expected_density`` (Omniboard needs the ``config.`` or ``info.`` prefix; columns an older ticketlab wrote
+  without it are repaired);
 * ``omniboard.metric.columns`` (``schema.METRIC_COLUMNS``): the best test accuracy over rounds (``round.test_acc``,
   max) and the best untrained Supermask accuracy (``round.untrained_test_acc``, max). The run's Result column is
-  the last round's test accuracy (the lottery experiment returns it).
+  the last round's test accuracy of a lottery run, the test accuracy (mean over mask samples) of a Supermask.
 
 Omniboard places new columns after the run fields and the config; it keeps the order a user gives the columns (drag
 a header) in the browser's local storage, so the server cannot bring them forward (the README says how, once).
@@ -69,13 +71,14 @@ def ensure_row_height(database) -> None:
 
 def ensure_tags(database) -> int:
     """Give every run ticketlab's Omniboard tags as the observer does (runs written by another observer have none,
-    runs of older versions one tag per value), keeping the tags a user added in Omniboard; returns how many runs
-    changed."""
+    runs of older versions one tag per value, Supermask runs of older versions lottery's groups), keeping the tags
+    a user added in Omniboard; returns how many runs changed."""
     changed = 0
-    for run in database["runs"].find({}, {"config": 1, "omniboard.tags": 1}):
-        config = run.get("config", {})
-        ours = ResilientMongoObserver.tags(config)
-        stale = set(ours).union(*ResilientMongoObserver.tag_values(config))
+    for run in database["runs"].find({}, {"config": 1, "experiment.name": 1, "omniboard.tags": 1}):
+        config, experiment = run.get("config", {}), (run.get("experiment") or {}).get("name")
+        ours = ResilientMongoObserver.tags(config, experiment)
+        former = ResilientMongoObserver.tag_values(config)  # older versions gave every run lottery's groups
+        stale = set(ours) | set(ResilientMongoObserver.tags(config)) | {text for group in former for text, _ in group}
         old = (run.get("omniboard") or {}).get("tags") or []
         tags = ours + [t for t in old if t not in stale]
         if tags != old:
