@@ -2,7 +2,9 @@
 by Debian's headless Chromium through chromedriver at 1600 x 900, as a user sees it: the link the command prints
 opens the run list; the first screen's Tags cells show every tag of each run in full, and no two runs' tags are
 the same; after the README's one-time column reordering the Criterion, Mask-1, Mask-0, Start, accuracy, Density
-and Result cells hold the runs' values. Screenshots go to build/screenshots/."""
+and Result cells hold the runs' values. A database with authentication is reached with its password given as
+``-m URI``, ``--mu URI`` or ``$TICKETLAB_MONGO_URI``, and the password is in no process's command line or
+environment. Screenshots go to build/screenshots/."""
 
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
+import pymongo
+import pymongo.errors
 import pytest
 
-from experiments import omniboard
-from experiments.localdb import free_port
+from experiments import dbspec, omniboard
+from experiments.localdb import DatabaseServer, free_port, server_executable
 from experiments.observers import ResilientMongoObserver
 from tests.conftest import run_cli
 from ticketlab import schema
@@ -298,3 +303,89 @@ def test_run_list_in_headless_chromium(board):
         driver.quit()
     assert (SCREENSHOTS / "omniboard_first_screen.png").stat().st_size > 20_000
 
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory):
+    """A SecantusDB server that requires authentication (SCRAM-SHA-256), with one user; yields (address, user,
+    password): a user is created on the server started without authentication, which is then restarted with
+    ``--auth``."""
+    storage = tmp_path_factory.mktemp("secantus_auth") / "data"
+    user, password = "lab", f"pw-{uuid.uuid4().hex}"  # a string found nowhere else on this machine
+    plain = DatabaseServer(storage).start()
+    with plain.client() as client:
+        client.admin.command("createUser", user, pwd=password, roles=[{"role": "root", "db": "admin"}])
+    plain.stop()
+    with open(storage.with_suffix(".log"), "ab") as log:
+        process = subprocess.Popen([server_executable(), "--host", "127.0.0.1", "--port", str(plain.port),
+                                    "--storage-path", str(storage), "--log-level", "WARNING", "--auth"],
+                                   stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    uri = f"mongodb://{user}:{password}@{plain.address}/admin"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with pymongo.MongoClient(uri, serverSelectionTimeoutMS=500) as client:
+                    client.admin.command("ping")
+                break
+            except pymongo.errors.PyMongoError:
+                assert time.monotonic() < deadline and process.poll() is None, "secantusd-py --auth did not start"
+                time.sleep(0.2)
+        yield plain.address, user, password
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def processes_showing(secret: str) -> list[str]:
+    """Every process of this machine whose command line or environment (``/proc/PID/cmdline``, ``environ``: what
+    ``ps`` and the same user can read) holds ``secret``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        for name in ("cmdline", "environ") if proc.name.isdigit() else ():
+            try:
+                if secret.encode() in (proc / name).read_bytes():
+                    found.append(f"{proc.name}/{name}")
+            except OSError:  # gone meanwhile, or another user's
+                pass
+    return found
+
+
+@pytest.mark.parametrize("form", ["-m URI", "TICKETLAB_MONGO_URI", "--mu URI"])
+def test_password_reaches_omniboard_through_no_command_line(auth_server, tmp_path, form):
+    """Omniboard on a database that requires a password, named the way every ticketlab command names one (and by
+    the deprecated ``--mu``): it serves that database's runs, while the password is in no process's command line
+    or environment, Omniboard's own included."""
+    address, user, password = auth_server
+    uri = f"mongodb://{user}:{password}@{address}/authdb?authSource=admin"
+    with pymongo.MongoClient(uri) as client:
+        client["authdb"]["runs"].delete_many({})
+        client["authdb"]["runs"].insert_many([{"_id": i, "config": {"seed": i}, "status": "COMPLETED"}
+                                              for i in (1, 2, 3)])
+    with pytest.raises(pymongo.errors.OperationFailure):  # the server does refuse a client without the password
+        with pymongo.MongoClient(f"mongodb://{address}", serverSelectionTimeoutMS=2000) as client:
+            client["authdb"]["runs"].count_documents({})
+    env = {name: value for name, value in os.environ.items() if name != dbspec.URI_VARIABLE}
+    args = {"-m URI": ["-m", uri], "--mu URI": ["--mu", uri], "TICKETLAB_MONGO_URI": []}[form]
+    if form == "TICKETLAB_MONGO_URI":
+        env[dbspec.URI_VARIABLE] = uri
+    process, link = start_omniboard(args, tmp_path / "omniboard.log", env=env)
+    try:
+        assert json.loads(get(f"{link}/api/v1/Runs/count?query=%7B%7D")[1]) == {"count": 3}
+        assert [d["name"] for d in json.loads(get(f"{link.rsplit('/', 1)[0]}/api/v1/databases")[1])] == ["authdb"]
+        # the process started is Omniboard (the command became it), and it shows the password nowhere
+        command = (Path("/proc") / str(process.pid) / "cmdline").read_bytes().split(b"\0")
+        assert command[0].endswith(b"node") and command[-2].endswith(b"omniboard/dist/start.js"), command
+        assert processes_showing(password) == []
+        printed = (tmp_path / "omniboard.log").read_text()
+        assert password not in printed and f"mongodb://{user}:***@{address}" in printed
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_wrong_password_stops_in_one_line(auth_server):
+    address, user, password = auth_server
+    wrong = run_cli("experiments.omniboard", "-m", f"mongodb://{user}:wrong-pw@{address}/authdb?authSource=admin",
+                    "--port", str(free_port()), timeout=60)
+    assert wrong.returncode == 2 and wrong.stdout == "" and "wrong-pw" not in wrong.stderr
+    assert wrong.stderr.count("\n") == 1 and "authentication failed" in wrong.stderr.lower(), wrong.stderr
