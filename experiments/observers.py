@@ -103,9 +103,9 @@ class ResilientMongoObserver(MongoObserver):
         return _id
 
     @staticmethod
-    def tag_values(config: dict, experiment: str | None = "lottery") -> list[list[tuple[str, str]]]:
+    def tag_values(config: dict, experiment: str | None = "lottery") -> list[list[tuple[str, str | None]]]:
         """Per group of the experiment's ``schema.TAG_GROUPS`` (other experiments: lottery's), the run's values as
-        (text, short text)."""
+        (text, short text or None)."""
         flat, groups = schema.flatten(config), []
         for group in schema.TAG_GROUPS.get(experiment, schema.TAG_GROUPS["lottery"]):
             values = []
@@ -114,22 +114,25 @@ class ResilientMongoObserver(MongoObserver):
                     continue
                 value = flat.get(tag.path) if tag.path else ""
                 if value is not None and value is not False and not isinstance(value, (dict, list)):
-                    values.append((tag.text.format(value), (tag.short or tag.text).format(value)))
+                    values.append((tag.text.format(value), None if tag.short is None else tag.short.format(value)))
             groups.append(values)
         return groups
 
     @classmethod
     def tags(cls, config: dict, experiment: str | None = "lottery") -> list[str]:
-        """A run's Omniboard tags: per group of ``schema.TAG_GROUPS``, its values joined by "/"; when that is longer
-        than ``schema.TAG_MAX_CHARS`` (longer tags are cut in Omniboard's Tags cell), its values' short forms joined
-        where the group has short forms, else one tag per value."""
+        """A run's Omniboard tags: per group of ``schema.TAG_GROUPS``, its values joined by "/"; a group longer than
+        ``schema.TAG_MAX_CHARS`` (longer tags are cut in Omniboard's Tags cell) takes its values' short forms one
+        after the other until it fits, or becomes one tag per value when it has none."""
         tags = []
         for values in cls.tag_values(config, experiment):
-            joined, short = "/".join(text for text, _ in values), "/".join(text for _, text in values)
-            if len(joined) <= schema.TAG_MAX_CHARS:
-                tags.append(joined)
-            else:
-                tags += [short] if short != joined else [text for text, _ in values]
+            texts = [text for text, _ in values]
+            shortened = [index for index, (_, short) in enumerate(values) if short is not None]
+            for index in shortened:
+                if len("/".join(filter(None, texts))) <= schema.TAG_MAX_CHARS:
+                    break
+                texts[index] = values[index][1]
+            joined = "/".join(filter(None, texts))
+            tags += texts if len(joined) > schema.TAG_MAX_CHARS and not shortened else [joined]
         return [tag for tag in tags if tag]
 
     def heartbeat_event(self, info, captured_out, beat_time, result):

@@ -1,5 +1,5 @@
 """Omniboard (the pinned npm package) serving a database written by real fast runs (lottery and Supermask), driven
-by Debian's headless Chromium through chromedriver at 1600 x 900, as a user sees it: the link the command prints
+by Debian's headless Chromium through chromedriver at 1600 x 1200, as a user sees it: the link the command prints
 opens the run list; the first screen's Tags cells show every tag of each run in full, and no two runs' tags are
 the same; after the README's one-time column reordering the Criterion, Mask-1, Mask-0, Start, accuracy, Density
 and Result cells hold the runs' values. A database with authentication is reached with its password given as
@@ -47,6 +47,8 @@ SUPERMASK = {  # run id: (config updates, the tags a user sees, the Start column
     5: (["supermask.start=run", "supermask.start_run=1", "supermask.start_round=1", "supermask.signed_constant=True",
          "supermask.rescale=True"], ["supermask/SC/rescale", "from run 1/round 1", "synthetic", "lenet300_100/seed=1"],
         "run"),
+    6: (["supermask.start=criterion", "supermask.start_criterion=large_init_large_final"],  # the longest name
+        ["supermask", "large_init_large_final", "synthetic", "lenet300_100/seed=1"], "criterion"),
 }
 RUNS = set(LOTTERY) | set(SUPERMASK)
 
@@ -159,10 +161,14 @@ def test_older_runs_are_retagged_and_empty_columns_repaired(db_server, db_name):
     long = ResilientMongoObserver.tags(dict(config, treatment={"mask1": "signed_reshuffle",
                                                                "mask0": "zero_if_toward_zero"}))
     assert long[1:3] == ["signed_reshuffle", "zero_if_toward_zero"]  # a pair too long for one tag: two tags
-    # a Supermask's start too long for one tag drops its "from" and stays one tag: four tags, whatever the start
-    starts = {"start": "criterion", "start_criterion": "magnitude_increase", "start_percent": 30.0}
+    # a Supermask's start too long for one tag drops its "from", then its percent: four tags, whatever the start
+    starts = {"start": "criterion", "start_criterion": "large_final", "start_percent": 12.5}
     assert ResilientMongoObserver.tags(dict(supermask, supermask=starts), "supermask")[:2] == \
-           ["supermask", "magnitude_increase/30%"]
+           ["supermask", "large_final/12.5%"]
+    for criterion in ("magnitude_increase", "large_init_large_final"):  # the browser shows the longest in full
+        starts = {"start": "criterion", "start_criterion": criterion, "start_percent": 30.0}
+        assert ResilientMongoObserver.tags(dict(supermask, supermask=starts), "supermask")[:2] == \
+               ["supermask", criterion]
     starts = {"start": "run", "start_run": 12345, "start_round": 3, "signed_constant": True, "rescale": True}
     assert ResilientMongoObserver.tags(dict(supermask, supermask=starts), "supermask") == \
            ["supermask/SC/rescale", "run 12345/round 3", "cifar10", "conv6/seed=5"]
@@ -218,7 +224,7 @@ def test_run_list_in_headless_chromium(board):
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1600,900"):
+                 "--disable-sync", "--window-size=1600,1200"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -294,7 +300,7 @@ def test_run_list_in_headless_chromium(board):
         # Arch, Data, Rounds and Iterations follow, off the first screen: scroll them into view by widening (and
         # heightening: every row in view)
         driver.execute_script("arguments[0].click()", expander)  # folded again
-        driver.set_window_size(6000, 1400)
+        driver.set_window_size(6000, 1600)
         rows = table({"Arch", "Data", "Rounds", "Iterations"}, {"Arch", "Data", "Iterations"})
         for run_id, row in rows.items():
             assert (row["Arch"]["text"], row["Data"]["text"], row["Rounds"]["text"], row["Iterations"]["text"]) \

@@ -207,20 +207,22 @@ STUDIES = {study.name: study for study in (
 # two lines. So a run carries four tags of at most 20 characters, and ticketlab's rows show four lines
 # (``ROW_HEIGHT``, Omniboard's ``row_height`` setting). A run's tags are its experiment's ``TAG_GROUPS`` (other
 # experiments: lottery's): per group, the run's values (``Tag``) joined by "/"; a group longer than TAG_MAX_CHARS
-# is written with its values' ``short`` forms where it has them, else as one tag per value. Measured in headless
-# Chromium (tests/test_omniboard.py): a chip shows up to about 119 px of text (10.2 px Helvetica/Arial; e.g.
-# ``lenet300_100/seed=1`` takes 98 px, ``from large_final/30%`` 93 px, ``large_init_large_final`` 94 px).
+# takes its values' ``short`` forms one after the other until it fits, where it has them, else becomes one tag per
+# value. Measured in headless Chromium (tests/test_omniboard.py): a chip shows up to about 119 px of text (10.2 px
+# Helvetica/Arial): ``lenet300_100/seed=1`` takes 98 px, ``large_init_large_final`` 94 px, but
+# ``magnitude_increase/30%`` is cut.
 #   lottery:   ``large_final``, ``original/zero``, ``fashion_mnist``, ``lenet300_100/seed=1``
 #   supermask: ``supermask`` (``supermask/SC/rescale`` with signed-constant weights and dynamic rescaling), its
-#              start (``scratch``, ``from large_final/30%``, ``from run 12/round 3``; over 20 characters without
-#              "from": ``magnitude_increase/30%``), ``fashion_mnist``, ``lenet300_100/seed=1``
+#              start (``scratch``, ``from large_final/30%``, ``from run 12/round 3``; past 20 characters without
+#              "from": ``large_final/12.5%``, then without the percent or round: ``magnitude_increase``),
+#              ``fashion_mnist``, ``lenet300_100/seed=1``
 
 
 @dataclasses.dataclass(frozen=True)
 class Tag:
     """One value of a tag group: ``text`` with ``{}`` filled by the run's config value at ``path`` (no path: the
     text as it is). Left out where that value is missing, None or False, or where the config value at ``when[0]``
-    is not ``when[1]``. ``short``: the text when the group's tag would be longer than TAG_MAX_CHARS."""
+    is not ``when[1]``. ``short``: its text in a group too long for one tag ("": left out there)."""
 
     path: str | None = None
     text: str = "{}"
@@ -235,9 +237,9 @@ TAG_GROUPS = {
     "supermask": ((Tag(text="supermask"), Tag("supermask.signed_constant", "SC"), Tag("supermask.rescale", "rescale")),
                   (Tag(text="scratch", when=(_START, "scratch")),
                    Tag("supermask.start_criterion", "from {}", (_START, "criterion"), short="{}"),
-                   Tag("supermask.start_percent", "{:g}%", (_START, "criterion")),
+                   Tag("supermask.start_percent", "{:g}%", (_START, "criterion"), short=""),
                    Tag("supermask.start_run", "from run {}", (_START, "run"), short="run {}"),
-                   Tag("supermask.start_round", "round {}", (_START, "run"))),
+                   Tag("supermask.start_round", "round {}", (_START, "run"), short="")),
                   _DATA, _ARCH_SEED),
 }
 TAG_MAX_CHARS = 20
