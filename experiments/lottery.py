@@ -223,6 +223,7 @@ def main(save_artifacts, _run, _config):
     start = continue_from(stored, setup, _run) if stored else None
     artifacts = ArtifactWriter(_run) if save_artifacts else None
     begin_record(_run, setup, data.source, _config, artifacts, execution, stored)
+    store_now(_run)  # its identity and execution in the database from the start (the sweep shows which run)
     iterations = spec.training.iterations
     if stored:
         print(f"resuming run {stored.run_id} " + (f"after round {start.round} (rounds 0-{start.round} kept)"

@@ -183,10 +183,10 @@ def q9_report(db, s: Settings, out: Path) -> list[str]:
             lines.append(f"## {criterion}\n\n(no completed runs yet)\n")
             continue
         table = _table(df, "label", "init_final", "test_acc")
-        paths = figures.study_figure(df, "label", "init_final", "test_acc",
-                                     f"Q9: mask source of {criterion}, test accuracy at early stopping\n"
-                                     f"{s.iterations:,} iterations per round, {s.rounds} rounds",
-                                     "test accuracy", out, f"q9_{criterion}", table)
+        paths = figures.save(figures.study_figure(df, "label", "init_final", "test_acc",
+                                                  f"Q9: mask source of {criterion}, test accuracy at early stopping\n"
+                                                  f"{s.iterations:,} iterations per round, {s.rounds} rounds",
+                                                  "test accuracy", table), out, f"q9_{criterion}")
         lines += [f"## {criterion}\n", f"![{criterion}]({paths[0].name})\n",
                   f"*{s.caption('lottery')}.*\n".replace(";\n", "; "), _tests_md(table)]
         (out / f"q9_{criterion}.csv").write_text(df.to_csv(index=False))
@@ -274,9 +274,9 @@ def scaling_report(db, s: Settings, out: Path) -> list[str]:
         return lines + ["(no completed runs yet)\n"]
     for metric, title in (("untrained_test_acc", "untrained test accuracy"), ("test_acc", "test accuracy")):
         table = _table(df, "label", "unit", metric)
-        paths = figures.study_figure(df, "label", "unit", metric, f"Input scaling: {title} of large_final_same_sign "
-                                     f"masks\n{s.iterations:,} iterations per round, {s.rounds} rounds", title, out,
-                                     f"scaling_{metric}", table)
+        paths = figures.save(figures.study_figure(df, "label", "unit", metric, f"Input scaling: {title} of "
+                                                  f"large_final_same_sign masks\n{s.iterations:,} iterations per "
+                                                  f"round, {s.rounds} rounds", title, table), out, f"scaling_{metric}")
         lines += [f"## {title}\n", f"![{metric}]({paths[0].name})\n",
                   f"*{s.caption('lottery')}.*\n".replace(";\n", "; "), _tests_md(table)]
     (out / "scaling_runs.csv").write_text(df.to_csv(index=False))
