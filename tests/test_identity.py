@@ -125,7 +125,7 @@ def test_replicas_are_not_samples_and_an_extra_seed_does_not_unpair(singles, db_
     said = reports[db_name][1]
     assert "3 replica run(s) of 3 point(s) seen" in said and "each point counts once: its first run" in said
     assert "seed 67238345 (run" in said and "no random run of that seed" in said
-    assert "replica" not in reports[source][1]
+    assert "replica run(s)" not in reports[source][1]
 
 
 # ------------------------------------------------------------------------------------------ every path records alike
