@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from masking.evaluation import evaluate
 from masking.layers import guard_optimizer, masked_layers
 from masking.registry import Registry
+from masking.rng import randperm
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 OPTIMIZERS.add("adam", lambda params, lr, **kw: torch.optim.Adam(params, lr=lr, fused=True, **kw))
@@ -180,7 +181,7 @@ def batch_indices(num_examples: int, batch_size: int, generator: torch.Generator
     if not 0 < batch_size <= num_examples:
         raise ValueError(f"batch size must be in [1, {num_examples}], got {batch_size}")
     while True:
-        perm = torch.randperm(num_examples, generator=generator).to(device)
+        perm = randperm(num_examples, generator, device)
         for start in range(0, num_examples - batch_size + 1, batch_size):
             yield perm[start:start + batch_size]
 
