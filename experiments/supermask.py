@@ -25,10 +25,6 @@ terminal, a status line shows step, ms/step and ETA (not stored). The procedure 
 
 from __future__ import annotations
 
-import io
-
-import torch
-
 from analysis.conditions import condition_hash
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
 from experiments.ingredients import arch as arch_ing
@@ -37,6 +33,7 @@ from experiments.ingredients import training as training_ing
 from experiments.errors import ConfigError
 from experiments.ingredients.supermask import supermask_ingredient
 from experiments.progress import Progress
+from experiments.resume import load_tensors
 from masking import models, rng, start_mask, supermask_training
 
 ex = TicketlabExperiment("supermask", ingredients=[
@@ -86,13 +83,14 @@ def lottery_mask(run, run_id: int, round_: int) -> dict:
         raise ConfigError(f"supermask.start_run={run_id} supermask.start_round={round_}: no artifact {name} in "
                           f"that run of the run database (a lottery run saved with save_artifacts=True?)")
     with observers[0].fs.get(found[0]["file_id"]) as f:
-        return torch.load(io.BytesIO(f.read()), map_location="cpu")["mask"]
+        return load_tensors(f.read())["mask"]
 
 
 @supermask_ingredient.capture
 def start_mask_of(run, seed, data, start, start_run, start_round, start_criterion, start_percent,
-                  start_iterations, training, arch_name) -> dict | None:
-    """The mask the scores start from (``supermask.start``; None from scratch)."""
+                  start_iterations, training, arch_name, device="cpu") -> dict | None:
+    """The mask the scores start from (``supermask.start``; None from scratch); ``criterion`` trains its dense net
+    on ``device``, the run's."""
     if start == "scratch":
         return None
     if start == "run":
@@ -100,7 +98,7 @@ def start_mask_of(run, seed, data, start, start_run, start_round, start_criterio
     else:
         init, final, names = start_mask.dense_trajectory(
             arch_name, seed, data, start_iterations or training["iterations"], models.spec(arch_name).lr,
-            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"))
+            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"), device=device)
         mask = start_mask.one_shot_mask(start_criterion, init, final, sorted(names), start_percent,
                                         rng.stream(seed, "start mask"))
     return mask
@@ -137,7 +135,8 @@ def record_result(_run, result: supermask_training.SupermaskResult, data_source:
 def main(seed, arch, save_artifacts, _run, _config):
     device, execution = training_ing.execution_settings()
     data = data_ing.load()
-    spec = supermask_spec(start=start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"]))
+    spec = supermask_spec(start=start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"],
+                                              device=device))
     progress = Progress(spec.training.iterations, label="")
     try:
         result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point), device=device,
