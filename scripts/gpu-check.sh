@@ -14,9 +14,9 @@
 #   bench-conv6  bench/population.py: Conv6 alone and in populations of 8, 27 and 55
 #
 # Each step runs under its own timeout, all of them within GPU_CHECK_BUDGET seconds (default 480: under 9 minutes
-# in the worst case); a summary table comes last. The whole log goes to $OUT/gpu-check.log (OUT: default ./gpu-check-out),
-# working files (run database, pytest's) to a folder in /tmp. Nothing is installed outside GPU_CHECK_SITE (default
-# /tmp/site): the machine's own Python environment is used as it is, never changed.
+# in the worst case); a summary table comes last. The whole log goes to $OUT/gpu-check.log (OUT: default
+# ./gpu-check-out), working files (run database, pytest's) to a folder in /tmp, removed at the end. Nothing is
+# installed outside GPU_CHECK_SITE (default /tmp/site): the machine's own Python environment is used as it is.
 #
 # Environment: PYTHON (default python3), GPU_CHECK_DEVICE (cuda; cpu: a dry run of every step on the CPU at tiny
 # sizes, to check the plumbing where there is no GPU), OUT, GPU_CHECK_SITE, GPU_CHECK_BUDGET.

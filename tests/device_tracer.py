@@ -62,9 +62,9 @@ REPO = Path(__file__).resolve().parent.parent
 # ops whose output size depends on the data: the host waits for the device to learn it
 DATA_DEPENDENT = {aten.nonzero, aten.masked_select, aten.unique_consecutive, aten.unique_dim, aten._unique,
                   aten._unique2, aten.bincount}
-SCALAR = {aten._local_scalar_dense, aten.equal}
+SCALAR = {aten._local_scalar_dense, aten.equal}  # a Python value of device data: item(), float(t), bool(t), ...
 DEVICE_GETTER, IS_CUDA_GETTER, IS_CPU_GETTER = (torch.Tensor.device.__get__, torch.Tensor.is_cuda.__get__,
-                                                torch.Tensor.is_cpu.__get__)  # a Python value of device data: item(), float(t), bool(t), ...
+                                                torch.Tensor.is_cpu.__get__)
 
 
 @dataclasses.dataclass(frozen=True)
