@@ -136,6 +136,12 @@ def prepare(experiment_name: str, doc: Mapping, config_updates: Mapping | None,
     return _merge(config, config_updates or {}), copy.deepcopy(doc.get("info", {}))
 
 
+def load_tensors(data: bytes):
+    """What ``torch.save`` wrote into an artifact, as CPU tensors whatever device saved them (a run trained on a
+    GPU is resumed, or its masks read, on any machine)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 class Resumed:
     """The stored state of the run a resumed run continues, and the edits that drop an unfinished round."""
 
@@ -154,8 +160,7 @@ class Resumed:
     def load_artifact(self, name: str):
         """The tensors saved (``torch.save``) as artifact ``name``."""
         entry = next(a for a in self.observer.run_entry["artifacts"] if a["name"] == name)
-        data = self.observer.fs.get(entry["file_id"]).read()
-        return torch.load(io.BytesIO(data), weights_only=True)
+        return load_tensors(self.observer.fs.get(entry["file_id"]).read())
 
     def keep_artifacts(self, names: Iterable[str]) -> None:
         """Drop every artifact not in ``names`` (from the run document and from GridFS)."""

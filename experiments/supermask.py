@@ -25,10 +25,6 @@ terminal, a status line shows step, ms/step and ETA (not stored). The procedure 
 
 from __future__ import annotations
 
-import io
-
-import torch
-
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, identity_info
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
@@ -36,9 +32,10 @@ from experiments.ingredients import training as training_ing
 from experiments.errors import ConfigError, RunFailed, run_name
 from experiments.ingredients.supermask import supermask_ingredient
 from experiments.progress import Progress
+from experiments.resume import load_tensors
 from masking import hashing, models, rng, start_mask, supermask_training
-from ticketlab import identity
 from masking.training import Diverged
+from ticketlab import identity
 
 ex = TicketlabExperiment("supermask", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, supermask_ingredient, training_ing.training_ingredient,
@@ -121,7 +118,7 @@ def lottery_mask(run, config: dict) -> tuple[dict, dict]:
     round_ = config["supermask"]["start_round"]
     found = next(a for a in doc["artifacts"] if a["name"] == f"round_{round_:02d}.pt")
     with observers[0].fs.get(found["file_id"]) as f:
-        mask = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)["mask"]
+        mask = load_tensors(f.read())["mask"]
     record = next(r for r in doc["info"]["rounds"] if r["round"] == round_)
     return mask, {"run": doc["_id"], "condition": identity.condition_hash(doc["config"]),
                   "point": identity.point_hash(doc["config"]), "science": identity.version_of(doc),
@@ -131,8 +128,9 @@ def lottery_mask(run, config: dict) -> tuple[dict, dict]:
 
 @supermask_ingredient.capture
 def start_mask_of(run, seed, data, start, start_run, start_round, start_criterion, start_percent,
-                  start_iterations, training, arch_name) -> dict | None:
-    """The mask the scores start from (``supermask.start``; None from scratch)."""
+                  start_iterations, training, arch_name, device="cpu") -> dict | None:
+    """The mask the scores start from (``supermask.start``; None from scratch); ``criterion`` trains its dense net
+    on ``device``, the run's."""
     if start == "scratch":
         return None
     if start == "run":
@@ -140,7 +138,7 @@ def start_mask_of(run, seed, data, start, start_run, start_round, start_criterio
     else:
         init, final, names = start_mask.dense_trajectory(
             arch_name, seed, data, start_iterations or training["iterations"], models.spec(arch_name).lr,
-            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"))
+            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"), device=device)
         mask = start_mask.one_shot_mask(start_criterion, init, final, sorted(names), start_percent,
                                         rng.stream(seed, "start mask"))
     return mask
@@ -177,7 +175,8 @@ def record_result(_run, result: supermask_training.SupermaskResult, data_source:
 def main(seed, arch, save_artifacts, _run, _config):
     device, execution = training_ing.execution_settings()
     data = data_ing.load()
-    spec = supermask_spec(start=start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"]))
+    spec = supermask_spec(start=start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"],
+                                              device=device))
     progress = Progress(spec.training.iterations, label="")
     try:
         result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point), device=device,

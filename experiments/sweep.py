@@ -24,6 +24,7 @@ for ``--stale-after`` seconds) is taken over and its run resumed from its last f
   ``--nthreads 1``) or ``--scheduler local`` (a LocalCluster of ``--workers`` processes on 127.0.0.1). With
   ``--gpus``, a task needs the worker resource ``GPU`` (1 / ``--runs-per-gpu``): start one worker per GPU with
   ``CUDA_VISIBLE_DEVICES=N dask worker ... --resources GPU=1``; its runs use ``training.device=cuda``.
+  ``--scheduler local --gpus 0,1`` starts those workers itself, one per GPU.
 - ``slurm``: sbatch job arrays (``--workers`` array tasks at a time) with ``--partition``, ``--time``, ``--mem``,
   ``--threads`` CPUs per task and one GPU per task with ``--gpus``; logs in ``--logs`` (slurm-JOB_TASK.out).
 
@@ -347,19 +348,31 @@ def check_execution(args, parser) -> list[str] | None:
         parser.error("--executor slurm: sbatch is not on PATH (run the sweep on a Slurm login node)")
     if args.executor != "slurm" and (args.partition or args.time_limit or args.mem or args.sbatch):
         parser.error(f"--partition, --time, --mem and --sbatch apply to --executor slurm, not {args.executor}")
-    if args.gpus is None or args.executor != "local":
+    args.gpu_ids = None  # this machine's GPUs that the runs use (local executor; a local Dask cluster)
+    if args.gpus is None or not (args.executor == "local" or args.scheduler == "local"):
         return None
     import torch
 
-    count = torch.cuda.device_count()
+    try:
+        args.gpu_ids = gpu_ids(args.gpus, torch.cuda.device_count())
+    except ValueError as error:
+        parser.error(str(error))
+    if args.executor != "local":
+        return None
+    return [f"cuda:{i}" for i in args.gpu_ids for _ in range(args.runs_per_gpu)]
+
+
+def gpu_ids(spec: str, count: int) -> list[int]:
+    """The GPU ids ``--gpus`` names (``0,1`` or ``all``) on a machine with ``count`` GPUs; a ValueError in one line
+    naming the valid choices otherwise."""
     valid = f"valid: 0..{count - 1} or all" if count else "no CUDA device on this machine"
     try:
-        ids = list(range(count)) if args.gpus == "all" else [int(i) for i in args.gpus.split(",")]
+        ids = list(range(count)) if spec == "all" else [int(i) for i in spec.split(",")]
     except ValueError:
         ids = None
     if not ids or any(not 0 <= i < count for i in ids):
-        parser.error(f"--gpus {args.gpus!r} names no usable GPU ({valid})")
-    return [f"cuda:{i}" for i in ids for _ in range(args.runs_per_gpu)]
+        raise ValueError(f"--gpus {spec!r} names no usable GPU ({valid})")
+    return ids
 
 
 def make_executor(args, db, logs: Path, devices: list[str] | None):
@@ -368,8 +381,8 @@ def make_executor(args, db, logs: Path, devices: list[str] | None):
     if args.executor == "local":
         return executors.LocalExecutor(len(devices) if devices else args.workers, devices)
     if args.executor == "dask":
-        return executors.DaskExecutor(args.scheduler, args.workers,
-                                      1 / args.runs_per_gpu if args.gpus else None)
+        return executors.DaskExecutor(args.scheduler, args.workers, 1 / args.runs_per_gpu if args.gpus else None,
+                                      [str(i) for i in args.gpu_ids] if args.gpu_ids else None)
     return executors.SlurmExecutor(db, logs, args.threads, args.workers, args.partition, args.time_limit, args.mem,
                                    1 if args.gpus else 0, args.sbatch)
 

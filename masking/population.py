@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from masking.layers import MaskedMixin
 from masking.models import Net
-from masking.rng import generator_device
+from masking.rng import generator_device, randperm
 from masking.supermask import SupermaskMixin
 from masking.training import OPTIMIZERS, Diverged, FitResult, Trainee, train_loop
 
@@ -318,7 +318,7 @@ def member_batches(num_examples: int, batch_size: int, generators: Sequence[torc
     if not 0 < batch_size <= num_examples:
         raise ValueError(f"batch size must be in [1, {num_examples}], got {batch_size}")
     while True:
-        perms = torch.stack([torch.randperm(num_examples, generator=g) for g in generators]).to(device)
+        perms = torch.stack([randperm(num_examples, g, generator_device(g)) for g in generators]).to(device)
         for start in range(0, num_examples - batch_size + 1, batch_size):
             yield perms[:, start:start + batch_size]
 

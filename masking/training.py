@@ -4,9 +4,12 @@ stopping.
 Devices (``resolve_device``): ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N``. On CUDA,
 ``device_settings`` makes torch deterministic where it can (``torch.use_deterministic_algorithms(True,
 warn_only=True)``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` set before CUDA initializes, no cuDNN autotuning); an op
-without a deterministic CUDA kernel warns instead of stopping the run. Random draws (batch order, tie-breaking,
-treatments, initial weights) come from CPU generators and are moved to the device, so CPU and CUDA runs of a seed
-start from the same weights and draw the same batch order; their floating-point results differ (other kernels).
+without a deterministic CUDA kernel warns instead of stopping the run. Float32 matmuls and cuDNN convolutions run in
+full IEEE float32 on CUDA (``FP32_PRECISION``, set through torch's ``fp32_precision`` API; torch's own default runs
+convolutions in TF32 on Ampere and later GPUs), and every run records the precision it ran at
+(``execution_info``: ``fp32_precision``). Random draws (batch order, tie-breaking, treatments, initial weights) come
+from CPU generators and are moved to the device, so CPU and CUDA runs of a seed start from the same weights and draw
+the same batch order; their floating-point results differ (other kernels).
 
 ``make_optimizer`` builds the optimizer over the trainable parameters only (a Supermask's scores, a masked net's
 weights and biases) with the fastest stock settings (``fused=True`` where torch has it), and guards masked layers
@@ -28,6 +31,7 @@ from torch.nn import functional as F
 from masking.evaluation import evaluate
 from masking.layers import guard_optimizer, masked_layers
 from masking.registry import Registry
+from masking.rng import randperm
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 OPTIMIZERS.add("adam", lambda params, lr, **kw: torch.optim.Adam(params, lr=lr, fused=True, **kw))
@@ -123,19 +127,57 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise ValueError(f"training.device={name!r} is not valid: {why}; valid choices: {', '.join(valid)}")
 
 
+# Float32 matmuls and convolutions on CUDA: "ieee" (full float32) or "tf32" (inputs rounded to TF32's 10-bit mantissa,
+# faster on tensor cores). ticketlab's choice: ieee, so a GPU run computes what a CPU run computes up to rounding order
+# (torch 2.11-2.14 default to TF32 for cuDNN convolutions and to ieee for matmuls, so conv nets and populations, whose
+# convolutions are grouped, would train in TF32 silently). Set through torch's fp32_precision API only, never mixed
+# with the legacy allow_tf32 flags (reading those after the new API was used can raise in torch).
+FP32_PRECISION = "ieee"
+
+
+def cuda_precision_settings(precision: str = FP32_PRECISION) -> None:
+    """Float32 matmuls (cuBLAS) and convolutions (cuDNN) at ``precision`` (``ieee`` or ``tf32``), process-wide."""
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+
+
+def _effective(*chain) -> str:
+    """The first setting of a backend's fp32_precision chain (leaf first) that is not "none" (which inherits);
+    "ieee" when all inherit (torch's float32 without reduced-precision math)."""
+    return next((value for value in chain if value != "none"), "ieee")
+
+
+def fp32_precision(device: torch.device) -> str:
+    """The precision float32 matmuls and convolutions run at on ``device``: ``ieee``, ``tf32`` (``bf16`` is
+    possible on some CPUs), or ``matmul=X,conv=Y`` when the two differ."""
+    backends = torch.backends
+    if device.type == "cuda":  # (torch.backends.cudnn.fp32_precision is the whole CUDA backend's setting)
+        cuda = backends.cudnn.fp32_precision
+        matmul = _effective(backends.cuda.matmul.fp32_precision, cuda, backends.fp32_precision)
+        conv = _effective(backends.cudnn.conv.fp32_precision, cuda, backends.fp32_precision)
+    else:
+        mkldnn = backends.mkldnn
+        matmul = _effective(mkldnn.matmul.fp32_precision, mkldnn.fp32_precision, backends.fp32_precision)
+        conv = _effective(mkldnn.conv.fp32_precision, mkldnn.fp32_precision, backends.fp32_precision)
+    return matmul if matmul == conv else f"matmul={matmul},conv={conv}"
+
+
 def device_settings(device: torch.device) -> None:
     """Process-wide settings for training on ``device``: on CUDA, deterministic algorithms where torch has them
-    (an op without one warns), no cuDNN benchmark autotuning, and ``device`` as the current CUDA device."""
+    (an op without one warns), no cuDNN benchmark autotuning, full float32 matmuls and convolutions
+    (``FP32_PRECISION``: no TF32), and ``device`` as the current CUDA device."""
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+        cuda_precision_settings()
         torch.cuda.set_device(device)
 
 
 def execution_info(device: torch.device) -> dict:
     """Where a run executes (recorded with it, not part of its condition): device, its name, torch and CUDA
-    versions, intra-op threads, whether deterministic algorithms are on."""
+    versions, intra-op threads, whether deterministic algorithms are on, the float32 precision of its matmuls and
+    convolutions (``fp32_precision``)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
@@ -143,7 +185,8 @@ def execution_info(device: torch.device) -> dict:
 
         name = platform.processor() or platform.machine()
     return {"device": str(device), "device_name": name, "torch": str(torch.__version__), "cuda": torch.version.cuda,
-            "threads": torch.get_num_threads(), "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
+            "threads": torch.get_num_threads(), "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
+            "fp32_precision": fp32_precision(device)}
 
 
 def prepare_execution(threads: int | None, device: str = "auto") -> tuple[torch.device, dict]:
@@ -181,7 +224,7 @@ def batch_indices(num_examples: int, batch_size: int, generator: torch.Generator
     if not 0 < batch_size <= num_examples:
         raise ValueError(f"batch size must be in [1, {num_examples}], got {batch_size}")
     while True:
-        perm = torch.randperm(num_examples, generator=generator).to(device)
+        perm = randperm(num_examples, generator, device)
         for start in range(0, num_examples - batch_size + 1, batch_size):
             yield perm[start:start + batch_size]
 

@@ -219,7 +219,8 @@ def synthetic():
 
 
 CUDA = torch.cuda.is_available()
-DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="no CUDA device"))]
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda,
+                                               pytest.mark.skipif(not CUDA, reason="no CUDA device")])]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -286,6 +287,7 @@ def test_float64_supermask_population_equals_single_runs(synthetic, device):
 FAST = ["fast", "data.name=synthetic", "training.threads=1", "training.iterations=50"]
 
 
+@pytest.mark.cuda  # training.device=auto: on the GPU where there is one
 def test_members_are_runs_like_single_runs_and_a_bad_member_fails_alone(db_server, db_name, monkeypatch, tmp_path):
     """Three members in one population, the third poisoned (NaN) in round 1: two COMPLETED runs and one FAILED,
     each with the documents, metrics and artifacts of a single run, seen by load_runs like single runs."""
@@ -422,6 +424,7 @@ def test_sweep_population_on_a_device_slot_trains_there(db_server, db_name, tick
     assert len(list((tmp_path / "logs").iterdir())) == 1
 
 
+@pytest.mark.cuda  # training.device=auto: on the GPU where there is one
 def test_supermask_members_are_runs_like_single_runs(db_server, db_name, monkeypatch, tmp_path):
     from experiments import population as population_exp
     from experiments import supermask as supermask_exp

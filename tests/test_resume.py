@@ -17,9 +17,9 @@ from experiments import resume
 from ticketlab import identity
 from tests.conftest import ctrl_c_interrupts, run_cli
 
-# threads pinned: results are bit-identical run to run only at a fixed thread count
-RUN = ["with", "fast", "data.name=synthetic", "training.threads=1", "training.iterations=300", "pruning.rounds=3",
-       "seed=7"]
+# threads and device pinned: results are bit-identical run to run only at a fixed thread count, on the CPU
+RUN = ["with", "fast", "data.name=synthetic", "training.threads=1", "training.device=cpu", "training.iterations=300",
+       "pruning.rounds=3", "seed=7"]
 BEAT = ["-b", "0.1"]  # heartbeats every 0.1 s, so the database follows each round closely
 
 

@@ -17,7 +17,7 @@ from experiments import claims
 from tests.conftest import run_cli
 from tests.engines import SLURM_MISSING, DaskCluster, SlurmCluster
 
-FAST = ["fast", "data.name=synthetic", "pruning.rounds=1"]
+FAST = ["fast", "data.name=synthetic", "pruning.rounds=1", "training.device=cpu"]  # CPU: resumed rounds bit-identical
 
 
 def sweep_args(db_server, db_name, tmp_path, criteria="large_final,random", seeds="1,2", *extra):
@@ -104,6 +104,8 @@ def test_bad_executor_flags_are_one_line_before_anything_runs(db_server, db_name
                            (["--executor", "dask", "--scheduler", "local", "--detach"], "--detach needs a scheduler"),
                            (["--partition", "gpu"], "apply to --executor slurm, not local"),
                            (["--gpus", "7"], "--gpus '7' names no usable GPU"),
+                           (["--executor", "dask", "--scheduler", "local", "--gpus", "7"],
+                            "--gpus '7' names no usable GPU"),
                            (["--population", "2", "--gpus", "7"], "--gpus '7' names no usable GPU"),
                            (["--population", "2", "--executor", "slurm"], "--population runs on this machine"),
                            (["--population", "0"], "--population 0 must be at least 1"),
@@ -114,6 +116,39 @@ def test_bad_executor_flags_are_one_line_before_anything_runs(db_server, db_name
         assert exit_.value.code == 2 and message in error, (extra, error)
     assert db_server.client()[db_name]["runs"].count_documents({}) == 0
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_local_dask_cluster_gives_each_gpu_its_own_worker():
+    """``--executor dask --scheduler local --gpus 2,5``: one worker per GPU, each seeing only its own
+    (CUDA_VISIBLE_DEVICES, inherited by the run processes it starts, whose training.device=cuda is then that GPU),
+    each running --runs-per-gpu units at a time. GPU ids are only names here: no GPU is needed to check this."""
+    from experiments import executors, sweep
+
+    assert sweep.gpu_ids("2,5", 8) == [2, 5] and sweep.gpu_ids("all", 2) == [0, 1]
+    with pytest.raises(ValueError, match=r"^--gpus '3' names no usable GPU \(valid: 0..1 or all\)$"):
+        sweep.gpu_ids("3", 2)
+
+    def probe():  # what a unit and the run process it starts see
+        import os
+        import subprocess
+        import sys
+        import time
+
+        time.sleep(1.5)  # hold the slot, so that four units need both workers
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return os.environ["CUDA_VISIBLE_DEVICES"], child
+
+    executor = executors.DaskExecutor("local", gpu_share=1 / 2, gpus=["2", "5"])  # --runs-per-gpu 2
+    try:
+        executor.client.wait_for_workers(2, timeout=60)
+        workers = executor.client.scheduler_info()["workers"].values()
+        assert sorted(w["resources"]["GPU"] for w in workers) == [1, 1] and {w["nthreads"] for w in workers} == {2}
+        seen = executor.client.gather([executor.client.submit(probe, pure=False, resources=executor.resources)
+                                       for _ in range(4)])
+    finally:
+        executor.close()
+    assert sorted(seen) == [("2", "2"), ("2", "2"), ("5", "5"), ("5", "5")]
 
 
 def wait_for_a_finished_round(db, process: subprocess.Popen, timeout: float = 240) -> dict:
