@@ -48,6 +48,9 @@ for step in "$@"; do
     [ "$step" != env ] && selected+=("$step")
 done
 [ $# -eq 0 ] && selected=("${STEPS[@]}")
+if [[ " ${selected[*]} " != *" wheels "* ]]; then  # every step after env imports what the wheels carry
+    selected=(env wheels "${selected[@]:1}")
+fi
 
 mkdir -p "$OUT"
 export WORK
@@ -110,7 +113,9 @@ EOF
 step_wheels() {
     shopt -s nullglob
     local wheels=(.whl/*.whl)
-    if [ ${#wheels[@]} -eq 0 ]; then
+    if "$PYTHON" -c "import sacred, pymongo, secantus" 2> /dev/null; then
+        note "$PYTHON has what the steps import: nothing installed"
+    elif [ ${#wheels[@]} -eq 0 ]; then
         note "no carried wheels in .whl/: $PYTHON's own packages"
     else
         "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
