@@ -30,9 +30,5 @@ bench: setup  ## speed benchmarks (ratios against a bare PyTorch loop)
 	$(PY) bench/load_runs.py
 	$(PY) bench/sweep_engines.py
 
-gpu-check: setup  ## on a machine with a CUDA GPU: the CUDA tests, then the GPU benchmarks (a few minutes)
-	@$(PY) -c "import sys, torch; torch.cuda.is_available() or sys.exit('gpu-check: torch sees no CUDA GPU on this machine; run it on one that has one')"
-	$(PY) -m pytest -q -m "" -k cuda tests/test_devices.py tests/test_population.py
-	$(PY) bench/masked_step.py --device cuda --archs lenet300_100,conv6
-	$(PY) bench/population.py --device cuda --sizes 8,27,55 --no-vmap
-	$(PY) bench/population.py --device cuda --sizes 8,27 --arch conv6 --no-vmap
+gpu-check:  ## on a machine with a CUDA GPU, offline too: CUDA tests, experiments on cuda, GPU benchmarks (< 9 min)
+	@PYTHON=$${PYTHON:-$$([ -x $(PY) ] && echo $(PY) || echo python3)} bash scripts/gpu-check.sh $(STEPS)

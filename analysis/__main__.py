@@ -13,14 +13,15 @@ Exit status 2 with a one-line message for a wrong URI, an empty database or an u
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 import pandas as pd
 
-from analysis.query import QueryError, load_runs, load_supermask_runs, resolve
+from analysis.query import QueryError, load_run_list, load_supermask_runs, resolve
 from analysis.stats import ComparisonError
 from experiments import dbspec
-from ticketlab.cli import Parser
+from ticketlab.cli import Parser, python_command
 from ticketlab.schema import LOTTERY_COLUMNS, SUPERMASK_COLUMNS
 
 
@@ -49,23 +50,49 @@ def _spec(args) -> dbspec.DbSpec:
     return resolve(args.mongo_db or args.mongo, args.db)
 
 
+def _age(moment, now) -> str:
+    """How long ago a (UTC) time was: ``12 s``, ``3 min``, ``2.5 h``."""
+    if moment is None or pd.isna(moment):
+        return "-"
+    seconds = (now - pd.Timestamp(moment).tz_localize(None)).total_seconds()
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
 def runs_command(args) -> int:
+    """Every run, by run id, whatever its status (a run killed before finishing a round too), and how to continue
+    the lottery runs that did not finish."""
     where, spec = parse_where(args.where), _spec(args)
-    frames = [load_runs(spec, where=where), load_supermask_runs(spec, where=where)]
-    if all(f.empty for f in frames):
+    lottery, supermask = (load_run_list(spec, where=where, experiment=kind) for kind in ("lottery", "supermask"))
+    if lottery.empty and supermask.empty:
         raise QueryError(f"no runs in database {spec.db_name!r}" + (f" matching {where}" if where else ""))
-    lottery, supermask = frames
     float_format = lambda v: f"{v:.4g}"  # noqa: E731
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
     if not lottery.empty:
-        last = lottery.sort_values(["run_id", "round"]).groupby("run_id").tail(1).set_index("run_id")
-        table = last[["status", *LOTTERY_COLUMNS, "round", "percent_remaining", "test_acc"]].rename(
-            columns={"round": "rounds_done"})
-        print(f"lottery runs ({len(table)}): last round reached")
-        print(table.sort_index().to_string(float_format=float_format))
+        table = lottery.set_index("run_id").sort_index()
+        table["heartbeat"] = [_age(t, now) for t in table["heartbeat"]]
+        print(f"lottery runs ({len(table)}): rounds finished (round 0 is the dense net), the last one's result, "
+              f"the last heartbeat")
+        print(table[["status", *LOTTERY_COLUMNS, "rounds_done", "percent_remaining", "test_acc",
+                     "heartbeat"]].to_string(float_format=float_format, na_rep="-"))
+        unfinished = table[table["status"] != "COMPLETED"]
+        if not unfinished.empty:
+            python, db = python_command(), shlex.quote(spec.option)
+            print(f"\n{len(unfinished)} lottery run(s) not COMPLETED; a run whose process died continues from its "
+                  f"last finished round with:")
+            for run_id, row in unfinished.head(10).iterrows():
+                alive = " (RUNNING: only if its process died)" if row["status"] == "RUNNING" else ""
+                print(f"  {python} -m experiments.lottery -m {db} --resume {run_id}    # {row['status']}, "
+                      f"{row['rounds_done']} round(s) finished{alive}")
+            if len(unfinished) > 10:
+                print(f"  ... and {len(unfinished) - 10} more")
     if not supermask.empty:
-        print(f"supermask runs ({len(supermask)}):")
-        print(supermask.set_index("run_id").sort_index()[["status", *SUPERMASK_COLUMNS, "test_acc_mean",
-                                                          "expected_density"]].to_string(float_format=float_format))
+        done = load_supermask_runs(spec, where=where).set_index("run_id")
+        table = supermask.set_index("run_id").sort_index().join(done[["test_acc_mean", "expected_density"]])
+        table["heartbeat"] = [_age(t, now) for t in table["heartbeat"]]
+        print(f"{'' if lottery.empty else chr(10)}supermask runs ({len(table)}):")
+        print(table[["status", *SUPERMASK_COLUMNS, "test_acc_mean", "expected_density",
+                     "heartbeat"]].to_string(float_format=float_format, na_rep="-"))
     return 0
 
 
@@ -73,9 +100,10 @@ def report_command(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a command writes files: no window
-    from analysis.report import write_report
+    from analysis.report import KINDS, write_report
 
-    result = write_report(_spec(args), None, args.out, parse_where(args.where))
+    result = write_report(_spec(args), None, args.out, parse_where(args.where), kinds=args.experiment or KINDS,
+                          replicas=args.replicas)
     print(f"report written to {args.out}/report.md ({len(result['files'])} files)")
     for line in result["summary"]:
         print("  " + line)
@@ -98,6 +126,11 @@ def add_arguments(command: argparse.ArgumentParser, name: str) -> None:
                               "(training.lr); KEY=A,B matches any of A, B")
     if name == "report":
         command.add_argument("--out", required=True, help="folder for tables and figures")
+        command.add_argument("--experiment", action="append", choices=("lottery", "supermask"),
+                             help="the runs to report on (repeatable; default both)")
+        command.add_argument("--replicas", choices=("first", "last", "mean"), default="first",
+                             help="two runs of one seed of one condition are one sample: use its first run "
+                                  "(default), its last, or their mean")
 
 
 def run(name: str, args) -> int:

@@ -1,9 +1,9 @@
 """What makes two runs the same condition, and what sets runs apart: pure functions (no torch, no Sacred).
 
-A *condition* is a run's config minus the seed minus the execution keys (``ticketlab.schema.EXECUTION_KEYS``:
-data root, threads, device, ...): runs of one condition are seeds of one experiment. ``condition_hash(config)``
-hashes the config with the seed (the sweep skips a point whose hash matches a COMPLETED run);
-``condition_hash(config, ignore_seed=True)`` is the frame's ``condition`` column.
+A *condition* is a run's config minus the seed minus the execution keys (``ticketlab.identity``, where it is
+declared: ``condition_hash`` is the frame's ``condition`` column, ``point_hash`` adds the seed); runs of one condition
+are seeds of one experiment, and the science version (the frame's ``science`` column) is part of what sets runs
+apart.
 
 On a frame of runs (``analysis.load_runs``), every config value is a column (``criterion``, ``training.eval_every``):
 ``differences`` names the config columns in which runs differ beyond a factor, ``settings`` splits runs into groups
@@ -12,26 +12,12 @@ that differ only in the factor, ``refusal`` is the one-line message that says wh
 
 from __future__ import annotations
 
-import hashlib
-import json
-from typing import Mapping
-
 import pandas as pd
 
-from ticketlab.schema import CONFIG_COLUMNS, EXECUTION_KEYS, SEED_KEY, condition_config, path_of
+from ticketlab.schema import CONFIG_COLUMNS, EXECUTION_KEYS, SEED_KEY, path_of
 
 NOT_CONFIG = frozenset({"run_id", "status", "experiment", "condition"})
-
-
-def condition_hash(config: Mapping, ignore_seed: bool = False, flat: bool = False) -> str:
-    """A stable hash of what a run computes (its config minus execution keys; minus the seed when asked).
-    ``flat=True``: ``config`` is already flat (``ticketlab.schema.flatten``)."""
-    if flat:
-        skip = EXECUTION_KEYS | ({SEED_KEY} if ignore_seed else set())
-        kept = {k: v for k, v in config.items() if k not in skip}
-    else:
-        kept = condition_config(config, ignore_seed=ignore_seed)
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:16]
+SCIENCE = "science"  # the frame column of the science version: part of what sets runs apart
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
@@ -40,9 +26,11 @@ def config_columns(df: pd.DataFrame) -> list[str]:
 
 
 def condition_columns(df: pd.DataFrame, factor: str | None = None) -> list[str]:
-    """Config columns that define a condition, without ``factor`` (and never the seed or execution keys)."""
+    """The columns that define a setting, without ``factor``: the config columns (never the seed or execution
+    keys) and the science version."""
     skip = {SEED_KEY, *([path_of(factor)] if factor else [])}
-    return [c for c in config_columns(df) if path_of(c) not in skip and path_of(c) not in EXECUTION_KEYS]
+    columns = [c for c in config_columns(df) if path_of(c) not in skip and path_of(c) not in EXECUTION_KEYS]
+    return columns + ([SCIENCE] if SCIENCE in df and factor != SCIENCE else [])
 
 
 def _text(value) -> str:

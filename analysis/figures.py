@@ -23,7 +23,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter  # noqa
 from scipy import stats as scipy_stats  # noqa: E402
 
 from analysis.conditions import settings  # noqa: E402
-from analysis.stats import PERCENT_DECIMALS, ComparisonError, check_comparable, compare  # noqa: E402
+from analysis.stats import (PERCENT_DECIMALS, ComparisonError, check_comparable, compare,  # noqa: E402
+                            one_per_point, paired_with_baseline)
 from ticketlab import schema  # noqa: E402
 
 _PALETTE = plt.get_cmap("tab20").colors + plt.get_cmap("Dark2").colors
@@ -216,14 +217,21 @@ def study_settings(df: pd.DataFrame, name: str) -> list[tuple[str, pd.DataFrame]
     return [(label, part) for label, part in settings(runs, study.factor) if _supported(part, study)]
 
 
-def study(df: pd.DataFrame, name: str):
+def study(df: pd.DataFrame, name: str, replicas: str = "refuse"):
     """(Figure, comparison table) of study ``name`` on runs of one setting: the table is None when there are too
     few seeds for tests; (None, None) when the data do not support the study. ``save(fig, out_dir,
-    f"study_{name}")`` writes the figure."""
+    f"study_{name}")`` writes the figure. The figure and the tests show the same samples: one run per point
+    (``replicas``: see ``stats.one_per_point``) and the seeds each condition shares with the baseline
+    (``stats.paired_with_baseline``); what was left out is listed in ``fig.notes`` (and the table's attrs)."""
     spec = STUDIES[name]
     runs = study_runs(df, name)
     if runs is None:
         return None, None
+    runs, notes = one_per_point(runs, replicas)
+    runs, unpaired = paired_with_baseline(runs, spec.factor, spec.baseline)
+    notes += [f"left out of the pairing by seed: {line}" for line in unpaired]
+    if not _supported(runs, spec):
+        raise ComparisonError("no condition shares a seed with the baseline: " + "; ".join(unpaired[:3]))
     title = spec.title + "".join(f" ({c}={runs[c].iloc[0]})" for c in ("criterion", "mask1", "mask0")
                                  if c != spec.factor and c not in spec.fixed)  # the treatment it ran with
     with warnings.catch_warnings():
@@ -232,17 +240,23 @@ def study(df: pd.DataFrame, name: str):
             table = compare(runs, spec.factor, spec.baseline, spec.metric)
         except ComparisonError:
             table = None  # too few seeds for tests: lines and bands only
-    return study_figure(runs, spec.factor, spec.baseline, spec.metric, title, spec.ylabel, table), table
+    fig = study_figure(runs, spec.factor, spec.baseline, spec.metric, title, spec.ylabel, table)
+    fig.notes = notes
+    if table is not None:
+        table.attrs["notes"] = notes
+    return fig, table
 
 
-def early_stopping_figure(df: pd.DataFrame):
+def early_stopping_figure(df: pd.DataFrame, replicas: str = "refuse"):
     """Early-stopping iteration vs percent remaining per criterion (the "tickets train faster" plot), over the
-    criteria study's runs (mask1=original, mask0=zero), as a Figure; None when there are no such runs."""
+    criteria study's runs (mask1=original, mask0=zero; one per point, ``replicas`` as for ``study``), as a Figure;
+    None when there are no such runs."""
     study = STUDIES["criteria"]
     baseline, runs = study.baseline, select(df, study.fixed)
     if runs.empty:
         return None
     check_comparable(runs, "criterion")
+    runs, _ = one_per_point(runs, replicas)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     plot_vs_remaining(runs, "criterion", baseline, "early_stop_iteration", ax, "early-stopping iteration")
     ax.set_title(f"Early-stopping iteration (minimum validation loss)\n{_subtitle(runs, 'criterion')}",

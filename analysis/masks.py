@@ -54,6 +54,7 @@ from scipy.special import gammaln
 from analysis import figures
 from analysis.conditions import condition_columns
 from analysis.query import QueryError, connect, load_runs, resolve
+from analysis.stats import one_per_point
 
 ROUND_ARTIFACT = re.compile(r"round_(\d+)\.pt$")
 LABEL_COLUMNS = ("criterion",)  # what names a run in the figures when no condition column varies
@@ -202,12 +203,13 @@ def runs_with_artifacts(runs: pd.DataFrame, mongo=None, db_name: str | None = No
 
 
 def load(mongo=None, db_name: str | None = None, where: Mapping[str, Any] | None = None,
-         runs: pd.DataFrame | None = None) -> MaskStore:
+         runs: pd.DataFrame | None = None, replicas: str = "first") -> MaskStore:
     """Read the masks of the completed lottery runs matching ``where`` (or of the runs of a ``load_runs`` frame
-    ``runs``) that stored artifacts. QueryError when none did."""
+    ``runs``) that stored artifacts, one run per point (``replicas``: which, as ``analysis.stats.one_per_point``).
+    QueryError when none did."""
     spec = resolve(mongo, db_name)
     frame = load_runs(spec, where=where) if runs is None else runs
-    done = frame[frame["status"] == "COMPLETED"]
+    done, _ = one_per_point(frame[frame["status"] == "COMPLETED"], replicas)
     ids = _artifact_ids(spec, [int(r) for r in done["run_id"].unique()]) if not done.empty else {}
     if not ids:
         raise QueryError(f"no completed lottery run in database {spec.db_name!r}"

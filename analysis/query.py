@@ -9,8 +9,9 @@ MongoObserver, another client's update or delete, a run still RUNNING) is what c
 
 Columns: ``run_id``, ``status``, ``experiment``, every config value (short names from
 ``ticketlab.schema.CONFIG_COLUMNS`` such as ``criterion``, ``arch``, ``seed``; every other value under its dotted
-path, such as ``training.eval_every``), ``condition`` (``conditions.condition_hash(config, ignore_seed=True)``:
-equal for the seeds of one condition) and the record fields (``ticketlab.schema.ROUND_FIELDS`` or
+path, such as ``training.eval_every``), ``condition`` (``ticketlab.identity.condition_hash``: equal for the seeds of
+one condition), ``science`` (the science version that made the run, ``unknown`` before runs recorded it) and the
+record fields (``ticketlab.schema.ROUND_FIELDS`` or
 ``SUPERMASK_FIELDS``).
 
 When to use which: these frames for tables, statistics and figures over many runs; incense
@@ -28,8 +29,8 @@ import pandas as pd
 import pymongo
 import pymongo.errors
 
-from analysis.conditions import condition_hash
 from experiments import dbspec
+from ticketlab.identity import condition_hash, version_of
 from ticketlab.schema import CONFIG_COLUMNS, ROUND_FIELDS, SUPERMASK_FIELDS, column_of, flatten, path_of
 
 # frame columns that are run fields, not config: column -> run document field
@@ -99,6 +100,19 @@ def _server_values(values: list) -> list:
     return out
 
 
+def _check_keys(runs, spec: dbspec.DbSpec, wanted: Mapping[str, list]) -> None:
+    """A QueryError for a where-key that no run of any experiment has, naming the columns the database does have.
+    A key that only some experiments have is not an error: runs without it do not match (``supermask`` runs have
+    no ``rounds``; ``where={"rounds": 8}`` selects lottery runs)."""
+    for key in wanted:
+        if runs.find_one({_field(key): {"$exists": True}}, {"_id": 1}) is None and \
+                runs.find_one({}, {"_id": 1}) is not None:
+            present = [c for c, path in CONFIG_COLUMNS.items()
+                       if runs.find_one({f"config.{path}": {"$exists": True}}, {"_id": 1}) is not None]
+            raise QueryError(f"unknown key {key!r}: no run in database {spec.db_name!r} has {_field(key)}; use a "
+                             f"column ({', '.join([*RUN_FIELDS, *present])}) or a config path such as training.lr")
+
+
 def _find(mongo, db_name, experiment: str, where: Mapping[str, Any] | None, projection: dict) -> list[dict]:
     """The run documents of ``experiment`` matching ``where``, sorted by run id (one ``find``)."""
     spec = resolve(mongo, db_name)
@@ -111,14 +125,8 @@ def _find(mongo, db_name, experiment: str, where: Mapping[str, Any] | None, proj
         runs = client[spec.db_name]["runs"]
         try:
             docs = list(runs.find(query, projection).sort("_id", 1))
-            if not docs and wanted and runs.find_one({"experiment.name": experiment}, {"_id": 1}) is not None:
-                for key in wanted:
-                    if runs.find_one({"experiment.name": experiment, _field(key): {"$exists": True}},
-                                     {"_id": 1}) is None:
-                        columns = ", ".join([*RUN_FIELDS, *CONFIG_COLUMNS])
-                        raise QueryError(f"unknown key {key!r}: no {experiment} run in database "
-                                         f"{spec.db_name!r} has {_field(key)}; use a column ({columns}) or a "
-                                         f"config path such as training.lr")
+            if not docs and wanted:
+                _check_keys(runs, spec, wanted)
         except pymongo.errors.PyMongoError as error:
             raise QueryError(dbspec.unreachable(spec, error)) from None
     finally:
@@ -162,7 +170,8 @@ def _run_columns(docs: list[dict]) -> dict[str, list]:
         "experiment": [(d.get("experiment") or {}).get("name") for d in docs]}
     for path in ordered:
         columns[column_of(path)] = [_cell(flat.get(path)) for flat in flats]
-    columns["condition"] = [condition_hash(flat, ignore_seed=True, flat=True) for flat in flats]
+    columns["condition"] = [condition_hash(flat) for flat in flats]
+    columns["science"] = [version_of(doc) for doc in docs]
     return columns
 
 
@@ -176,12 +185,13 @@ def load_runs(mongo: str | None = None, db_name: str | None = None, where: Mappi
     run with no finished round has no row. ``metrics=True`` (every metric) or a list of metric names also loads
     the learning curves of these runs: the result is then ``(runs, curves)`` (see ``load_curves``)."""
     docs = _find(mongo, db_name, "lottery", where,
-                 {"status": 1, "experiment.name": 1, "config": 1, "info.rounds": 1})
+                 {"status": 1, "experiment.name": 1, "config": 1, "info.rounds": 1, "info.science": 1})
     records = [((d.get("info") or {}).get("rounds") or []) for d in docs]
     counts = [len(r) for r in records]
     data = {column: np.repeat(_array(values), counts) for column, values in _run_columns(docs).items()}
     if not docs:
-        data = {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": []}
+        data = {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": [],
+                "science": []}
     for field, values in zip(ROUND_FIELDS, _record_columns([record for run in records for record in run])):
         data[field] = _array(values)
     runs = pd.DataFrame(data)
@@ -204,14 +214,39 @@ def _record_columns(records: list[dict]) -> list[tuple]:
         return [tuple(record.get(field) for record in records) for field in ROUND_FIELDS]
 
 
+def load_run_list(mongo: str | None = None, db_name: str | None = None, where: Mapping[str, Any] | None = None,
+                  experiment: str = "lottery") -> pd.DataFrame:
+    """One row per run of ``experiment``, whatever its status and whether or not it finished a round (a run
+    killed in round 0 is here; ``load_runs`` has rows for finished rounds only): run and config columns,
+    ``condition``, ``heartbeat`` (Sacred's last beat, UTC; None before the first) and, for lottery runs,
+    ``rounds_done`` and the last finished round's ``percent_remaining`` and ``test_acc`` (NaN before round 0)."""
+    rounds = {f"info.rounds.{f}": 1 for f in ("round", "percent_remaining", "test_acc")}
+    docs = _find(mongo, db_name, experiment, where, {"status": 1, "experiment.name": 1, "config": 1,
+                                                     "heartbeat": 1, "start_time": 1, "info.science": 1, **rounds})
+    if not docs:
+        return pd.DataFrame({"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS},
+                             "condition": [], "science": [], "heartbeat": [], "rounds_done": [],
+                             "percent_remaining": [], "test_acc": []})
+    data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()}
+    data["heartbeat"] = [d.get("heartbeat") or d.get("start_time") for d in docs]
+    if experiment == "lottery":
+        last = [((d.get("info") or {}).get("rounds") or [{}])[-1] for d in docs]
+        data["rounds_done"] = _array([len((d.get("info") or {}).get("rounds") or []) for d in docs])
+        for field in ("percent_remaining", "test_acc"):
+            data[field] = np.asarray([r.get(field, np.nan) for r in last], dtype=np.float64)
+    return pd.DataFrame(data)
+
+
 def load_supermask_runs(mongo: str | None = None, db_name: str | None = None,
                         where: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per Supermask run: run and config columns, ``condition`` and ``SUPERMASK_FIELDS`` (None while the
     run has not finished)."""
     docs = _find(mongo, db_name, "supermask", where, {"status": 1, "experiment.name": 1, "config": 1,
+                                                      "info.science": 1,
                                                       **{f"info.{f}": 1 for f in SUPERMASK_FIELDS}})
     data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()} if docs else \
-        {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": []}
+        {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": [],
+         "science": []}
     for field in SUPERMASK_FIELDS:
         data[field] = _array([(d.get("info") or {}).get(field) for d in docs])
     return pd.DataFrame(data)

@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import figures, masks as mask_analysis
 from analysis.conditions import condition_columns
 from analysis.query import QueryError, load_runs, load_supermask_runs, resolve
-from analysis.stats import ComparisonError
+from analysis.stats import ComparisonError, one_per_point
 
 
 def markdown_table(df: pd.DataFrame, floats: str = "{:.4g}") -> str:
@@ -51,7 +51,11 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label.replace(", ", "__"))
 
 
-def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[str], list[str], list[str]]:
+REPLICAS = "first"  # the report counts each point once: its first run (a later rerun is a replica, not a sample)
+
+
+def _lottery_section(runs: pd.DataFrame, out: Path,
+                     replicas: str = REPLICAS) -> tuple[list[Path], list[str], list[str], list[str]]:
     """Every study, one comparison per setting: (files, summary lines, notes, report.md sections)."""
     files, summary, notes, sections = [], [], [], []
     for name, spec in figures.STUDIES.items():
@@ -60,10 +64,11 @@ def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
             folder = out / _slug(label) if label else out
             tag = f"{name}" + (f" | {label}" if label else "")
             try:
-                fig, table = figures.study(part, name)
+                fig, table = figures.study(part, name, replicas=replicas)
             except ComparisonError as error:
                 notes.append(f"{tag}: {error}")
                 continue
+            notes += [f"{tag}: {note}" for note in getattr(fig, "notes", [])]
             paths = figures.save(fig, folder, f"study_{name}") if fig is not None else []
             files += paths
             section = [f"### {spec.title}" + (f" ({label})" if label else ""), ""]
@@ -87,7 +92,7 @@ def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
     for label, part in figures.study_settings(runs, "criteria") or [("", runs)]:
         folder = out / _slug(label) if label else out
         try:
-            fig = figures.early_stopping_figure(part)
+            fig = figures.early_stopping_figure(part, replicas=replicas)
         except ComparisonError as error:
             notes.append(f"early stopping: {error}")
             continue
@@ -99,22 +104,30 @@ def _lottery_section(runs: pd.DataFrame, out: Path) -> tuple[list[Path], list[st
     return files, summary, notes, sections
 
 
-def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, masks: bool = True) -> dict:
+KINDS = ("lottery", "supermask")  # the experiments a report covers
+
+
+def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, kinds=KINDS,
+                 replicas: str = REPLICAS, masks: bool = True) -> dict:
     """Write the report; returns {"files": [...], "summary": [...], "notes": [...]}.
 
-    ``masks``: when runs stored their masks (artifacts), a section on what the masks are (``analysis.masks``:
-    overlaps against chance, sign flips, the mask-0 prediction), in ``masks/``.
-
-    ``mongo``/``db_name`` as for ``analysis.load_runs``. The runs are grouped by setting (configs that differ in
-    more than a study's factor, the seed and execution keys): each setting gets its own comparison, in a folder
-    named by the keys that set it apart, never pooled with another."""
+    ``mongo``/``db_name`` as for ``analysis.load_runs``; ``kinds``: the experiments it covers (the study's own
+    report: lottery runs only). The runs are grouped by setting (configs that differ in more than a study's
+    factor, the seed and execution keys): each setting gets its own comparison, in a folder named by the keys that
+    set it apart, never pooled with another. Each point counts once (``replicas``: which of its runs, see
+    ``analysis.stats.one_per_point``); the notes say how many replicas there were. ``masks``: when runs stored
+    their masks (artifacts), a section on what the masks are (``analysis.masks``: overlaps against chance, sign
+    flips, the mask-0 prediction), in ``masks/``."""
+    unknown = [kind for kind in kinds if kind not in KINDS]
+    if unknown or not kinds:
+        raise QueryError(f"kinds={list(kinds)!r} is not valid; valid choices: {', '.join(KINDS)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = resolve(mongo, db_name)
-    runs = load_runs(spec, where=where)
-    supermasks = load_supermask_runs(spec, where=where)
+    runs = load_runs(spec, where=where) if "lottery" in kinds else pd.DataFrame()
+    supermasks = load_supermask_runs(spec, where=where) if "supermask" in kinds else pd.DataFrame()
     if runs.empty and supermasks.empty:
-        raise QueryError(f"no lottery or supermask runs in database {spec.db_name!r}"
+        raise QueryError(f"no {' or '.join(kinds)} runs in database {spec.db_name!r}"
                          + (f" matching {where}" if where else ""))
     files, summary, notes, sections = [], [], [], []
     if not runs.empty:
@@ -122,7 +135,7 @@ def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, ma
         files.append(out / "runs.csv")
         completed = runs[runs["status"] == "COMPLETED"]
         notes.append(f"{completed['run_id'].nunique()} completed lottery runs of {runs['run_id'].nunique()}")
-        more_files, summary, more_notes, sections = _lottery_section(runs, out)
+        more_files, summary, more_notes, sections = _lottery_section(runs, out, replicas)
         files += more_files
         notes += more_notes
         if masks:
@@ -130,7 +143,8 @@ def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, ma
             files, sections, notes = files + more_files, sections + more_sections, notes + more_notes
     if not supermasks.empty:
         supermasks.to_csv(out / "supermask_runs.csv", index=False)
-        done = supermasks[supermasks["status"] == "COMPLETED"]
+        done, seen = one_per_point(supermasks[supermasks["status"] == "COMPLETED"], replicas)
+        notes += [f"supermask: {note}" for note in seen]
         columns = condition_columns(done)
         text = done.assign(**{c: done[c].map(str) for c in columns})
         group = [c for c in columns if text[c].nunique() > 1] or [c for c in ("arch", "data") if c in done]
@@ -139,7 +153,7 @@ def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, ma
                                                   "\n\n" + markdown_table(table))
         files += [out / "supermask_runs.csv", out / "supermask_summary.md"]
         summary += [f"[supermask] {' '.join(f'{c}={r[c]}' for c in group)}: test acc {r['mean']:.4f} over "
-                    f"{r['count']} run(s)" for r in table.to_dict("records")]
+                    f"{r['count']} seed(s)" for r in table.to_dict("records")]
         sections += ["### Learned Supermasks", "", markdown_table(table)]
     index = ["# ticketlab report", "", f"database `{spec.db_name}`" + (f", where {where}" if where else ""), "",
              "## Summary", "", *[f"- {line}" for line in summary], "", "## Figures and tables", "", *sections,

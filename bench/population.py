@@ -32,6 +32,7 @@ ratio to ``single`` of the same repeat (median, min, max). Other work on the mac
 from __future__ import annotations
 
 import copy
+import functools
 import multiprocessing as mp
 import statistics
 import time
@@ -43,6 +44,13 @@ from ticketlab.cli import Parser
 
 
 def _ticket(arch: str, seed: int, kind: str, input_shape):
+    """A copy of the 50%-pruned net of ``seed`` (and its mask): built once per process, since the variants share
+    seeds (building and pruning 91 Conv6 nets took most of a GPU run's minute)."""
+    return copy.deepcopy(_built_ticket(arch, seed, kind, tuple(input_shape)))
+
+
+@functools.lru_cache(maxsize=None)
+def _built_ticket(arch: str, seed: int, kind: str, input_shape):
     from masking import models, pruning
 
     net = models.build(arch, seed=seed, kind="masked", input_shape=input_shape)

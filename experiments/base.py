@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ from experiments.errors import ConfigError, RunDatabaseError
 from experiments.observers import ResilientMongoObserver
 from experiments import resume
 from masking import models
+from ticketlab import identity
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
 SETTINGS.HOST_INFO.INCLUDE_CPU_INFO = False
@@ -44,6 +46,12 @@ def resume_option(args, run):
     """Continue run RUN_ID of the -m database from its last finished round, with its stored config (only execution
     settings such as training.threads or data.root may be given with 'with')."""
     # the work happens in TicketlabExperiment._create_run: the stored config must be known before the run is made
+
+
+@cli_option("-Z", "--other-science", is_flag=True)
+def other_science_option(args, run):
+    """With --resume: continue the run although the science code (masking/, the data sets) changed since it
+    started; its rounds then mix two science versions (each recorded in info.segments)."""
 
 
 @contextlib.contextmanager
@@ -67,8 +75,9 @@ def sigterm_interrupts():
 class TicketlabExperiment(Experiment):
     def __init__(self, name: str, ingredients=(), resumable: bool = False):
         super().__init__(name, ingredients=list(ingredients),
-                         additional_cli_options=[resume_option] if resumable else None)
+                         additional_cli_options=[resume_option, other_science_option] if resumable else None)
         self.captured_out_filter = apply_backspaces_and_linefeeds
+        self.checks = []  # check(config, database or None) before a run starts: a ConfigError stops it, unwritten
 
     def run(self, *args, **kwargs):
         with sigterm_interrupts():
@@ -107,16 +116,21 @@ class TicketlabExperiment(Experiment):
             raise ConfigError(f"seed={seed!r} is not valid; it must be an integer")
         if resume_id:
             doc = resume.stored_run(spec, resume_id)
-            config_updates, info = resume.prepare(self.path, doc, config_updates, named_configs)
+            config_updates, info = resume.prepare(self.path, doc, config_updates, named_configs,
+                                                  other_science=bool(options.get(resume.OTHER_SCIENCE_FLAG)))
         observer = self._observer(spec, overwrite=int(resume_id) if resume_id else None) if spec else None
         try:
             run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
         except ConfigAddedError as error:  # Sacred's message spans lines: one line naming the unknown keys
             raise ConfigError(f"unknown config key {', '.join(sorted(error.__conflicting_configs__))}; see the "
                               f"valid keys with: python -m experiments.{self.path} print_config") from None
+        if command_name in (None, self.default_command):
+            for check in self.checks:  # before the run starts: nothing is written when one fails
+                check(run.config, observer.runs.database if observer is not None else None)
         if observer is not None:
             run.meta_info["options"]["--mongo_db"] = dbspec.scrub(spec)
             run.observers.append(observer)
+        _serialize_heartbeats(run)
         return run
 
     @staticmethod
@@ -130,6 +144,24 @@ class TicketlabExperiment(Experiment):
         except pymongo.errors.PyMongoError as error:
             raise RunDatabaseError(dbspec.unreachable(parsed, error)) from None
         return observer
+
+
+def _serialize_heartbeats(run) -> None:
+    """Sacred's heartbeat thread and ``store_now`` (the main thread) both emit heartbeats: one at a time."""
+    lock, emit = threading.Lock(), run._emit_heartbeat
+
+    def locked():
+        with lock:
+            emit()
+
+    run._emit_heartbeat = locked  # the heartbeat timer, started later by the run, calls this attribute
+
+
+def store_now(run) -> None:
+    """Write what ``run`` has logged (metrics, then info and captured output) to its observers now, not at Sacred's
+    next heartbeat (every 10 s): a round printed as finished is in the database when it is printed, so a kill
+    after the line loses nothing of it. A database that is down keeps it in the observer (stored later)."""
+    run._emit_heartbeat()
 
 
 PAPER_CONFIG_NAMES = {"lenet300_100": "paper_fc", "conv2": "paper_conv2", "conv4": "paper_conv4",
@@ -147,6 +179,23 @@ def add_paper_configs(ex: Experiment, lottery: bool) -> None:
             config["training"].update(optimizer=spec.optimizer, lr=spec.lr, batch_size=spec.batch_size)
             config["pruning"] = {"rounds": 24}
         ex.add_named_config(name, config)
+
+
+def identity_info(run, config, execution: dict, data_source: str) -> dict:
+    """What a run records of its identity (``ticketlab.identity``): ``condition``, ``point`` and ``science`` (the
+    science version with the git commit and dirty flag), and ``segments``: one entry per start of the run (its
+    execution info, data source, the round it continued after, the science version), so a run resumed on another
+    device or by other code keeps what each part ran with. The science version of a run is that of its first
+    segment: ``--resume`` refuses another one unless told (``experiments.resume``)."""
+    info = run.info
+    science = info.get("science") or identity.science_record()
+    rounds = info.get("rounds") or []
+    # copies: Sacred's serializer writes an object met twice in info as a reference ({"py/id": N})
+    segment = {"started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+               "after_round": rounds[-1]["round"] if rounds else None, "execution": dict(execution),
+               "data_source": data_source, "science": identity.science_record()}
+    return {"condition": identity.condition_hash(config), "point": identity.point_hash(config), "science": science,
+            "segments": [*(info.get("segments") or []), segment]}
 
 
 class ArtifactWriter:

@@ -114,20 +114,26 @@ def get(db, conditions) -> dict[str, dict]:
 
 # ------------------------------------------------------------------------------------------ runs of a condition
 
+def of_point(point: str) -> dict:
+    """The query for the runs of a point (``ticketlab.identity.point_hash``): ``info.point``, or, in runs stored
+    before it was named so, ``info.condition_hash``."""
+    return {"$or": [{"info.point": point}, {"info.condition_hash": point}]}
+
+
 def completed_run(db, experiment: str, condition: str) -> int | None:
-    """The id of a COMPLETED run of this condition, if any."""
-    doc = db["runs"].find_one({"experiment.name": experiment, "status": COMPLETED,
-                               "info.condition_hash": condition}, {"_id": 1})
+    """The id of a COMPLETED run of this point, if any."""
+    doc = db["runs"].find_one({"experiment.name": experiment, "status": COMPLETED, **of_point(condition)},
+                              {"_id": 1})
     return doc["_id"] if doc else None
 
 
 def unfinished_runs(db, experiment: str, condition: str) -> list[dict]:
     """Runs of this condition that did not complete, most finished rounds first (then newest)."""
-    from analysis.conditions import condition_hash
+    from ticketlab.identity import point_hash
 
     ids = [doc["_id"] for doc in db["runs"].find({"experiment.name": experiment, "status": {"$ne": COMPLETED}},
                                                  {"config": 1})
-           if condition_hash(doc.get("config", {})) == condition]
+           if point_hash(doc.get("config", {})) == condition]
     if not ids:
         return []
     runs = list(db["runs"].find({"_id": {"$in": ids}}, {"status": 1, "heartbeat": 1, "start_time": 1,

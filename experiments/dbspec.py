@@ -54,6 +54,18 @@ class DbSpec:
         parts = urlsplit(self.url)
         return urlunsplit((parts.scheme, parts.netloc, f"/{self.db_name}", parts.query, ""))
 
+    @property
+    def option(self) -> str:
+        """The ``-m`` value that names this database, as it may be printed: ``HOST:PORT:DB`` for a plain server,
+        else the URI with the database and its password as ``***``."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        if parts.scheme == "mongodb" and "@" not in parts.netloc and not parts.query and "," not in parts.netloc \
+                and parts.port:
+            return f"{parts.hostname}:{parts.port}:{self.db_name}"
+        return scrub(self.uri_with_db)
+
     def __repr__(self) -> str:
         return f"DbSpec({scrub(self.url)!r}, {self.db_name!r})"
 

@@ -26,6 +26,15 @@ class DataError(UserError):
     """A data set is missing: the message says which files to put where."""
 
 
+class RunFailed(UserError):
+    """A run that cannot go on (its loss diverged): FAILED, with this one line as the reason."""
+
+
+def run_name(run) -> str:
+    """``run 12`` (``the run`` when no database gave it an id)."""
+    return f"run {run._id}" if run._id is not None else "the run"
+
+
 def check_choice(key: str, value, choices: Iterable[str]) -> None:
     choices = list(choices)
     if value not in choices:

@@ -13,8 +13,9 @@ Executors only move units: ``submit(units)``, then ``finished(timeout)`` hands b
   ``devices`` are given (``--gpus 0,1 --runs-per-gpu 2``: four slots, cuda:0, cuda:0, cuda:1, cuda:1).
 - ``DaskExecutor``: ``run_unit`` as a task on an existing scheduler (``tcp://HOST:PORT``) or on a LocalCluster of
   ``workers`` single-thread worker processes on 127.0.0.1; with GPUs, each task asks for ``GPU=1/runs_per_gpu`` of
-  the worker resource (start GPU workers with ``--resources GPU=1`` and their own CUDA_VISIBLE_DEVICES). Dask moves
-  the task of a lost worker to another worker; the claim makes that retry resume the run instead of repeating it.
+  the worker resource (start GPU workers with ``--resources GPU=1`` and their own CUDA_VISIBLE_DEVICES; a local
+  cluster does that itself: one worker per GPU id, ``gpu_workers``). Dask moves the task of a lost worker to another
+  worker; the claim makes that retry resume the run instead of repeating it.
 - ``SlurmExecutor``: plain ``sbatch`` job arrays (no extra Python package, nothing to run on the login node but
   this command; the cluster's own scheduling, accounting and limits apply), one array task per unit running
   ``python -m experiments.executors BATCH.json`` with the sweep's python in the checkout's folder, so the cluster
@@ -28,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import logging
 import os
 import queue
 import secrets
@@ -239,15 +241,24 @@ class LocalExecutor(_FutureExecutor):
 class DaskExecutor(_FutureExecutor):
     name = "dask"
 
-    def __init__(self, scheduler: str, workers: int = 2, gpu_share: float | None = None):
+    def __init__(self, scheduler: str, workers: int = 2, gpu_share: float | None = None,
+                 gpus: list[str] | None = None):
+        """Units on ``scheduler`` (``tcp://HOST:PORT``, or ``local``: a cluster of ``workers`` single-thread worker
+        processes on 127.0.0.1). With ``gpu_share``, each unit needs that share of a worker's resource ``GPU``; a
+        local cluster then has one worker per id in ``gpus`` (``gpu_workers``) instead of ``workers``."""
         super().__init__()
-        from distributed import Client, LocalCluster
+        from distributed import Client, LocalCluster, SpecCluster
 
         self.cluster = None
-        if scheduler == "local":
+        if scheduler == "local" and gpu_share:
+            if not gpus:
+                raise ValueError("a local Dask cluster for GPU runs needs the GPU ids (--gpus)")
+            self.cluster = SpecCluster(workers=gpu_workers(gpus, max(1, round(1 / gpu_share))),
+                                       scheduler=_local_scheduler(), silence_logs=logging.WARN)
+            self.client = Client(self.cluster)
+        elif scheduler == "local":
             self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                        dashboard_address=None,
-                                        resources={"GPU": 1} if gpu_share else None)
+                                        dashboard_address=None)
             self.client = Client(self.cluster)
         else:
             self.client = Client(scheduler, timeout=30)
@@ -278,6 +289,24 @@ class DaskExecutor(_FutureExecutor):
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _local_scheduler() -> dict:
+    from distributed import Scheduler
+
+    return {"cls": Scheduler, "options": {"host": "127.0.0.1", "port": 0, "dashboard": False,
+                                          "dashboard_address": None}}
+
+
+def gpu_workers(gpus: list[str], runs_per_gpu: int = 1) -> dict[str, dict]:
+    """Dask worker specs (``SpecCluster``) of a local cluster for GPU runs: one worker process per GPU id, which
+    sees only its GPU (``CUDA_VISIBLE_DEVICES``, inherited by the runs it starts, which use ``cuda``), offers the
+    resource ``GPU=1`` and runs up to ``runs_per_gpu`` units at a time."""
+    from distributed import Nanny
+
+    return {f"gpu-{gpu}": {"cls": Nanny, "options": {
+        "host": "127.0.0.1", "nthreads": runs_per_gpu, "resources": {"GPU": 1}, "dashboard": False,
+        "env": {"CUDA_VISIBLE_DEVICES": str(gpu)}, "silence_logs": logging.WARN}} for gpu in gpus}
 
 
 class SlurmExecutor:

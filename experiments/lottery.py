@@ -39,10 +39,9 @@ from __future__ import annotations
 
 import datetime
 
-from analysis.conditions import condition_hash
 from experiments import resume
-from experiments.errors import ConfigError
-from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
+from experiments.errors import ConfigError, RunFailed, run_name
+from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, identity_info, store_now
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
@@ -52,7 +51,7 @@ from experiments.ingredients.treatment import treatment_ingredient
 from experiments.progress import Progress
 from masking import hashing, lottery, models
 from masking.pruning import Mask
-from masking.training import TrainingConfig, eval_points
+from masking.training import Diverged, TrainingConfig, eval_points
 from ticketlab import schema
 
 ex = TicketlabExperiment("lottery", ingredients=[
@@ -118,8 +117,9 @@ def log_eval(_run, k: int, iterations: int, point: dict) -> None:
 
 def record_round(_run, result: lottery.RoundResult, iterations: int, artifacts: ArtifactWriter | None,
                  sources: tuple[str, str] = ("init", "final")) -> None:
-    """Store a finished round. The round record goes last: a run document that lists round k in ``info.rounds``
-    also holds its metrics and its artifact, so a resumed run can trust it."""
+    """Store a finished round, now (``store_now``), before its line is printed. The round record goes last: a run
+    document that lists round k in ``info.rounds`` also holds its metrics and its artifact, so a resumed run can
+    trust it."""
     record = result.record
     for key in ROUND_METRICS:
         _run.log_scalar(f"round.{key}", float(getattr(record, key)), (record.round + 1) * iterations)
@@ -128,6 +128,7 @@ def record_round(_run, result: lottery.RoundResult, iterations: int, artifacts: 
             "final": cpu(result.final), "mask": cpu(result.mask),
             **{name: cpu(state) for name, state in lottery.kept_states(result, sources).items()}})
     _run.info["rounds"].append(record.to_dict())
+    store_now(_run)
 
 
 def round_artifact(k: int) -> str:
@@ -205,7 +206,7 @@ def lottery_spec(seed, arch, criterion, treatment, pruning: dict) -> lottery.Lot
 def begin_record(_run, setup: lottery.Setup, data_source: str, _config, artifacts: ArtifactWriter | None,
                  execution: dict, stored: resume.Resumed | None = None) -> None:
     """What a run records before its first round (a run of a population too: ``experiments.population``)."""
-    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data_source,
+    _run.info.update({**identity_info(_run, _config, execution, data_source), "data_source": data_source,
                       "init_hash": setup.init_hash, "layer_rates": setup.rates, "schedule": setup.schedule,
                       "rounds": _run.info.get("rounds", []) if stored else [], "execution": execution})
     if artifacts and not (stored and "init.pt" in stored.artifact_names):
@@ -222,9 +223,11 @@ def main(save_artifacts, _run, _config):
     start = continue_from(stored, setup, _run) if stored else None
     artifacts = ArtifactWriter(_run) if save_artifacts else None
     begin_record(_run, setup, data.source, _config, artifacts, execution, stored)
+    store_now(_run)  # its identity and execution in the database from the start (the sweep shows which run)
     iterations = spec.training.iterations
-    if start is not None:
-        print(f"resuming run {stored.run_id} after round {start.round}")
+    if stored:
+        print(f"resuming run {stored.run_id} " + (f"after round {start.round} (rounds 0-{start.round} kept)"
+                                                  if start is not None else "at round 0 (no finished round stored)"))
     progress = Progress(iterations, last_round=spec.rounds, first_round=0 if start is None else start.round + 1)
     try:
         for result in lottery.iterate_rounds(setup, start=start,
@@ -233,6 +236,8 @@ def main(save_artifacts, _run, _config):
             record_round(_run, result, iterations, artifacts, spec.sources)
             progress.close()
             print(round_line(result.record, iterations))
+    except Diverged as error:  # as a population member fails: FAILED, one line
+        raise RunFailed(f"{run_name(_run)} FAILED in round {len(_run.info['rounds'])}: {error}") from None
     finally:
         progress.close()
         if artifacts:

@@ -97,34 +97,42 @@ class ResilientMongoObserver(MongoObserver):
         # a password given with -m never reaches the run document (Sacred records the options in meta)
         _id = super().started_event(ex_info, command, scrub_all(host_info), start_time, config,
                                     scrub_all(meta_info), _id)
-        tags = self.tags(self.run_entry.get("config", {}))
+        tags = self.tags(self.run_entry.get("config", {}), self.run_entry.get("experiment", {}).get("name"))
         self.run_entry["omniboard"] = {"tags": tags}
         self.runs.update_one({"_id": _id}, {"$set": {"omniboard.tags": tags}})
         return _id
 
     @staticmethod
-    def tag_values(config: dict) -> list[list[str]]:
-        """Per group of ``schema.TAG_GROUPS``, the run's values (the seed as ``seed=N``)."""
-        groups = []
-        for group in schema.TAG_GROUPS:
+    def tag_values(config: dict, experiment: str | None = "lottery") -> list[list[tuple[str, str | None]]]:
+        """Per group of the experiment's ``schema.TAG_GROUPS`` (other experiments: lottery's), the run's values as
+        (text, short text or None)."""
+        flat, groups = schema.flatten(config), []
+        for group in schema.TAG_GROUPS.get(experiment, schema.TAG_GROUPS["lottery"]):
             values = []
-            for path in group:
-                value = config
-                for part in path.split("."):
-                    value = value.get(part) if isinstance(value, dict) else None
-                if isinstance(value, str) or (path == "seed" and isinstance(value, int)):
-                    values.append(f"seed={value}" if path == "seed" else value)
+            for tag in group:
+                if tag.when and flat.get(tag.when[0]) != tag.when[1]:
+                    continue
+                value = flat.get(tag.path) if tag.path else ""
+                if value is not None and value is not False and not isinstance(value, (dict, list)):
+                    values.append((tag.text.format(value), None if tag.short is None else tag.short.format(value)))
             groups.append(values)
         return groups
 
     @classmethod
-    def tags(cls, config: dict) -> list[str]:
-        """A run's Omniboard tags: per group of ``schema.TAG_GROUPS``, its values joined by "/", or one tag per
-        value when that is longer than ``schema.TAG_MAX_CHARS`` (longer tags are cut in Omniboard's Tags cell)."""
+    def tags(cls, config: dict, experiment: str | None = "lottery") -> list[str]:
+        """A run's Omniboard tags: per group of ``schema.TAG_GROUPS``, its values joined by "/"; a group longer than
+        ``schema.TAG_MAX_CHARS`` (longer tags are cut in Omniboard's Tags cell) takes its values' short forms one
+        after the other until it fits, or becomes one tag per value when it has none."""
         tags = []
-        for values in cls.tag_values(config):
-            joined = "/".join(values)
-            tags += [joined] if len(joined) <= schema.TAG_MAX_CHARS else values
+        for values in cls.tag_values(config, experiment):
+            texts = [text for text, _ in values]
+            shortened = [index for index, (_, short) in enumerate(values) if short is not None]
+            for index in shortened:
+                if len("/".join(filter(None, texts))) <= schema.TAG_MAX_CHARS:
+                    break
+                texts[index] = values[index][1]
+            joined = "/".join(filter(None, texts))
+            tags += texts if len(joined) > schema.TAG_MAX_CHARS and not shortened else [joined]
         return [tag for tag in tags if tag]
 
     def heartbeat_event(self, info, captured_out, beat_time, result):

@@ -1,20 +1,32 @@
-"""Omniboard on a run database, with ticketlab's columns already there.
+"""Omniboard on a run database, with ticketlab's tags and columns already there.
 
     python -m experiments.omniboard -m 127.0.0.1:27017:lottery [--port 9000]
-    python -m experiments.omniboard --mu "mongodb://user:pw@host:27017/lottery?authSource=admin"
+    python -m experiments.omniboard -m "mongodb://user:pw@host:27017/lottery?authSource=admin"
+    TICKETLAB_MONGO_URI="mongodb://user:pw@host:27017/lottery?authSource=admin" python -m experiments.omniboard
 
-Omniboard shows a run's config one level deep. ticketlab's observer tags every run with its criterion, mask-1 and
-mask-0 actions, arch, data set and ``seed=N`` (``schema.TAG_PATHS``; Omniboard's Tags column, near the left of the
-run list). This command gives older runs the same tags (keeping tags added by hand), makes the rows tall enough for
-the Tags cell to show all six (``schema.ROW_HEIGHT``: Omniboard's ``row_height`` setting, when still at its
-default) and writes (idempotently) into Omniboard's own settings collections:
+The database is named as for every ticketlab command (``experiments.dbspec``: ``-m HOST:PORT:DB``, ``-m`` a
+MongoDB URI, or ``$TICKETLAB_MONGO_URI``; ``--mu URI`` is a deprecated spelling of ``-m URI``). Omniboard gets the
+connection string through a pipe, never on a command line (``ps``) or in the environment it starts with
+(``/proc/PID/environ``, readable by the same user): ``omniboard_bind.js``, loaded before Omniboard, reads it from
+the pipe and sets it as Omniboard's ``MONGO_URI`` inside the Node process, and removes it again once Omniboard has
+read it. Omniboard 2.16.1's own ways (``dist/config/configFile.js``) would each show the password: ``-m`` and
+``--mu`` in ``ps``, ``MONGO_URI`` in ``/proc/PID/environ``, and ``OMNIBOARD_CONFIG`` names a file it reads at
+start and leaves on disk.
 
-* ``omniboard.custom.columns`` (``schema.CUSTOM_COLUMNS``): Criterion, Mask-1, Mask-0, Arch, Data, Rounds and
-  Iterations, read at ``config.criterion.name``, ``config.treatment.mask1``, ... (Omniboard needs the ``config.``
-  prefix; columns an older ticketlab wrote without it are repaired);
+Omniboard shows a run's config one level deep. ticketlab's observer tags every run with what tells it apart
+(``schema.TAG_GROUPS``: a lottery run's criterion, mask-1/mask-0, data set and arch/seed; a Supermask's variant,
+start, data set and arch/seed; Omniboard's Tags column, near the left of the run list). This command gives older
+runs the same tags (keeping tags added by hand), makes the rows tall enough for the Tags cell to show four
+(``schema.ROW_HEIGHT``: Omniboard's ``row_height`` setting, when still at its default) and writes (idempotently)
+into Omniboard's own settings collections:
+
+* ``omniboard.custom.columns`` (``schema.CUSTOM_COLUMNS``): Criterion, Mask-1, Mask-0 (lottery), Start and Density
+  (Supermask), Arch, Data, Rounds and Iterations, read at ``config.criterion.name``, ...,
+  ``info.expected_density`` (Omniboard needs the ``config.`` or ``info.`` prefix; columns an older ticketlab wrote
+  without it are repaired);
 * ``omniboard.metric.columns`` (``schema.METRIC_COLUMNS``): the best test accuracy over rounds (``round.test_acc``,
   max) and the best untrained Supermask accuracy (``round.untrained_test_acc``, max). The run's Result column is
-  the last round's test accuracy (the lottery experiment returns it).
+  the last round's test accuracy of a lottery run, the test accuracy (mean over mask samples) of a Supermask.
 
 Omniboard places new columns after the run fields and the config; it keeps the order a user gives the columns (drag
 a header) in the browser's local storage, so the server cannot bring them forward (the README says how, once).
@@ -31,17 +43,18 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
-import pymongo
 import pymongo.errors
 
-from experiments.dbspec import parse_db_spec
+from experiments import dbspec
 from experiments.observers import ResilientMongoObserver
 from ticketlab import schema
 from ticketlab.cli import Parser
 
 ROOT = Path(__file__).resolve().parent.parent
+URI_FD_VARIABLE = "TICKETLAB_OMNIBOARD_URI_FD"  # the pipe omniboard_bind.js reads the connection string from
+# variables Omniboard would take its database from, or that hold a password it does not need: not passed on
+HIDDEN_VARIABLES = (dbspec.URI_VARIABLE, "MONGO_URI", "OMNIBOARD_CONFIG")
 
 
 def ensure_columns(database) -> None:
@@ -69,13 +82,14 @@ def ensure_row_height(database) -> None:
 
 def ensure_tags(database) -> int:
     """Give every run ticketlab's Omniboard tags as the observer does (runs written by another observer have none,
-    runs of older versions one tag per value), keeping the tags a user added in Omniboard; returns how many runs
-    changed."""
+    runs of older versions one tag per value, Supermask runs of older versions lottery's groups), keeping the tags
+    a user added in Omniboard; returns how many runs changed."""
     changed = 0
-    for run in database["runs"].find({}, {"config": 1, "omniboard.tags": 1}):
-        config = run.get("config", {})
-        ours = ResilientMongoObserver.tags(config)
-        stale = set(ours).union(*ResilientMongoObserver.tag_values(config))
+    for run in database["runs"].find({}, {"config": 1, "experiment.name": 1, "omniboard.tags": 1}):
+        config, experiment = run.get("config", {}), (run.get("experiment") or {}).get("name")
+        ours = ResilientMongoObserver.tags(config, experiment)
+        former = ResilientMongoObserver.tag_values(config)  # older versions gave every run lottery's groups
+        stale = set(ours) | set(ResilientMongoObserver.tags(config)) | {text for group in former for text, _ in group}
         old = (run.get("omniboard") or {}).get("tags") or []
         tags = ours + [t for t in old if t not in stale]
         if tags != old:
@@ -99,42 +113,51 @@ def url(port: int) -> str:
     return f"http://127.0.0.1:{port}/sacred"
 
 
+def connection_pipe(uri: str) -> int:
+    """The read end of a pipe that holds ``uri`` and is closed for writing, inherited by the program this process
+    becomes (``omniboard_bind.js`` reads it)."""
+    read, write = os.pipe()
+    try:
+        os.write(write, uri.encode())  # far below the pipe's buffer (64 KiB): never blocks
+    finally:
+        os.close(write)
+    os.set_inheritable(read, True)
+    return read
+
+
 def main(argv=None) -> int:
     parser = Parser(prog="python -m experiments.omniboard", description=__doc__.split("\n\n")[0])
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("-m", "--mongo_db", metavar="HOST:PORT:DB", help="the run database, as for the experiments")
-    where.add_argument("--mu", metavar="URI", help="a MongoDB URI with the database in its path")
+    where = parser.add_mutually_exclusive_group()
+    dbspec.add_argument(where)
+    where.add_argument("--mu", metavar="URI", help="deprecated: the same as -m URI")
     parser.add_argument("--port", type=int, default=9000, help="Omniboard's port (default 9000)")
     parser.add_argument("--host", default="127.0.0.1", help="the address Omniboard listens on (default 127.0.0.1: "
                         "this machine only; reach it from elsewhere through an SSH tunnel, ssh -L 9000:127.0.0.1:9000)")
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"argument --port: {args.port} is not a TCP port (1 to 65535)")
-    if args.mu:
-        uri, db_name = args.mu, urlparse(args.mu).path.lstrip("/") or "sacred"
-        omniboard_args = ["--mu", args.mu]
-    else:
-        try:
-            uri, db_name = parse_db_spec(args.mongo_db)
-        except ValueError as error:
-            parser.error(str(error))
-        host_port = uri.split("://", 1)[1]
-        omniboard_args = ["-m", f"{host_port}:{db_name}"]
+    try:
+        spec = dbspec.parse(args.mu or args.mongo_db)
+    except dbspec.DbSpecError as error:
+        parser.error(str(error))
     try:
         command = omniboard_command()
-        with pymongo.MongoClient(uri, serverSelectionTimeoutMS=5000) as client:
-            ensure_columns(client[db_name])
-            ensure_row_height(client[db_name])
-            ensure_tags(client[db_name])
+        with dbspec.connect(spec.url) as client:
+            ensure_columns(client[spec.db_name])
+            ensure_row_height(client[spec.db_name])
+            ensure_tags(client[spec.db_name])
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except pymongo.errors.PyMongoError as error:
-        print(f"error: cannot reach the run database {db_name!r}: {error.__class__.__name__}", file=sys.stderr)
+        print(f"error: {dbspec.unreachable(spec, error)}", file=sys.stderr)
         return 2
-    print(f"Omniboard for database {db_name!r}: {url(args.port)}  (Ctrl-C stops it)", flush=True)
+    print(f"Omniboard for {spec.display}: {url(args.port)}  (Ctrl-C stops it)", flush=True)
+    env = {name: value for name, value in os.environ.items() if name not in HIDDEN_VARIABLES}
+    env.update(PORT=str(args.port), OMNIBOARD_HOST=args.host,
+               **{URI_FD_VARIABLE: str(connection_pipe(spec.uri_with_db))})
     os.chdir(ROOT)  # become Omniboard (exec): a signal to this process reaches it, no child is left behind
-    os.execve(command[0], command + omniboard_args, dict(os.environ, PORT=str(args.port), OMNIBOARD_HOST=args.host))
+    os.execve(command[0], command, env)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from sacred.arg_parser import get_config_updates
 from sacred.utils import SacredError
 from tqdm import tqdm
 
-from analysis.conditions import condition_hash
+from ticketlab.identity import point_hash
 from experiments import lottery as lottery_exp
 from experiments import supermask as supermask_exp
 from experiments.base import ArtifactWriter, sigterm_interrupts
@@ -302,7 +302,7 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict], device
     from experiments.sweep import completed_hashes
 
     done = completed_hashes(*parse_db_spec(db_spec), args.experiment)
-    todo = [i for i, config in enumerate(configs) if condition_hash(config) not in done]
+    todo = [i for i, config in enumerate(configs) if point_hash(config) not in done]
     groups = [[todo[i] for i in members] for members in group([configs[i] for i in todo], size, args.experiment)]
     alone = sum(len(members) == 1 for members in groups)
     if devices:
@@ -347,14 +347,20 @@ def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict], device
             slots.put(device)
 
     failed = []
+    tty = sys.stderr.isatty()  # a bar on a terminal; one line per finished population in a log file
     with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(todo), unit="run", desc="populations", dynamic_ncols=True) as bar:
+            tqdm(total=len(todo), unit="run", desc="populations", dynamic_ncols=True, disable=not tty) as bar:
         futures = {pool.submit(run, index): index for index in range(len(groups))}
+        finished = 0
         for future in concurrent.futures.as_completed(futures):
             index = futures[future]
             if future.result() != 0:
                 failed.append(index)
             bar.update(len(groups[index]))
+            finished += len(groups[index])
+            if not tty:
+                print(f"sweep: {finished}/{len(todo)} runs finished ({len(failed)} population(s) with failures)",
+                      file=sys.stderr, flush=True)
     print(f"sweep: {len(groups) - len(failed)} of {len(groups)} populations and single runs completed; logs in {logs}")
     for index in failed:
         print(f"  FAILED (some members): {'; '.join(' '.join(m) for m in own[index])}  "

@@ -36,12 +36,12 @@ from statsmodels.stats.multitest import multipletests
 
 from analysis import figures
 from analysis import masks as mask_analysis
-from analysis.conditions import condition_hash
 from analysis.query import QueryError, load_runs
 from analysis.report import markdown_table
 from analysis.stats import ComparisonError, compare
 from experiments import dbspec, localdb, sweep
 from ticketlab.cli import Parser
+from ticketlab.identity import condition_hash
 
 DB_NAME = "lottery"
 ARCH, DATA = "lenet300_100", "fashion_mnist"
@@ -58,6 +58,13 @@ class Part:
     experiment: str
     flags: tuple[str, ...] = ()
     updates: tuple[str, ...] = ()
+
+    def slug(self) -> str:
+        """A readable folder name: ``supermask-start=criterion-start_criterion=large_final+random``."""
+        pairs = [value if flag == "--grid" else f"{flag.lstrip('-')}={value}"
+                 for flag, value in zip(self.flags[::2], self.flags[1::2])] + list(self.updates)
+        short = [f"{key.split('.')[-1]}={value}" for key, _, value in (p.partition("=") for p in pairs)]
+        return "-".join([self.experiment, *short]).replace(",", "+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,7 +316,7 @@ def scaling_report(db, s: Settings, out: Path) -> list[str]:
 
 
 def part_conditions(parts: list[Part], s: Settings) -> set[str]:
-    """The conditions (``condition_hash`` without the seed) of every run ``parts`` start, resolved as the sweep
+    """The conditions (``ticketlab.identity.condition_hash``) of every run ``parts`` start, resolved as the sweep
     resolves them."""
     import importlib
 
@@ -318,7 +325,7 @@ def part_conditions(parts: list[Part], s: Settings) -> set[str]:
         args, parser = sweep.parse_args(["-m", "h:1:db", "--experiment", part.experiment, *part.flags, "--seeds",
                                          s.seeds.split(",")[0], "with", *s.shared(part.experiment), *part.updates])
         ex = importlib.import_module(f"experiments.{part.experiment}").ex
-        out |= {condition_hash(sweep.resolve(ex, args.shared + point), ignore_seed=True)
+        out |= {condition_hash(sweep.resolve(ex, args.shared + point))
                 for point in sweep.grid_points(sweep.build_axes(args, parser))}
     return out
 
@@ -333,7 +340,7 @@ def claim_runs(db, s: Settings, parts: list[Part]) -> tuple[str, pd.DataFrame]:
         return spec, frame
     wanted = part_conditions(parts, s)
     ids = [int(r) for r in frame["run_id"].unique()]
-    conditions = {doc["_id"]: condition_hash(doc["config"], ignore_seed=True)
+    conditions = {doc["_id"]: condition_hash(doc["config"])
                   for doc in db["runs"].find({"_id": {"$in": ids}}, {"config": 1})}
     return spec, frame[frame["run_id"].map(conditions).isin(wanted) & (frame["status"] == "COMPLETED")]
 
@@ -623,7 +630,7 @@ GROUPS = {"all": list(STUDIES), "claims": ["lfss", "bimodal", "quadrant", "mask0
 def run_parts(parts: list[Part], spec: str, s: Settings, workers: int, logs: Path) -> int:
     code = 0
     for part in parts:
-        folder = logs / "_".join([part.experiment, *(a.split("=")[-1] for a in part.flags + part.updates)])
+        folder = logs / part.slug()
         args = ["-m", spec, "--experiment", part.experiment, *part.flags, "--seeds", s.seeds, "--workers",
                 str(workers), "--logs", str(folder), "with", *s.shared(part.experiment), *part.updates]
         code = sweep.main(args) or code
@@ -654,7 +661,7 @@ def main(argv=None) -> int:
         done = set()
         for name in names:
             parts = [p for p in STUDIES[name].parts(settings) if p not in done]
-            code = run_parts(parts, spec, settings, args.workers, home / "questions_logs") or code
+            code = run_parts(parts, spec, settings, args.workers, home / "questions_logs" / name) or code
             done.update(parts)
     client = dbspec.connect(f"mongodb://{address}")
     try:

@@ -29,12 +29,14 @@ from typing import Callable, Iterable, Mapping, Sequence
 import pymongo
 import torch
 
+from ticketlab import identity
 from ticketlab.schema import EXECUTION_KEYS
 from experiments import dbspec
 from experiments.errors import UserError
 from experiments.observers import SERVER_TIMEOUT_MS
 
 RESUME_FLAG = "--resume"
+OTHER_SCIENCE_FLAG = "--other-science"
 REFUSED_STATUSES = ("COMPLETED", "QUEUED")
 
 
@@ -104,9 +106,10 @@ def stored_run(db_spec: str | None, run_id) -> dict:
 
 
 def prepare(experiment_name: str, doc: Mapping, config_updates: Mapping | None,
-            named_configs: Sequence[str]) -> tuple[dict, dict]:
+            named_configs: Sequence[str], other_science: bool = False) -> tuple[dict, dict]:
     """(config updates, info) that make a new run continue ``doc``: its stored config with the allowed execution
-    updates, and its stored info. A ResumeError, before anything is written, when it cannot be resumed."""
+    updates, and its stored info. A ResumeError, before anything is written, when it cannot be resumed (a run
+    started by another science version too, unless ``other_science``)."""
     run_id = doc["_id"]
     stored_experiment = doc.get("experiment", {}).get("name")
     if stored_experiment != experiment_name:
@@ -125,7 +128,18 @@ def prepare(experiment_name: str, doc: Mapping, config_updates: Mapping | None,
     if not config.get("save_artifacts", False):
         raise ResumeError(f"run {run_id} cannot be resumed: it ran with save_artifacts=False, so its weights "
                           "were not stored")
+    stored, current = identity.version_of(doc), identity.science_version()
+    if stored != current and not other_science:
+        raise ResumeError(f"run {run_id} was started by science version {stored}, this code is {current} "
+                          f"(masking/ or the data sets changed): its rounds would mix two versions; add "
+                          f"{OTHER_SCIENCE_FLAG} to continue it anyway, or start a new run")
     return _merge(config, config_updates or {}), copy.deepcopy(doc.get("info", {}))
+
+
+def load_tensors(data: bytes):
+    """What ``torch.save`` wrote into an artifact, as CPU tensors whatever device saved them (a run trained on a
+    GPU is resumed, or its masks read, on any machine)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 class Resumed:
@@ -146,8 +160,7 @@ class Resumed:
     def load_artifact(self, name: str):
         """The tensors saved (``torch.save``) as artifact ``name``."""
         entry = next(a for a in self.observer.run_entry["artifacts"] if a["name"] == name)
-        data = self.observer.fs.get(entry["file_id"]).read()
-        return torch.load(io.BytesIO(data), weights_only=True)
+        return load_tensors(self.observer.fs.get(entry["file_id"]).read())
 
     def keep_artifacts(self, names: Iterable[str]) -> None:
         """Drop every artifact not in ``names`` (from the run document and from GridFS)."""

@@ -16,25 +16,17 @@ Stop the database with ``python -m experiments.localdb stop``; its data survive 
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
 
 from analysis.report import write_report
 from experiments import localdb, sweep
-from ticketlab.cli import Parser
+from ticketlab.cli import Parser, python_command
 
 CRITERIA = "large_final,magnitude_increase,large_init,random"
 DB_NAME = "lottery"
 EVAL_EVERY = 200  # the ``reduced`` named config's
-
-
-def python_command() -> str:
-    """How to call the Python running this: ``.venv/bin/python`` from the repository, else its absolute path (a
-    bare ``python`` outside the virtual environment lacks ticketlab's packages)."""
-    relative = os.path.relpath(sys.executable)
-    return shlex.quote(relative if not relative.startswith("..") else sys.executable)
 
 
 def main(argv=None) -> int:
@@ -65,7 +57,7 @@ def main(argv=None) -> int:
     out = home / "study_report"
     where = {**settings, "mask1": "original", "mask0": "zero", "criterion": args.criteria.split(","),
              "seed": [int(seed) for seed in args.seeds.split(",")]}  # a config path or a frame column
-    result = write_report(f"mongodb://{address}", DB_NAME, out, where=where)
+    result = write_report(f"mongodb://{address}", DB_NAME, out, where=where, kinds=("lottery",))
     print(f"\nstudy: report in {out}/report.md, after {time.monotonic() - started:.0f} s")
     for line in result["summary"]:
         print("  " + line)
@@ -74,11 +66,11 @@ def main(argv=None) -> int:
     python, home_option = python_command(), f" --home {shlex.quote(str(home))}" if args.home else ""
     print("\nbrowse and analyse the runs (from this folder):")
     print(f"  {python} -m experiments.omniboard -m {spec}    # then open the link it prints")
-    print(f"  {python} -m analysis runs --mongo {address} --db {DB_NAME}")
+    print(f"  {python} -m analysis runs -m {spec}")
     options = " ".join(f"--where {key}={','.join(map(str, value)) if isinstance(value, list) else value}"
                        for key, value in where.items())
     again = shlex.quote(str(home / "analysis_report"))  # a real folder: the command runs as printed
-    print(f"  {python} -m analysis report --mongo {address} --db {DB_NAME} {options} --out {again}")
+    print(f"  {python} -m analysis report -m {spec} --experiment lottery {options} --out {again}")
     print(f"  incense: incense.ExperimentLoader(mongo_uri='mongodb://{address}', db_name='{DB_NAME}')")
     print(f"  stop the database: {python} -m experiments.localdb stop{home_option}")
     return code

@@ -25,19 +25,17 @@ terminal, a status line shows step, ms/step and ETA (not stored). The procedure 
 
 from __future__ import annotations
 
-import io
-
-import torch
-
-from analysis.conditions import condition_hash
-from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs
+from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, identity_info
 from experiments.ingredients import arch as arch_ing
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
-from experiments.errors import ConfigError
+from experiments.errors import ConfigError, RunFailed, run_name
 from experiments.ingredients.supermask import supermask_ingredient
 from experiments.progress import Progress
-from masking import models, rng, start_mask, supermask_training
+from experiments.resume import load_tensors
+from masking import hashing, models, rng, start_mask, supermask_training
+from masking.training import Diverged
+from ticketlab import identity
 
 ex = TicketlabExperiment("supermask", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, supermask_ingredient, training_ing.training_ingredient,
@@ -74,33 +72,73 @@ def log_eval(_run, point: dict) -> None:
         _run.log_scalar(key, point[key], point["iteration"])
 
 
-def lottery_mask(run, run_id: int, round_: int) -> dict:
-    """The mask of round ``round_`` of lottery run ``run_id``, from the run database this run is observed in."""
+START_RUN_FIELDS = {"experiment.name": 1, "status": 1, "config": 1, "artifacts": 1, "info.rounds.round": 1,
+                    "info.rounds.mask_hash": 1, "info.rounds.percent_remaining": 1, "info.science": 1}
+
+
+def start_run_doc(config: dict, database) -> dict | None:
+    """The lottery run ``supermask.start=run`` starts from, checked: a COMPLETED lottery run of the same arch and
+    data set that stored the mask of ``start_round`` (a ConfigError in one line otherwise, before the run starts:
+    ``ex.checks``). None for other starts."""
+    cfg = config["supermask"]
+    if cfg["start"] != "run":
+        return None
+    where = f"supermask.start_run={cfg['start_run']} supermask.start_round={cfg['start_round']}"
+    if database is None:
+        raise ConfigError(f"{where}: supermask.start=run reads the lottery run from the run database: give one "
+                          f"with -m")
+    doc = database["runs"].find_one({"_id": cfg["start_run"]}, START_RUN_FIELDS)
+    if doc is None or doc.get("experiment", {}).get("name") != "lottery":
+        what = "no such run" if doc is None else f"run {cfg['start_run']} is a {doc['experiment']['name']} run"
+        raise ConfigError(f"{where}: {what}; give a COMPLETED lottery run of this database")
+    if doc.get("status") != "COMPLETED":
+        raise ConfigError(f"{where}: run {cfg['start_run']} is {doc.get('status')}, not COMPLETED: its masks may "
+                          f"not exist yet or be final")
+    for key in ("arch", "data"):
+        theirs, ours = doc["config"][key]["name"], config[key]["name"]
+        if theirs != ours:
+            raise ConfigError(f"{where}: run {cfg['start_run']} pruned {key}.name={theirs!r}, this run has "
+                              f"{key}.name={ours!r}; a mask fits only its own {key}")
+    rounds = [r["round"] for r in (doc.get("info") or {}).get("rounds") or []]
+    name = f"round_{cfg['start_round']:02d}.pt"
+    if cfg["start_round"] not in rounds or name not in [a["name"] for a in doc.get("artifacts", [])]:
+        raise ConfigError(f"{where}: run {cfg['start_run']} has no round {cfg['start_round']} with a stored mask "
+                          f"(rounds {', '.join(map(str, rounds))}; saved with save_artifacts=True?)")
+    return doc
+
+
+ex.checks.append(start_run_doc)
+
+
+def lottery_mask(run, config: dict) -> tuple[dict, dict]:
+    """The mask ``supermask.start=run`` names, from the run database this run is observed in, and what it is
+    (``info.start_mask``: the run, its condition, point and science version, the round, the mask's hash)."""
     observers = [o for o in run.observers if hasattr(o, "fs") and hasattr(o, "runs")]
-    if not observers:
-        raise ConfigError("supermask.start=run reads the lottery run from the run database: give one with -m")
-    doc = observers[0].runs.find_one({"_id": run_id}, {"artifacts": 1, "experiment.name": 1, "status": 1})
-    name = f"round_{round_:02d}.pt"
-    found = [a for a in (doc or {}).get("artifacts", []) if a["name"] == name]
-    if not found:
-        raise ConfigError(f"supermask.start_run={run_id} supermask.start_round={round_}: no artifact {name} in "
-                          f"that run of the run database (a lottery run saved with save_artifacts=True?)")
-    with observers[0].fs.get(found[0]["file_id"]) as f:
-        return torch.load(io.BytesIO(f.read()), map_location="cpu")["mask"]
+    doc = start_run_doc(config, observers[0].runs.database if observers else None)
+    round_ = config["supermask"]["start_round"]
+    found = next(a for a in doc["artifacts"] if a["name"] == f"round_{round_:02d}.pt")
+    with observers[0].fs.get(found["file_id"]) as f:
+        mask = load_tensors(f.read())["mask"]
+    record = next(r for r in doc["info"]["rounds"] if r["round"] == round_)
+    return mask, {"run": doc["_id"], "condition": identity.condition_hash(doc["config"]),
+                  "point": identity.point_hash(doc["config"]), "science": identity.version_of(doc),
+                  "round": round_, "percent_remaining": record["percent_remaining"],
+                  "mask_hash": hashing.state_hash(mask)}
 
 
 @supermask_ingredient.capture
 def start_mask_of(run, seed, data, start, start_run, start_round, start_criterion, start_percent,
-                  start_iterations, training, arch_name) -> dict | None:
-    """The mask the scores start from (``supermask.start``; None from scratch)."""
+                  start_iterations, training, arch_name, device="cpu") -> dict | None:
+    """The mask the scores start from (``supermask.start``; None from scratch); ``criterion`` trains its dense net
+    on ``device``, the run's."""
     if start == "scratch":
         return None
     if start == "run":
-        mask = lottery_mask(run, start_run, start_round)
+        mask, run.info["start_mask"] = lottery_mask(run, run.config)
     else:
         init, final, names = start_mask.dense_trajectory(
             arch_name, seed, data, start_iterations or training["iterations"], models.spec(arch_name).lr,
-            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"))
+            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"), device=device)
         mask = start_mask.one_shot_mask(start_criterion, init, final, sorted(names), start_percent,
                                         rng.stream(seed, "start mask"))
     return mask
@@ -121,8 +159,8 @@ def record_result(_run, result: supermask_training.SupermaskResult, data_source:
     """Store a finished Supermask run (a member of a population too: ``experiments.population``); returns the
     summary line the run prints."""
     record = result.record
-    _run.info.update({"condition_hash": condition_hash(_config), "data_source": data_source, **record.to_dict(),
-                      "execution": execution})
+    _run.info.update({**identity_info(_run, _config, execution, data_source), "data_source": data_source,
+                      **record.to_dict(), "execution": execution})
     if save_artifacts:
         artifacts = ArtifactWriter(_run)
         artifacts.save("scores.pt", {name: t.cpu() for name, t in result.scores.items()})
@@ -137,11 +175,14 @@ def record_result(_run, result: supermask_training.SupermaskResult, data_source:
 def main(seed, arch, save_artifacts, _run, _config):
     device, execution = training_ing.execution_settings()
     data = data_ing.load()
-    spec = supermask_spec(start=start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"]))
+    spec = supermask_spec(start=start_mask_of(_run, seed, data, training=_config["training"], arch_name=arch["name"],
+                                              device=device))
     progress = Progress(spec.training.iterations, label="")
     try:
         result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point), device=device,
                                         dtype=training_ing.dtype(), on_progress=lambda it: progress.update(0, it))
+    except Diverged as error:  # as a population member fails: FAILED, one line
+        raise RunFailed(f"{run_name(_run)} FAILED: {error}") from None
     finally:
         progress.close()
     print(record_result(_run, result, data.source, _config, save_artifacts, execution))

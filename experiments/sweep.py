@@ -24,6 +24,7 @@ for ``--stale-after`` seconds) is taken over and its run resumed from its last f
   ``--nthreads 1``) or ``--scheduler local`` (a LocalCluster of ``--workers`` processes on 127.0.0.1). With
   ``--gpus``, a task needs the worker resource ``GPU`` (1 / ``--runs-per-gpu``): start one worker per GPU with
   ``CUDA_VISIBLE_DEVICES=N dask worker ... --resources GPU=1``; its runs use ``training.device=cuda``.
+  ``--scheduler local --gpus 0,1`` starts those workers itself, one per GPU.
 - ``slurm``: sbatch job arrays (``--workers`` array tasks at a time) with ``--partition``, ``--time``, ``--mem``,
   ``--threads`` CPUs per task and one GPU per task with ``--gpus``; logs in ``--logs`` (slurm-JOB_TASK.out).
 
@@ -56,12 +57,13 @@ from sacred.arg_parser import get_config_updates
 from sacred.initialize import create_run
 from tqdm import tqdm
 
-from analysis.conditions import condition_hash
+from ticketlab.identity import point_hash
 from experiments import claims
 from experiments import dbspec
 from experiments.executors import FAILED, HELD, LOST, Unit
 from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
+from experiments.progress import clock
 from ticketlab.cli import Parser
 
 EXPERIMENTS = ("lottery", "supermask")
@@ -86,7 +88,7 @@ def completed_hashes(url: str, db_name: str, experiment_name: str) -> set[str]:
     try:
         cursor = client[db_name]["runs"].find({"status": "COMPLETED", "experiment.name": experiment_name},
                                               {"config": 1})
-        return {condition_hash(doc["config"]) for doc in cursor}
+        return {point_hash(doc["config"]) for doc in cursor}
     finally:
         client.close()
 
@@ -112,9 +114,11 @@ def point_states(db, experiment: str, points: list[dict], stale_after: float) ->
     failed, dead, waiting), rounds done (with the running round's fraction of its steps) and the run holding it."""
     conditions = [p["condition"] for p in points]
     runs: dict[str, list[dict]] = {}
-    for run in db["runs"].find({"experiment.name": experiment, "info.condition_hash": {"$in": conditions}},
-                               {"status": 1, "heartbeat": 1, "info.rounds": 1, "info.condition_hash": 1}):
-        runs.setdefault(run["info"]["condition_hash"], []).append(run)
+    query = {"$or": [{"info.point": {"$in": conditions}}, {"info.condition_hash": {"$in": conditions}}]}
+    for run in db["runs"].find({"experiment.name": experiment, **query},
+                               {"status": 1, "heartbeat": 1, "info.rounds": 1, "info.point": 1,
+                                "info.condition_hash": 1}):
+        runs.setdefault(run["info"].get("point") or run["info"]["condition_hash"], []).append(run)
     held = claims.get(db, conditions)
     states = []
     for point in points:
@@ -153,16 +157,21 @@ def describe_running(states: list[dict], limit: int = 4) -> str:
 
 
 class Progress:
-    """The sweep's bar: rounds done across all points (read from the database) with an ETA, and what runs."""
+    """The sweep's bar: rounds done across all points (read from the database) with an ETA, and what runs. On a
+    terminal a bar redrawn in place; elsewhere (a log file, a pipe) one plain line every ``LINE_EVERY`` seconds."""
+
+    LINE_EVERY = 60.0
 
     def __init__(self, db, experiment: str, points: list[dict], stale_after: float):
         self.db, self.experiment, self.points, self.stale_after = db, experiment, points, stale_after
         self.states = self._read() or []
         done = sum(s["rounds"] for s in self.states)
+        self.tty = sys.stderr.isatty()
         self.bar = tqdm(total=sum(p["work"] for p in points), initial=done, unit="round", desc=experiment,
-                        dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.1f}/{total} rounds "
-                                                       "[{elapsed}<{remaining}, {rate_fmt}{postfix}]")
-        self.last = time.monotonic()
+                        dynamic_ncols=True, disable=not self.tty,
+                        bar_format="{l_bar}{bar}| {n:.1f}/{total} rounds [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
+        self.total, self.first, self.started = sum(p["work"] for p in points), done, time.monotonic()
+        self.last = self.last_line = time.monotonic()
 
     def _read(self):
         try:
@@ -178,11 +187,27 @@ class Progress:
         if states is None:
             return
         self.states = states
-        self.bar.update(sum(s["rounds"] for s in states) - self.bar.n)
+        done = sum(s["rounds"] for s in states)
+        if not self.tty:
+            if time.monotonic() - self.last_line >= self.LINE_EVERY or self.last == 0:
+                self.last_line = time.monotonic()
+                print(self.line(done, failed), file=sys.stderr, flush=True)
+            return
+        self.bar.update(done - self.bar.n)
         postfix = {"running": describe_running(states) or "-"}
         if failed:
             postfix["failed"] = failed
         self.bar.set_postfix(postfix, refresh=True)
+
+    def line(self, done: float, failed: int) -> str:
+        """The plain status line: rounds done, runs completed, what runs, elapsed time and ETA."""
+        elapsed = time.monotonic() - self.started
+        rate = (done - self.first) / elapsed if elapsed > 0 else 0
+        eta = clock((self.total - done) / rate) if rate > 0 else "?"
+        completed = sum(s["state"] == "completed" for s in self.states)
+        return (f"sweep: {done:.1f}/{self.total} rounds, {completed}/{len(self.points)} runs completed"
+                + (f", {failed} failed" if failed else "") + f"; running: {describe_running(self.states) or '-'}; "
+                f"elapsed {clock(elapsed)}, ETA {eta}")
 
     def close(self) -> None:
         self.last = 0
@@ -323,19 +348,31 @@ def check_execution(args, parser) -> list[str] | None:
         parser.error("--executor slurm: sbatch is not on PATH (run the sweep on a Slurm login node)")
     if args.executor != "slurm" and (args.partition or args.time_limit or args.mem or args.sbatch):
         parser.error(f"--partition, --time, --mem and --sbatch apply to --executor slurm, not {args.executor}")
-    if args.gpus is None or args.executor != "local":
+    args.gpu_ids = None  # this machine's GPUs that the runs use (local executor; a local Dask cluster)
+    if args.gpus is None or not (args.executor == "local" or args.scheduler == "local"):
         return None
     import torch
 
-    count = torch.cuda.device_count()
+    try:
+        args.gpu_ids = gpu_ids(args.gpus, torch.cuda.device_count())
+    except ValueError as error:
+        parser.error(str(error))
+    if args.executor != "local":
+        return None
+    return [f"cuda:{i}" for i in args.gpu_ids for _ in range(args.runs_per_gpu)]
+
+
+def gpu_ids(spec: str, count: int) -> list[int]:
+    """The GPU ids ``--gpus`` names (``0,1`` or ``all``) on a machine with ``count`` GPUs; a ValueError in one line
+    naming the valid choices otherwise."""
     valid = f"valid: 0..{count - 1} or all" if count else "no CUDA device on this machine"
     try:
-        ids = list(range(count)) if args.gpus == "all" else [int(i) for i in args.gpus.split(",")]
+        ids = list(range(count)) if spec == "all" else [int(i) for i in spec.split(",")]
     except ValueError:
         ids = None
     if not ids or any(not 0 <= i < count for i in ids):
-        parser.error(f"--gpus {args.gpus!r} names no usable GPU ({valid})")
-    return [f"cuda:{i}" for i in ids for _ in range(args.runs_per_gpu)]
+        raise ValueError(f"--gpus {spec!r} names no usable GPU ({valid})")
+    return ids
 
 
 def make_executor(args, db, logs: Path, devices: list[str] | None):
@@ -344,8 +381,8 @@ def make_executor(args, db, logs: Path, devices: list[str] | None):
     if args.executor == "local":
         return executors.LocalExecutor(len(devices) if devices else args.workers, devices)
     if args.executor == "dask":
-        return executors.DaskExecutor(args.scheduler, args.workers,
-                                      1 / args.runs_per_gpu if args.gpus else None)
+        return executors.DaskExecutor(args.scheduler, args.workers, 1 / args.runs_per_gpu if args.gpus else None,
+                                      [str(i) for i in args.gpu_ids] if args.gpu_ids else None)
     return executors.SlurmExecutor(db, logs, args.threads, args.workers, args.partition, args.time_limit, args.mem,
                                    1 if args.gpus else 0, args.sbatch)
 
@@ -396,7 +433,7 @@ def main(argv=None) -> int:
 
 
 def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[str], devices) -> int:
-    hashes = [condition_hash(c) for c in configs]
+    hashes = [point_hash(c) for c in configs]
     todo = [i for i, h in enumerate(hashes) if h not in done]
     where = {"local": f"{len(devices) if devices else args.workers} workers x {args.threads} thread(s)"
                       + (f" on {', '.join(sorted(set(devices)))}" if devices else ""),

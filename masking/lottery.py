@@ -71,9 +71,13 @@ class Checkpoint:
     at: dict[str, torch.Tensor] | None = None  # weights and biases after spec.source_iteration steps (source "iter")
 
     def to(self, device: str | torch.device) -> "Checkpoint":
-        """This checkpoint with its tensors on ``device`` (e.g. one loaded from a CPU artifact for a CUDA run)."""
-        return Checkpoint(self.round, {k: v.to(device) for k, v in self.final.items()},
-                          Mask({k: v.to(device) for k, v in self.mask.items()}))
+        """This checkpoint, every state in it, with its tensors on ``device`` (e.g. one loaded from a CPU artifact
+        for a CUDA run)."""
+        def move(state):
+            return None if state is None else {k: v.to(device) for k, v in state.items()}
+
+        return dataclasses.replace(self, final=move(self.final), mask=Mask(move(self.mask)), best=move(self.best),
+                                   at=move(self.at))
 
 
 @dataclasses.dataclass
@@ -270,6 +274,11 @@ def make_record(setup: Setup, k: int, mask: Mask, start_hash: str, untrained_tes
         tie_breaks=None if mask.tie_breaks is None else dict(sorted(mask.tie_breaks.items())))
 
 
+def source_steps(setup: Setup, previous: Checkpoint | None) -> list[int] | None:
+    """The training steps of round k-1 at which the criterion's two states were taken (None in round 0)."""
+    return None if previous is None else [SOURCES.get(s).step(setup, previous) for s in setup.spec.sources]
+
+
 def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval | None = None,
               on_progress: OnProgress | None = None) -> RoundResult:
     """Round ``k`` from the previous round's checkpoint (None for round 0): prune, treat, measure, train, test."""
@@ -283,8 +292,8 @@ def run_round(setup: Setup, k: int, previous: Checkpoint | None, on_eval: OnEval
     kept: dict = {}
     fit = train(setup, k, on_eval, on_progress, kept)
     evaluation = evaluate_round(setup.net, setup.data.test, fit)
-    steps = None if previous is None else [SOURCES.get(s).step(setup, previous) for s in setup.spec.sources]
-    record = make_record(setup, k, mask, start_hash, untrained_test_acc, fit, evaluation, steps)
+    record = make_record(setup, k, mask, start_hash, untrained_test_acc, fit, evaluation,
+                         source_steps(setup, previous))
     return RoundResult(record, evaluation.final, evaluation.best, mask, fit.curve, kept.get("at"))
 
 

@@ -23,9 +23,6 @@ CPU: ``bench/population.py`` measures both.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import math
-import time
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -34,9 +31,9 @@ from torch.nn import functional as F
 
 from masking.layers import MaskedMixin
 from masking.models import Net
-from masking.rng import generator_device
+from masking.rng import generator_device, randperm
 from masking.supermask import SupermaskMixin
-from masking.training import OPTIMIZERS, FitResult
+from masking.training import OPTIMIZERS, Diverged, FitResult, Trainee, train_loop
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -63,8 +60,8 @@ class _StraightThrough(torch.autograd.Function):
         return grad, None
 
 
-class MemberFailed(FloatingPointError):
-    """A member's numbers went bad (a non-finite loss); the other members go on."""
+class MemberFailed(Diverged):
+    """A member whose loss went non-finite (``training.Diverged``, named for the member): it fails alone."""
 
 
 class Stack(nn.Module):
@@ -321,7 +318,7 @@ def member_batches(num_examples: int, batch_size: int, generators: Sequence[torc
     if not 0 < batch_size <= num_examples:
         raise ValueError(f"batch size must be in [1, {num_examples}], got {batch_size}")
     while True:
-        perms = torch.stack([torch.randperm(num_examples, generator=g) for g in generators]).to(device)
+        perms = torch.stack([randperm(num_examples, g, generator_device(g)) for g in generators]).to(device)
         for start in range(0, num_examples - batch_size + 1, batch_size):
             yield perms[:, start:start + batch_size]
 
@@ -352,58 +349,24 @@ def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1
     return [(float(loss_sum[k]) / len(x), int(correct[k]) / len(x)) for k in range(stack.size)]
 
 
-@dataclasses.dataclass
-class _Best:
-    val_loss: float
-    val_acc: float
-    iteration: int
-    state: dict
-
-
 Split = tuple[torch.Tensor, torch.Tensor]
 
 
 def fit(stack: Stack, optimizer: torch.optim.Optimizer, train: Split, val: Split, iterations: int, batch_size: int,
         eval_every: int, generators: Sequence[torch.Generator | None],
         on_eval: Callable[[int, dict[str, float]], None] | None = None) -> list[FitResult | MemberFailed]:
-    """``training.fit`` for every member at once: member k draws its batches from ``generators[k]``, is evaluated
-    every ``eval_every`` steps (and after the last) and keeps its own best state (``member_state``).
+    """``training.fit`` for every member at once, through the same loop (``training.train_loop``): member k draws
+    its batches from ``generators[k]``, is evaluated every ``eval_every`` steps (and after the last) and keeps its
+    own best state (``member_state``).
 
     Returns one ``FitResult`` per member (``seconds`` is the population's wall time), or a ``MemberFailed`` for a
     member whose training or validation loss became non-finite; ``on_eval(k, point)`` is called for live members.
     """
     if len(generators) != stack.size:
         raise ValueError(f"{stack.size} members need {stack.size} generators, got {len(generators)}")
-    if iterations < 1 or eval_every < 1:
-        raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
-    start = time.perf_counter()
     x, y = train
     batches = member_batches(len(x), batch_size, generators, x.device)
-    best: list[_Best | None] = [None] * stack.size
-    failed: dict[int, MemberFailed] = {}
-    curves: list[list[dict]] = [[] for _ in range(stack.size)]
-    loss_sum, loss_count = torch.zeros(stack.size, dtype=x.dtype, device=x.device), 0
-    for it in range(1, iterations + 1):
-        loss_sum += train_step(stack, optimizer, *gather(x, y, next(batches)))
-        loss_count += 1
-        if it % eval_every == 0 or it == iterations:
-            scores = evaluate(stack, *val)
-            for k, (val_loss, val_acc) in enumerate(scores):
-                if k in failed:
-                    continue
-                point = {"iteration": it, "train_loss": float(loss_sum[k]) / loss_count, "val_loss": val_loss,
-                         "val_acc": val_acc}
-                if not (math.isfinite(point["train_loss"]) and math.isfinite(val_loss)):
-                    failed[k] = MemberFailed(f"member {k}: non-finite loss at iteration {it} "
-                                             f"(train {point['train_loss']}, validation {val_loss})")
-                    continue
-                curves[k].append(point)
-                if best[k] is None or val_loss < best[k].val_loss:
-                    best[k] = _Best(val_loss, val_acc, it, stack.member_state(k))
-                if on_eval is not None:
-                    on_eval(k, point)
-            loss_sum, loss_count = torch.zeros_like(loss_sum), 0
-    seconds = time.perf_counter() - start
-    return [failed[k] if k in failed else
-            FitResult(best[k].iteration, best[k].val_loss, best[k].val_acc, best[k].state, curves[k], seconds)
-            for k in range(stack.size)]
+    trainee = Trainee(stack.size, lambda: train_step(stack, optimizer, *gather(x, y, next(batches))),
+                      lambda: evaluate(stack, *val), stack.member_state)
+    return [MemberFailed(f"member {k}: {result}") if isinstance(result, Diverged) else result
+            for k, result in enumerate(train_loop(trainee, iterations, eval_every, on_eval))]

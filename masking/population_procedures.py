@@ -104,7 +104,8 @@ def lottery_rounds(setups: Sequence[lottery.Setup],
             setup = setups[m]
             setup.net.load_state_dict(stack.member_state(i))
             evaluation = lottery.evaluate_round(setup.net, data.test, fit)
-            record = lottery.make_record(setup, k, masks[m], start_hashes[m], untrained[m], fit, evaluation)
+            record = lottery.make_record(setup, k, masks[m], start_hashes[m], untrained[m], fit, evaluation,
+                                         lottery.source_steps(setup, previous[m]))
             results[m] = lottery.RoundResult(record, evaluation.final, evaluation.best, masks[m], fit.curve)
             previous[m] = results[m].checkpoint
         live = [m for m in live if not isinstance(results[m], MemberFailed)]

@@ -25,11 +25,14 @@ def one_shot_mask(criterion: str, w_init: Mapping[str, torch.Tensor], w_final: M
 
 
 def dense_trajectory(arch: str, seed: int, data, iterations: int, lr: float, batch_size: int, eval_every: int,
-                     generator: torch.Generator | None, optimizer: str = "adam") -> tuple[dict, dict, list[str]]:
+                     generator: torch.Generator | None, optimizer: str = "adam",
+                     device: str | torch.device = "cpu") -> tuple[dict, dict, list[str]]:
     """(initial, trained) weights of the dense net ``arch`` from ``seed``, trained ``iterations`` steps on
-    ``data`` (a ``Splits``: train, val; the trained weights are the final ones), and its prunable weights' names."""
-    net = models.build(arch, seed, "dense", input_shape=data.input_shape, num_classes=data.num_classes)
+    ``data`` (a ``Splits``: train, val; the trained weights are the final ones) on ``device`` (the Supermask run's:
+    the weights come back there), and its prunable weights' names."""
+    net = models.build(arch, seed, "dense", input_shape=data.input_shape, num_classes=data.num_classes).to(device)
+    placed = training.place(data, device)
     init = models.weight_state(net)
-    training.fit(net, training.make_optimizer(net, optimizer, lr), data.train, data.val, iterations, batch_size,
+    training.fit(net, training.make_optimizer(net, optimizer, lr), placed.train, placed.val, iterations, batch_size,
                  eval_every, generator)
     return init, models.weight_state(net), list(net.layer_roles())

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from masking.evaluation import accuracy
 from masking.rng import random_signs
+from masking.treatments import layer_alpha
 
 
 def bernoulli(probs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -217,13 +218,13 @@ SIGN_VARIANTS = ("random_signs", "flipped_signs", "signed_constant")
 def resigned(weight: torch.Tensor, variant: str, generator: torch.Generator | None = None) -> torch.Tensor:
     """``weight`` with its signs changed: ``random_signs`` (magnitudes kept, each sign a fair coin),
     ``flipped_signs`` (every sign flipped) or ``signed_constant`` (std(weight) * sign: magnitudes replaced, signs
-    kept)."""
+    kept; the std computed on the CPU, ``treatments.layer_alpha``)."""
     if variant == "random_signs":
         return weight.abs() * random_signs(weight, generator)
     if variant == "flipped_signs":
         return -weight
     if variant == "signed_constant":
-        return weight.std() * torch.sign(weight)
+        return layer_alpha(weight) * torch.sign(weight)
     raise ValueError(f"unknown sign variant {variant!r}; valid choices: {', '.join(SIGN_VARIANTS)}")
 
 

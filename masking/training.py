@@ -4,9 +4,12 @@ stopping.
 Devices (``resolve_device``): ``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N``. On CUDA,
 ``device_settings`` makes torch deterministic where it can (``torch.use_deterministic_algorithms(True,
 warn_only=True)``, ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` set before CUDA initializes, no cuDNN autotuning); an op
-without a deterministic CUDA kernel warns instead of stopping the run. Random draws (batch order, tie-breaking,
-treatments, initial weights) come from CPU generators and are moved to the device, so CPU and CUDA runs of a seed
-start from the same weights and draw the same batch order; their floating-point results differ (other kernels).
+without a deterministic CUDA kernel warns instead of stopping the run. Float32 matmuls and cuDNN convolutions run in
+full IEEE float32 on CUDA (``FP32_PRECISION``, set through torch's ``fp32_precision`` API; torch's own default runs
+convolutions in TF32 on Ampere and later GPUs), and every run records the precision it ran at
+(``execution_info``: ``fp32_precision``). Random draws (batch order, tie-breaking, treatments, initial weights) come
+from CPU generators and are moved to the device, so CPU and CUDA runs of a seed start from the same weights and draw
+the same batch order; their floating-point results differ (other kernels).
 
 ``make_optimizer`` builds the optimizer over the trainable parameters only (a Supermask's scores, a masked net's
 weights and biases) with the fastest stock settings (``fused=True`` where torch has it), and guards masked layers
@@ -16,6 +19,7 @@ weights and biases) with the fastest stock settings (``fused=True`` where torch 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 from typing import Callable, Iterator, Protocol
@@ -27,6 +31,7 @@ from torch.nn import functional as F
 from masking.evaluation import evaluate
 from masking.layers import guard_optimizer, masked_layers
 from masking.registry import Registry
+from masking.rng import randperm
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 OPTIMIZERS.add("adam", lambda params, lr, **kw: torch.optim.Adam(params, lr=lr, fused=True, **kw))
@@ -122,19 +127,57 @@ def resolve_device(name: str = "auto") -> torch.device:
     raise ValueError(f"training.device={name!r} is not valid: {why}; valid choices: {', '.join(valid)}")
 
 
+# Float32 matmuls and convolutions on CUDA: "ieee" (full float32) or "tf32" (inputs rounded to TF32's 10-bit mantissa,
+# faster on tensor cores). ticketlab's choice: ieee, so a GPU run computes what a CPU run computes up to rounding order
+# (torch 2.11-2.14 default to TF32 for cuDNN convolutions and to ieee for matmuls, so conv nets and populations, whose
+# convolutions are grouped, would train in TF32 silently). Set through torch's fp32_precision API only, never mixed
+# with the legacy allow_tf32 flags (reading those after the new API was used can raise in torch).
+FP32_PRECISION = "ieee"
+
+
+def cuda_precision_settings(precision: str = FP32_PRECISION) -> None:
+    """Float32 matmuls (cuBLAS) and convolutions (cuDNN) at ``precision`` (``ieee`` or ``tf32``), process-wide."""
+    torch.backends.cuda.matmul.fp32_precision = precision
+    torch.backends.cudnn.conv.fp32_precision = precision
+
+
+def _effective(*chain) -> str:
+    """The first setting of a backend's fp32_precision chain (leaf first) that is not "none" (which inherits);
+    "ieee" when all inherit (torch's float32 without reduced-precision math)."""
+    return next((value for value in chain if value != "none"), "ieee")
+
+
+def fp32_precision(device: torch.device) -> str:
+    """The precision float32 matmuls and convolutions run at on ``device``: ``ieee``, ``tf32`` (``bf16`` is
+    possible on some CPUs), or ``matmul=X,conv=Y`` when the two differ."""
+    backends = torch.backends
+    if device.type == "cuda":  # (torch.backends.cudnn.fp32_precision is the whole CUDA backend's setting)
+        cuda = backends.cudnn.fp32_precision
+        matmul = _effective(backends.cuda.matmul.fp32_precision, cuda, backends.fp32_precision)
+        conv = _effective(backends.cudnn.conv.fp32_precision, cuda, backends.fp32_precision)
+    else:
+        mkldnn = backends.mkldnn
+        matmul = _effective(mkldnn.matmul.fp32_precision, mkldnn.fp32_precision, backends.fp32_precision)
+        conv = _effective(mkldnn.conv.fp32_precision, mkldnn.fp32_precision, backends.fp32_precision)
+    return matmul if matmul == conv else f"matmul={matmul},conv={conv}"
+
+
 def device_settings(device: torch.device) -> None:
     """Process-wide settings for training on ``device``: on CUDA, deterministic algorithms where torch has them
-    (an op without one warns), no cuDNN benchmark autotuning, and ``device`` as the current CUDA device."""
+    (an op without one warns), no cuDNN benchmark autotuning, full float32 matmuls and convolutions
+    (``FP32_PRECISION``: no TF32), and ``device`` as the current CUDA device."""
     if device.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+        cuda_precision_settings()
         torch.cuda.set_device(device)
 
 
 def execution_info(device: torch.device) -> dict:
     """Where a run executes (recorded with it, not part of its condition): device, its name, torch and CUDA
-    versions, intra-op threads, whether deterministic algorithms are on."""
+    versions, intra-op threads, whether deterministic algorithms are on, the float32 precision of its matmuls and
+    convolutions (``fp32_precision``)."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
@@ -142,7 +185,8 @@ def execution_info(device: torch.device) -> dict:
 
         name = platform.processor() or platform.machine()
     return {"device": str(device), "device_name": name, "torch": str(torch.__version__), "cuda": torch.version.cuda,
-            "threads": torch.get_num_threads(), "deterministic": bool(torch.are_deterministic_algorithms_enabled())}
+            "threads": torch.get_num_threads(), "deterministic": bool(torch.are_deterministic_algorithms_enabled()),
+            "fp32_precision": fp32_precision(device)}
 
 
 def prepare_execution(threads: int | None, device: str = "auto") -> tuple[torch.device, dict]:
@@ -180,7 +224,7 @@ def batch_indices(num_examples: int, batch_size: int, generator: torch.Generator
     if not 0 < batch_size <= num_examples:
         raise ValueError(f"batch size must be in [1, {num_examples}], got {batch_size}")
     while True:
-        perm = torch.randperm(num_examples, generator=generator).to(device)
+        perm = randperm(num_examples, generator, device)
         for start in range(0, num_examples - batch_size + 1, batch_size):
             yield perm[start:start + batch_size]
 
@@ -223,6 +267,75 @@ class FitResult:
     seconds: float  # wall time of the whole fit, evaluations included
 
 
+class Diverged(FloatingPointError):
+    """A net's training or validation loss became non-finite; the message says which, when and the values."""
+
+
+@dataclasses.dataclass
+class Trainee:
+    """What the training loop (``train_loop``) needs of what it trains, one net or a population of them:
+    ``step()`` takes one optimizer step of every member and returns their (detached) batch losses, shape
+    ``[members]``, on the device; ``evaluate()`` gives every member's (validation loss, accuracy); ``state(k)``
+    a copy of member k's state (its early-stopping point)."""
+
+    members: int
+    step: Callable[[], torch.Tensor]
+    evaluate: Callable[[], list[tuple[float, float]]]
+    state: Callable[[int], dict[str, torch.Tensor]]
+
+
+def train_loop(trainee: Trainee, iterations: int, eval_every: int,
+               on_eval: Callable[[int, dict[str, float]], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> list[FitResult | Diverged]:
+    """The training loop of every ticketlab run, a single net or a population (``masking.population``): steps,
+    the running training loss (summed on the device, read once per evaluation), validation every ``eval_every``
+    steps and after the last, each member's early-stopping point (minimum validation loss) and curve.
+
+    The rule for a diverging net, the same everywhere: a member whose mean training loss since the last
+    evaluation or whose validation loss is non-finite at an evaluation is ``Diverged`` (its entry in the result;
+    it is no longer evaluated, ``on_eval`` is no longer called for it); the others go on. ``on_eval(k, point)`` at
+    every evaluation of a live member; ``on_progress(iteration)`` every ``PROGRESS_EVERY`` steps and after each
+    evaluation."""
+    if iterations < 1 or eval_every < 1:
+        raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
+    start = time.perf_counter()
+    points = set(eval_points(iterations, eval_every))
+    stops = points | (set(range(PROGRESS_EVERY, iterations + 1, PROGRESS_EVERY)) if on_progress else set())
+    best: list[tuple[float, float, int, dict] | None] = [None] * trainee.members
+    failed: dict[int, Diverged] = {}
+    curves: list[list[dict]] = [[] for _ in range(trainee.members)]
+    loss_sum, loss_count = None, 0
+    for it in range(1, iterations + 1):
+        losses = trainee.step()
+        loss_sum = losses.clone() if loss_sum is None else loss_sum.add_(losses)
+        loss_count += 1
+        if it not in stops:
+            continue
+        if it in points:
+            scores = trainee.evaluate()
+            train_losses = loss_sum.tolist()  # the one read of the step's results per evaluation
+            for k, (val_loss, val_acc) in enumerate(scores):
+                if k in failed:
+                    continue
+                point = {"iteration": it, "train_loss": train_losses[k] / loss_count, "val_loss": val_loss,
+                         "val_acc": val_acc}
+                if not (math.isfinite(point["train_loss"]) and math.isfinite(val_loss)):
+                    failed[k] = Diverged(f"non-finite loss at iteration {it} (train {point['train_loss']}, "
+                                         f"validation {val_loss})")
+                    continue
+                curves[k].append(point)
+                if best[k] is None or val_loss < best[k][0]:
+                    best[k] = (val_loss, val_acc, it, trainee.state(k))
+                if on_eval is not None:
+                    on_eval(k, point)
+            loss_sum, loss_count = None, 0
+        if on_progress is not None:
+            on_progress(it)
+    seconds = time.perf_counter() - start
+    return [failed[k] if k in failed else FitResult(best[k][2], best[k][0], best[k][1], best[k][3], curves[k], seconds)
+            for k in range(trainee.members)]
+
+
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -236,39 +349,25 @@ def fit(
     on_progress: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train ``iterations`` steps on in-memory data, evaluating validation loss/accuracy every ``eval_every`` steps
-    (and after the last); keep a copy of the state with the lowest validation loss.
+    (and after the last); keep a copy of the state with the lowest validation loss (``train_loop``, as a
+    population of one). A non-finite loss raises ``Diverged``.
 
     Only what early stopping needs is evaluated here: test the returned ``best_state`` (and the final state) once.
     ``on_progress(iteration)`` is called every ``PROGRESS_EVERY`` steps and after each evaluation (a progress
-    display; the loop checks one set per step either way, as it does for evaluations).
+    display).
     """
-    if iterations < 1 or eval_every < 1:
-        raise ValueError(f"iterations and eval_every must be positive, got {iterations} and {eval_every}")
-    start = time.perf_counter()
     x, y = train
     order = batch_indices(len(x), batch_size, generator, x.device)
-    best: tuple[float, float, int, dict] | None = None
-    curve = []
-    loss_sum, loss_count = torch.zeros((), device=x.device), 0
-    points = set(eval_points(iterations, eval_every))
-    stops = points | (set(range(PROGRESS_EVERY, iterations + 1, PROGRESS_EVERY)) if on_progress else set())
-    model.train()
-    for it in range(1, iterations + 1):
+
+    def step() -> torch.Tensor:
         idx = next(order)
-        loss_sum += train_step(model, optimizer, x.index_select(0, idx), y.index_select(0, idx))
-        loss_count += 1
-        if it in stops:
-            if it in points:
-                val_loss, val_acc = evaluate(model, *val)
-                point = {"iteration": it, "train_loss": float(loss_sum) / loss_count, "val_loss": val_loss,
-                         "val_acc": val_acc}
-                curve.append(point)
-                loss_sum, loss_count = torch.zeros((), device=x.device), 0
-                if best is None or val_loss < best[0]:
-                    best = (val_loss, val_acc, it, {k: v.detach().clone() for k, v in model.state_dict().items()})
-                if on_eval is not None:
-                    on_eval(point)
-            if on_progress is not None:
-                on_progress(it)
-    assert best is not None
-    return FitResult(best[2], best[0], best[1], best[3], curve, time.perf_counter() - start)
+        return train_step(model, optimizer, x.index_select(0, idx), y.index_select(0, idx)).reshape(1)
+
+    model.train()
+    trainee = Trainee(1, step, lambda: [evaluate(model, *val)],
+                      lambda k: {name: v.detach().clone() for name, v in model.state_dict().items()})
+    result, = train_loop(trainee, iterations, eval_every,
+                         None if on_eval is None else (lambda k, point: on_eval(point)), on_progress)
+    if isinstance(result, Diverged):
+        raise result
+    return result

@@ -53,8 +53,9 @@ def _permuted_kept(values: torch.Tensor, mask: torch.Tensor, generator) -> torch
 
 
 def layer_alpha(w_init: torch.Tensor) -> float:
-    """The constant of the constant actions: std of the layer's initial weights (all of them)."""
-    return float(w_init.std())
+    """The constant of the constant actions: std of the layer's initial weights (all of them), computed on the CPU
+    whatever device holds them (a GPU reduces in another order: its std can differ in the last bit)."""
+    return float(w_init.detach().cpu().std())
 
 
 # ---------------------------------------------------------------- mask-1 actions

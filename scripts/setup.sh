@@ -19,10 +19,21 @@ command -v npm >/dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian packages: ${missing[*]}"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
-      || echo "setup: could not install ${missing[*]}; the tests that need them will be skipped" >&2
+    # wait up to 5 minutes for another apt or dpkg (unattended upgrades) to release its lock
+    log=$(mktemp)
+    if ! (apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive \
+          apt-get -o DPkg::Lock::Timeout=300 install -y -qq "${missing[@]}") >"$log" 2>&1; then
+      echo "setup: FAILED: apt-get could not install ${missing[*]} ($(grep -E '^(E|W):' "$log" | tail -1 \
+        || tail -1 "$log")); fix that, then run 'make setup' again" >&2
+      rm -f "$log"
+      exit 1
+    fi
+    rm -f "$log"
+  elif [ ! -d /usr/share/datasets/fashion-mnist ]; then
+    echo "setup: FAILED: missing Debian packages; as root run: apt-get install ${missing[*]}, then 'make setup' again" >&2
+    exit 1
   else
-    echo "setup: missing Debian packages (as root: apt-get install ${missing[*]}); tests needing them skip" >&2
+    echo "setup: missing Debian packages (as root: apt-get install ${missing[*]}); the tests needing them skip" >&2
   fi
 fi
 

@@ -12,6 +12,12 @@ import pytest
 
 from experiments.localdb import DatabaseServer
 
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: exercises a CUDA device where torch sees one, the CPU elsewhere "
+                                       "(scripts/gpu-check.sh runs them all: pytest -m cuda)")
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread and flushed denormals, the process settings the experiments apply: the reference hashes

@@ -96,10 +96,18 @@ def test_paired_t_test_equals_scipy(study_db):
     assert any("100% remaining" in s and "constant" in s for s in table.attrs["skipped"])
 
 
-def test_welch_t_test_equals_scipy_when_seeds_differ(study_db):
-    df = analysis.load_runs(*study_db)  # random has seed 4 too: the groups do not pair
-    table = analysis.compare(df, factor="criterion", baseline="random", metric="untrained_test_acc")
-    assert set(table["test"]) == {"Welch t"} and set(table["round"]) == {0, 1, 2}
+def test_an_extra_seed_is_left_out_of_the_pairs_and_welch_only_when_asked(study_db):
+    df = analysis.load_runs(*study_db)  # random has seed 4 too: no other criterion has it
+    with pytest.warns(UserWarning, match="left out of the pairing by seed"):
+        paired = analysis.compare(df, factor="criterion", baseline="random", metric="untrained_test_acc")
+    on_three = analysis.compare(df[df["seed"] != 4], factor="criterion", baseline="random",
+                                metric="untrained_test_acc")
+    pd.testing.assert_frame_equal(paired, on_three)  # the same tests as without the extra seed
+    assert set(paired["test"]) == {"paired t"} and set(paired["n_baseline"]) == {3}
+    assert any("criterion=large_final vs random" in line and "seed 4: only one side has it" in line
+               for line in paired.attrs["unpaired"])
+    table = analysis.compare(df, factor="criterion", baseline="random", metric="untrained_test_acc", paired=False)
+    assert set(table["test"]) == {"Welch t (unpaired, as asked)"} and set(table["round"]) == {0, 1, 2}
     for row in table.itertuples():
         a, b = _groups(df, row.condition, row.percent_remaining)
         expected = scipy_stats.ttest_ind(a["untrained_test_acc"], b["untrained_test_acc"], equal_var=False)
@@ -163,7 +171,7 @@ def test_cli_errors_exit_2(study_db, db_server, tmp_path):
     listing = run_cli("analysis", "runs", "-m", f"{db_server.address}:{db}")
     assert listing.returncode == 0 and "lottery runs (10)" in listing.stdout and "supermask runs (2)" in \
         listing.stdout
-    ids = [int(line.split()[0]) for line in listing.stdout.split("supermask runs")[0].splitlines()[3:]]
+    ids = [int(line.split()[0]) for line in listing.stdout.split("supermask runs")[0].splitlines()[3:] if line]
     assert len(ids) == 10 and ids == sorted(ids), listing.stdout
 
 

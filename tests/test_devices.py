@@ -1,21 +1,24 @@
 """training.device: what it resolves to, refusals in one line before any training, execution info in the run
-record (outside the condition), CPU results unchanged. The CUDA tests run only where torch sees a GPU: two runs of
-a seed equal (determinism), and the same masks and treatments as the CPU from the same weights."""
+record (outside the condition), CPU results unchanged, the float32 precision decided and recorded, artifacts of a
+GPU run loadable anywhere. The tests marked ``cuda`` use a GPU where torch sees one (``scripts/gpu-check.sh`` runs
+them: ``pytest -m cuda``); those that need one are skipped elsewhere: two runs of a seed equal (determinism), the
+same masks and treatments as the CPU from the same weights, convolutions in full float32."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from analysis.conditions import condition_hash
+from ticketlab.identity import point_hash
 from ticketlab.schema import EXECUTION_KEYS
 from experiments import datasets
 from experiments.errors import ConfigError
-from masking import hashing, lottery, pruning, rng, treatments
+from masking import hashing, lottery, pruning, rng, training, treatments
 from masking.training import TrainingConfig, resolve_device
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="no CUDA device")
+cuda = pytest.mark.cuda  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +26,7 @@ def data():
     return datasets.load("synthetic", "/nonexistent", 500, 0, synthetic_train=1500, synthetic_test=500)
 
 
+@cuda
 def test_device_names_resolve():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto") == torch.device("cuda:0" if CUDA else "cpu")
@@ -50,6 +54,7 @@ def test_the_experiment_refuses_a_bad_device_before_running():
                           config_updates={"data": {"name": "synthetic"}, "training": {"device": "cuda:7"}})
 
 
+@cuda
 def test_device_is_execution_info_not_condition():
     from experiments import lottery as lottery_ex
 
@@ -65,12 +70,14 @@ def test_device_is_execution_info_not_condition():
         assert all(type(v) in (str, int, bool, type(None)) for v in execution.values())  # plain values for MongoDB
         assert execution["device"] == ("cuda:0" if CUDA and requested == "auto" else "cpu")
         assert execution["threads"] == 1 and execution["device_name"]
-    assert runs[0].info["condition_hash"] == runs[1].info["condition_hash"] == condition_hash(runs[0].config)
+        assert execution["fp32_precision"] == "ieee"  # no TF32 on a GPU either (training.FP32_PRECISION)
+    assert runs[0].info["point"] == runs[1].info["point"] == point_hash(runs[0].config)
     if not CUDA:  # the same device: the same results
         strip = lambda run: [{k: v for k, v in r.items() if k != "train_seconds"} for r in run.info["rounds"]]  # noqa
         assert strip(runs[0]) == strip(runs[1])
 
 
+@cuda
 def test_a_checkpoint_moves_to_the_setup_device(data):
     spec = lottery.LotterySpec("lenet300_100", 3, TrainingConfig(iterations=20, lr=1.2e-3, eval_every=10), rounds=2)
     first = list(lottery.iterate_rounds(lottery.setup(spec, data, "cpu")))
@@ -82,6 +89,61 @@ def test_a_checkpoint_moves_to_the_setup_device(data):
     assert all(t.device == setup.device for r in resumed for t in (*r.final.values(), *r.mask.values()))
     if setup.device.type == "cpu":
         assert [r.record.final_hash for r in resumed] == [r.record.final_hash for r in first[1:]]
+
+
+@pytest.fixture
+def precision_restored():
+    saved = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    yield
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = saved
+
+
+def test_float32_precision_is_decided_and_read_back(precision_restored):
+    """torch runs cuDNN convolutions in TF32 by default (matmuls in full float32); ticketlab sets both to full
+    float32 through the fp32_precision API (``device_settings``) and records what is in effect."""
+    gpu = torch.device("cuda", 0)  # settings and their read-back need no GPU
+    torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = "none", "tf32"
+    assert training.fp32_precision(gpu) == "matmul=ieee,conv=tf32"  # torch's defaults
+    training.cuda_precision_settings()
+    assert training.fp32_precision(gpu) == training.FP32_PRECISION == "ieee"
+    assert training.fp32_precision(torch.device("cpu")) == "ieee"
+
+
+def test_artifacts_saved_on_a_gpu_load_on_any_machine():
+    """torch.save records each tensor's device: an artifact of a GPU run is read back as CPU tensors (--resume,
+    supermask.start=run), here one whose tensors say they were saved on cuda:0."""
+    import io
+
+    from experiments.resume import load_tensors
+
+    entry = (1, lambda storage: "cuda:0", lambda obj, location: None)  # tags every storage as a GPU's
+    torch.serialization._package_registry.insert(0, entry)
+    try:
+        buffer = io.BytesIO()
+        torch.save({"mask": {"fcs.0.weight": torch.tensor([True, False])}}, buffer)
+    finally:
+        torch.serialization._package_registry.remove(entry)
+    if not CUDA:  # a plain torch.load needs that GPU
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    loaded = load_tensors(buffer.getvalue())["mask"]["fcs.0.weight"]
+    assert loaded.device == torch.device("cpu") and loaded.tolist() == [True, False]
+
+
+def test_the_cuda_tests_are_marked_for_the_gpu_check():
+    """``pytest -m cuda`` (scripts/gpu-check.sh) selects every test that uses a GPU, not only those named cuda."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", "cuda", "-p",
+                             "no:cacheprovider", "tests/test_devices.py", "tests/test_population.py"],
+                            capture_output=True, text=True, timeout=120)
+    collected = result.stdout
+    for name in ("test_a_checkpoint_moves_to_the_setup_device", "test_device_is_execution_info_not_condition",
+                 "test_cuda_runs_of_a_seed_are_identical", "test_cuda_convolutions_run_in_full_float32",
+                 "test_float64_lottery_members_equal_their_single_runs[cuda]",
+                 "test_members_are_runs_like_single_runs_and_a_bad_member_fails_alone"):
+        assert name in collected, collected
 
 
 # ------------------------------------------------------------------------------------------------ on a GPU only
@@ -101,6 +163,7 @@ def deterministic_cuda():
     torch.use_deterministic_algorithms(False)
 
 
+@cuda
 @needs_cuda
 def test_cuda_runs_of_a_seed_are_identical(data, deterministic_cuda):
     spec = lottery.LotterySpec("lenet300_100", 5, TrainingConfig(iterations=200, lr=1.2e-3, eval_every=50),
@@ -111,6 +174,7 @@ def test_cuda_runs_of_a_seed_are_identical(data, deterministic_cuda):
     assert runs[0][0].record.init_hash == cpu.init_hash  # the same initial weights on every device
 
 
+@cuda
 @needs_cuda
 @pytest.mark.parametrize("criterion", ["large_final", "magnitude_increase", "random"])
 @pytest.mark.parametrize("mask1,mask0", [("original", "random_zero"), ("reinit", "init"),
@@ -135,6 +199,7 @@ def test_cuda_draws_the_same_masks_and_treatments_as_the_cpu(criterion, mask1, m
     assert draw("cpu") == draw("cuda")
 
 
+@cuda
 @needs_cuda
 def test_cuda_supermask_runs_of_a_seed_are_identical(data, deterministic_cuda):
     from masking import supermask_training
@@ -144,3 +209,16 @@ def test_cuda_supermask_runs_of_a_seed_are_identical(data, deterministic_cuda):
     records = [supermask_training.run(spec, data, device="cuda").record for _ in range(2)]
     assert records[0].final_hash == records[1].final_hash and records[0].test_acc_mean == records[1].test_acc_mean
     assert records[0].init_hash == supermask_training.run(spec, data, device="cpu").record.init_hash
+
+
+@cuda
+@needs_cuda
+def test_cuda_convolutions_run_in_full_float32(deterministic_cuda):
+    """After ``device_settings`` a convolution on the GPU matches float64 to float32 rounding (TF32, torch's default
+    for cuDNN convolutions, would be off by about 1e-3)."""
+    gen = torch.Generator().manual_seed(0)
+    x, w = torch.randn(8, 16, 32, 32, generator=gen), torch.randn(32, 16, 3, 3, generator=gen)
+    reference = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    on_gpu = torch.nn.functional.conv2d(x.cuda(), w.cuda(), padding=1).cpu().double()
+    assert training.fp32_precision(torch.device("cuda")) == "ieee"
+    assert float((on_gpu - reference).abs().max() / reference.abs().max()) < 1e-5

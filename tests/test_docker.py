@@ -56,6 +56,14 @@ def test_uris_authenticate_against_admin():
     assert len(uris) == 3 and all("authSource=admin" in uri for uri in uris)
 
 
+def test_no_password_on_a_command_line():
+    """A container's command line shows in ps on the host: the URIs with a password are environment values."""
+    for name, service in COMPOSE["services"].items():
+        command = service.get("command") or []
+        assert "MONGO_ROOT_PASSWORD" not in " ".join(command if isinstance(command, list) else [command]), name
+    assert "MONGO_ROOT_PASSWORD" in COMPOSE["services"]["omniboard"]["environment"]["MONGO_URI"]
+
+
 def test_runner_command_is_a_real_entry_point():
     runner = COMPOSE["services"]["runner"]
     module = runner["command"][0]

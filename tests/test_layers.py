@@ -91,7 +91,7 @@ def test_deepcopy_and_state_dict_keep_the_guarantee():
     torch.save(layer.state_dict(), buffer)
     buffer.seek(0)
     loaded = MaskedLinear(20, 12)
-    loaded.load_state_dict(torch.load(buffer))
+    loaded.load_state_dict(torch.load(buffer, map_location="cpu"))
     assert torch.equal(loaded.mask, mask) and torch.equal(loaded.weight, layer.weight)
     for copy_ in (clone, loaded):
         opt = torch.optim.Adam(copy_.parameters(), lr=0.1)

@@ -14,7 +14,9 @@ from ticketlab.schema import ROUND_FIELDS, SUPERMASK_FIELDS
 # REAL OUTPUTS OF THE PRE-LIBRARY CODE: experiments/lottery.py and experiments/supermask.py as they were at commit
 # b959fe9 (the round loop inside the Sacred mains), run with `ex.run(named_configs=["fast"])`, data.name=synthetic,
 # training.threads=1, training.eval_every=10 (lottery), save_artifacts=False. Hard-coding them is the point: the
-# library must reproduce the old code bit for bit on the CPU (same random streams, same order of operations).
+# library must reproduce the old code bit for bit on the CPU (same random streams, same order of operations). CPU
+# numbers: every run here is pinned to the CPU (the library's default; the experiments' training.device=cpu), also on
+# a machine with a GPU.
 LOTTERY_REFERENCE = """
 # seed criterion mask1 mask0 lr round start final mask test final untr. stop
 1 large_final original zero 0.0012 0 b5bc7943c6ed7e03 20a5b02d41261f0a 6cdc891b8d1bfdc1 0.744 0.744 0.086 100
@@ -170,10 +172,10 @@ def test_the_experiments_record_what_the_library_returns(data):
     key = (1, "large_final", "original", "zero", 0.0012)
     run = lottery_ex.ex.run(named_configs=["fast"], options={"--loglevel": "ERROR"}, config_updates={
         "data": {"name": "synthetic"}, "seed": 1, "save_artifacts": False,
-        "training": {"threads": 1, "eval_every": 10}})
+        "training": {"threads": 1, "eval_every": 10, "device": "cpu"}})
     assert [summary(r) for r in run.info["rounds"]] == LOTTERY[key]
     assert all(list(r) == ROUND_FIELDS for r in run.info["rounds"])
     run = supermask_ex.ex.run(named_configs=["fast"], options={"--loglevel": "ERROR"}, config_updates={
         "data": {"name": "synthetic"}, "seed": 2, "save_artifacts": False, "supermask": {"signed_constant": True},
-        "training": {"threads": 1}})
+        "training": {"threads": 1, "device": "cpu"}})
     assert supermask_summary(run.info) == SUPERMASK[(2, True)] and set(SUPERMASK_FIELDS) <= set(run.info)

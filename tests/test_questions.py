@@ -177,7 +177,7 @@ def test_supermask_from_the_mask_of_a_lottery_run_in_the_database(db_server, db_
 
 
 def test_input_scaling_is_recorded_and_part_of_the_condition():
-    from analysis.conditions import condition_hash
+    from ticketlab.identity import condition_hash
     from experiments.errors import ConfigError
     from experiments.lottery import ex
     from experiments.sweep import resolve
@@ -194,7 +194,7 @@ def test_every_run_of_the_question_studies_is_a_valid_config():
     """The one-command studies configure (and so validate) every run they would start, as the sweep does."""
     import importlib
 
-    from analysis.conditions import condition_hash
+    from ticketlab.identity import condition_hash
     from experiments import questions
     from experiments.sweep import build_axes, grid_points, parse_args, resolve
 
@@ -209,7 +209,7 @@ def test_every_run_of_the_question_studies_is_a_valid_config():
             for point in grid_points(build_axes(args, parser)):
                 config = resolve(ex, args.shared + point)
                 assert config["data"]["name"] == "fashion_mnist" and config["training"]["iterations"] == 900
-                seen.setdefault(name, set()).add(condition_hash(config, ignore_seed=True))
+                seen.setdefault(name, set()).add(condition_hash(config))
     assert len(seen["q9"]) == 3 + 2 + 2 + 1 and len(seen["q8"]) == 3 and len(seen["scaling"]) == 2
     assert seen["q7"] == seen["q8"]  # q7 reads the q8 runs
     assert len(seen["lfss"]) == 3 and len(seen["bimodal"]) == 8 and len(seen["mask0"]) == 4

@@ -14,11 +14,12 @@ import time
 import pytest
 
 from experiments import resume
+from ticketlab import identity
 from tests.conftest import ctrl_c_interrupts, run_cli
 
-# threads pinned: results are bit-identical run to run only at a fixed thread count
-RUN = ["with", "fast", "data.name=synthetic", "training.threads=1", "training.iterations=300", "pruning.rounds=3",
-       "seed=7"]
+# threads and device pinned: results are bit-identical run to run only at a fixed thread count, on the CPU
+RUN = ["with", "fast", "data.name=synthetic", "training.threads=1", "training.device=cpu", "training.iterations=300",
+       "pruning.rounds=3", "seed=7"]
 BEAT = ["-b", "0.1"]  # heartbeats every 0.1 s, so the database follows each round closely
 
 
@@ -146,9 +147,19 @@ def test_resume_needs_stored_weights():
         resume.prepare("lottery", doc, {"training": {"threads": 1}, "criterion": {"name": "random"}, "seed": 3}, [])
     with pytest.raises(resume.ResumeError, match="named configs \\(fast\\) cannot be added"):
         resume.prepare("lottery", {**doc, "config": {"save_artifacts": True}}, {}, ["fast"])
+    current = {"version": identity.science_version()}
     config, info = resume.prepare("lottery", {**doc, "config": {"save_artifacts": True, "training": {"threads": 0}},
-                                              "info": {"rounds": [1]}}, {"training": {"threads": 2}}, [])
-    assert config == {"save_artifacts": True, "training": {"threads": 2}} and info == {"rounds": [1]}
+                                              "info": {"rounds": [1], "science": current}},
+                                  {"training": {"threads": 2}}, [])
+    assert config == {"save_artifacts": True, "training": {"threads": 2}} and info["rounds"] == [1]
+    # another science version (or a run from before versions were recorded): refused unless told
+    for science in ({"version": "0123456789ab"}, None):
+        other = {**doc, "config": {"save_artifacts": True}, "info": {"rounds": [1], "science": science}}
+        stored = science["version"] if science else "unknown"
+        with pytest.raises(resume.ResumeError, match=f"run 4 was started by science version {stored}, this code is "
+                                                     f"{current['version']} .*add --other-science"):
+            resume.prepare("lottery", other, {}, [])
+        assert resume.prepare("lottery", other, {}, [], other_science=True)[1]["rounds"] == [1]
 
 
 def test_is_stale_and_resume_command():

@@ -12,12 +12,12 @@ from collections import Counter
 
 import pytest
 
-from analysis.conditions import condition_hash
+from ticketlab.identity import point_hash
 from experiments import claims
 from tests.conftest import run_cli
 from tests.engines import SLURM_MISSING, DaskCluster, SlurmCluster
 
-FAST = ["fast", "data.name=synthetic", "pruning.rounds=1"]
+FAST = ["fast", "data.name=synthetic", "pruning.rounds=1", "training.device=cpu"]  # CPU: resumed rounds bit-identical
 
 
 def sweep_args(db_server, db_name, tmp_path, criteria="large_final,random", seeds="1,2", *extra):
@@ -29,7 +29,7 @@ def sweep_args(db_server, db_name, tmp_path, criteria="large_final,random", seed
 def completed_once(db, points: int) -> list[dict]:
     """Every point has exactly one run and it is COMPLETED with all its rounds."""
     runs = list(db["runs"].find({}, {"config": 1, "status": 1, "info.rounds": 1}))
-    per_condition = Counter(condition_hash(r["config"]) for r in runs)
+    per_condition = Counter(point_hash(r["config"]) for r in runs)
     assert len(per_condition) == points and set(per_condition.values()) == {1}, per_condition
     assert all(r["status"] == "COMPLETED" and [x["round"] for x in r["info"]["rounds"]] == [0, 1] for r in runs)
     return runs
@@ -104,6 +104,8 @@ def test_bad_executor_flags_are_one_line_before_anything_runs(db_server, db_name
                            (["--executor", "dask", "--scheduler", "local", "--detach"], "--detach needs a scheduler"),
                            (["--partition", "gpu"], "apply to --executor slurm, not local"),
                            (["--gpus", "7"], "--gpus '7' names no usable GPU"),
+                           (["--executor", "dask", "--scheduler", "local", "--gpus", "7"],
+                            "--gpus '7' names no usable GPU"),
                            (["--population", "2", "--gpus", "7"], "--gpus '7' names no usable GPU"),
                            (["--population", "2", "--executor", "slurm"], "--population runs on this machine"),
                            (["--population", "0"], "--population 0 must be at least 1"),
@@ -116,13 +118,46 @@ def test_bad_executor_flags_are_one_line_before_anything_runs(db_server, db_name
     assert not (tmp_path / "logs").exists()
 
 
+def test_a_local_dask_cluster_gives_each_gpu_its_own_worker():
+    """``--executor dask --scheduler local --gpus 2,5``: one worker per GPU, each seeing only its own
+    (CUDA_VISIBLE_DEVICES, inherited by the run processes it starts, whose training.device=cuda is then that GPU),
+    each running --runs-per-gpu units at a time. GPU ids are only names here: no GPU is needed to check this."""
+    from experiments import executors, sweep
+
+    assert sweep.gpu_ids("2,5", 8) == [2, 5] and sweep.gpu_ids("all", 2) == [0, 1]
+    with pytest.raises(ValueError, match=r"^--gpus '3' names no usable GPU \(valid: 0..1 or all\)$"):
+        sweep.gpu_ids("3", 2)
+
+    def probe():  # what a unit and the run process it starts see
+        import os
+        import subprocess
+        import sys
+        import time
+
+        time.sleep(1.5)  # hold the slot, so that four units need both workers
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.environ['CUDA_VISIBLE_DEVICES'])"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return os.environ["CUDA_VISIBLE_DEVICES"], child
+
+    executor = executors.DaskExecutor("local", gpu_share=1 / 2, gpus=["2", "5"])  # --runs-per-gpu 2
+    try:
+        executor.client.wait_for_workers(2, timeout=60)
+        workers = executor.client.scheduler_info()["workers"].values()
+        assert sorted(w["resources"]["GPU"] for w in workers) == [1, 1] and {w["nthreads"] for w in workers} == {2}
+        seen = executor.client.gather([executor.client.submit(probe, pure=False, resources=executor.resources)
+                                       for _ in range(4)])
+    finally:
+        executor.close()
+    assert sorted(seen) == [("2", "2"), ("2", "2"), ("5", "5"), ("5", "5")]
+
+
 def wait_for_a_finished_round(db, process: subprocess.Popen, timeout: float = 240) -> dict:
     """The claim of a run that has finished round 0 and is still training (while the sweep runs)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         for run in db["runs"].find({"status": "RUNNING"}, {"info": 1}):
             if len((run.get("info") or {}).get("rounds") or []) >= 1:  # stored on Sacred's 10 s heartbeat
-                claim = db["claims"].find_one({"_id": run["info"]["condition_hash"]})
+                claim = db["claims"].find_one({"_id": run["info"]["point"]})
                 if claim and claim.get("child_pid"):
                     return {**claim, "run_id": run["_id"]}
         time.sleep(0.3)
@@ -132,7 +167,7 @@ def wait_for_a_finished_round(db, process: subprocess.Popen, timeout: float = 24
 def resumed_once(db, killed: dict, points: int, rounds: int) -> None:
     """The killed run went on in the same document; every point COMPLETED once with every round once."""
     runs = list(db["runs"].find({}, {"config": 1, "status": 1, "info.rounds": 1}))
-    assert Counter(condition_hash(r["config"]) for r in runs) == Counter({c: 1 for c in {condition_hash(
+    assert Counter(point_hash(r["config"]) for r in runs) == Counter({c: 1 for c in {point_hash(
         r["config"]) for r in runs}}) and len(runs) == points, [(r["_id"], r["status"]) for r in runs]
     assert all(r["status"] == "COMPLETED" for r in runs)
     assert all([x["round"] for x in r["info"]["rounds"]] == list(range(rounds)) for r in runs)

@@ -22,10 +22,28 @@ import sys
 
 class Parser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose usage errors are one line (the bad value and what is valid, then where the
-    usage is), not argparse's usage block followed by the error: every ticketlab command parses with it."""
+    usage is), not argparse's usage block followed by the error: every ticketlab command parses with it. Run as
+    ``ticketlab COMMAND``, a command's ``python -m MODULE`` program name reads ``ticketlab COMMAND`` (``rename``)."""
+
+    rename: tuple[str, str] | None = None  # (python -m form, ticketlab form), set by ``main`` for the command it runs
+
+    def __init__(self, *args, prog: str | None = None, **kwargs):
+        if prog and Parser.rename and prog.startswith(Parser.rename[0]):
+            prog = Parser.rename[1] + prog[len(Parser.rename[0]):]
+        super().__init__(*args, prog=prog, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def python_command() -> str:
+    """How to call the Python running this, for a command line ticketlab prints: ``.venv/bin/python`` from the
+    repository, else its absolute path (a bare ``python`` outside the virtual environment lacks ticketlab)."""
+    import os
+    import shlex
+
+    relative = os.path.relpath(sys.executable)
+    return shlex.quote(relative if not relative.startswith("..") else sys.executable)
 
 
 # command -> (module whose main(argv) runs it, argv prefix, one line of help)
@@ -63,10 +81,14 @@ def main(argv=None) -> int:
     import importlib
 
     module = importlib.import_module(module_name)
+    # help and errors name the command as typed: "ticketlab runs", not "python -m analysis runs"
+    Parser.rename = (f"python -m {module_name.removesuffix('.__main__')}", "ticketlab" + ("" if prefix else f" {name}"))
     try:
         return module.main([*prefix, *rest]) or 0
     except SystemExit as exit_:  # argparse's --help and usage errors
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 2)
+    finally:
+        Parser.rename = None
 
 
 if __name__ == "__main__":

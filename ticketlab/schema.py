@@ -6,8 +6,9 @@ Pure Python (no torch, no Sacred, no pymongo). Declared here, and nowhere else:
   run (the top of ``info``), and ``LOTTERY_INFO`` / ``SUPERMASK_INFO``: the other ``info`` keys a run writes;
 * ``CONFIG_COLUMNS``: the short frame column names of config paths (``criterion`` for ``criterion.name``); every
   other config value is a column under its dotted path (``training.eval_every``);
-* ``EXECUTION_KEYS`` and ``condition_config``: what a *condition* is (the config minus the seed minus the keys that
-  say how a run executes, not what it computes);
+* ``EXECUTION_KEYS`` and ``LATER_KEYS``: the config keys that say how a run executes, not what it computes, and the
+  keys added after runs were stored (``ticketlab.identity`` derives a run's condition, point and science version
+  from them);
 * ``SWEEP_AXES``: the sweep's shorthand grid flags; ``STUDIES``: the comparisons of the report (``Study``).
 
 Adding a record field or a config key that analysis should see is one edit here (a new config key needs none: it
@@ -101,8 +102,13 @@ ROUND_FIELDS = [f.name for f in dataclasses.fields(RoundRecord)]
 SUPERMASK_FIELDS = [f.name for f in dataclasses.fields(SupermaskRecord)]
 
 # the other keys of a run's ``info`` (besides ``metrics``, which Sacred's Mongo observer adds); ``execution``: where it ran
-LOTTERY_INFO = ("condition_hash", "data_source", "init_hash", "layer_rates", "schedule", "rounds", "execution")
-SUPERMASK_INFO = ("condition_hash", "data_source", "execution", *SUPERMASK_FIELDS)
+# ``condition``/``point``/``science``: the result's identity (``ticketlab.identity``; runs before it stored the point
+# hash as ``condition_hash``); ``segments``: one entry per start of the run (a resumed run has several)
+IDENTITY_INFO = ("condition", "point", "science", "segments")
+LOTTERY_INFO = (*IDENTITY_INFO, "data_source", "init_hash", "layer_rates", "schedule", "rounds", "execution")
+# ``start_mask`` (supermask.start=run): the lottery run's id, condition, point, science version, the round and the
+# mask's hash: what the start mask is, beyond a run id that only this database knows
+SUPERMASK_INFO = (*IDENTITY_INFO, "data_source", "execution", "start_mask", *SUPERMASK_FIELDS)
 
 # ------------------------------------------------------------------------------------------------ config
 
@@ -141,13 +147,6 @@ def flatten(config, prefix: str = "") -> dict:
         else:
             flat[path] = value
     return flat
-
-
-def condition_config(config, ignore_seed: bool = True) -> dict:
-    """The flat config that makes a condition: every config path but the execution keys (and the seed)."""
-    skip = EXECUTION_KEYS | ({SEED_KEY} if ignore_seed else set())
-    return {k: v for k, v in flatten(config).items()
-            if k not in skip and not (k in LATER_KEYS and v == LATER_KEYS[k])}
 
 
 def column_of(path: str) -> str:
@@ -221,22 +220,60 @@ STUDIES = {study.name: study for study in (
 )}
 
 # ---- Omniboard
-# How a run shows in Omniboard's run list (experiments.omniboard writes the columns, the observer the tags). Omniboard
-# reads a custom column's value at ``config_path`` in the run document, so the paths start with ``config.``.
+# How a run shows in Omniboard's run list (experiments.omniboard writes the columns, the observer the tags).
 
 # Tags. Omniboard's Tags cell (250 px) wraps its tag chips onto lines of about 140 px, 24.5 px each, one chip per
 # line unless both are tiny, and cuts a chip's text past about 20 characters; its default row height (70 px) shows
-# two lines. So a run carries four tags of at most 20 characters, e.g. ``large_final``, ``original/zero``,
-# ``fashion_mnist``, ``lenet300_100/seed=1`` (a group's values joined by "/", the seed as ``seed=N``; a group longer
-# than TAG_MAX_CHARS becomes one tag per value), and ticketlab's rows show four lines (``ROW_HEIGHT``, Omniboard's
-# ``row_height`` setting).
-TAG_GROUPS = (("criterion.name",), ("treatment.mask1", "treatment.mask0"), ("data.name",), ("arch.name", "seed"))
+# two lines. So a run carries four tags of at most 20 characters, and ticketlab's rows show four lines
+# (``ROW_HEIGHT``, Omniboard's ``row_height`` setting). A run's tags are its experiment's ``TAG_GROUPS`` (other
+# experiments: lottery's): per group, the run's values (``Tag``) joined by "/"; a group longer than TAG_MAX_CHARS
+# takes its values' ``short`` forms one after the other until it fits, where it has them, else becomes one tag per
+# value. Measured in headless Chromium (tests/test_omniboard.py): a chip shows up to about 119 px of text (10.2 px
+# Helvetica/Arial): ``lenet300_100/seed=1`` takes 98 px, ``large_init_large_final`` 94 px, but
+# ``magnitude_increase/30%`` is cut.
+#   lottery:   ``large_final``, ``original/zero``, ``fashion_mnist``, ``lenet300_100/seed=1``
+#   supermask: ``supermask`` (``supermask/SC/rescale`` with signed-constant weights and dynamic rescaling), its
+#              start (``scratch``, ``from large_final/30%``, ``from run 12/round 3``; past 20 characters without
+#              "from": ``large_final/12.5%``, then without the percent or round: ``magnitude_increase``),
+#              ``fashion_mnist``, ``lenet300_100/seed=1``
+
+
+@dataclasses.dataclass(frozen=True)
+class Tag:
+    """One value of a tag group: ``text`` with ``{}`` filled by the run's config value at ``path`` (no path: the
+    text as it is). Left out where that value is missing, None or False, or where the config value at ``when[0]``
+    is not ``when[1]``. ``short``: its text in a group too long for one tag ("": left out there)."""
+
+    path: str | None = None
+    text: str = "{}"
+    when: tuple[str, str] | None = None
+    short: str | None = None
+
+
+_DATA, _ARCH_SEED = (Tag("data.name"),), (Tag("arch.name"), Tag("seed", "seed={}"))
+_START = "supermask.start"
+TAG_GROUPS = {
+    "lottery": ((Tag("criterion.name"),), (Tag("treatment.mask1"), Tag("treatment.mask0")), _DATA, _ARCH_SEED),
+    "supermask": ((Tag(text="supermask"), Tag("supermask.signed_constant", "SC"), Tag("supermask.rescale", "rescale")),
+                  (Tag(text="scratch", when=(_START, "scratch")),
+                   Tag("supermask.start_criterion", "from {}", (_START, "criterion"), short="{}"),
+                   Tag("supermask.start_percent", "{:g}%", (_START, "criterion"), short=""),
+                   Tag("supermask.start_run", "from run {}", (_START, "run"), short="run {}"),
+                   Tag("supermask.start_round", "round {}", (_START, "run"), short="")),
+                  _DATA, _ARCH_SEED),
+}
 TAG_MAX_CHARS = 20
 ROW_HEIGHT = 110
 OMNIBOARD_DEFAULT_ROW_HEIGHT = 70
 
-CUSTOM_COLUMNS = (  # (column name, config path)
+# Columns. Omniboard reads a custom column's value at ``config_path`` in the run document: a ``config.`` path, or
+# an ``info.`` one (Omniboard 2.16.1's run list asks its server for every column path outside ``config`` and reads
+# it with lodash ``get`` before it drops ``info``; columns of keys a run lacks stay empty in its row). The lottery
+# columns (Criterion ... Rounds) are empty in Supermask rows, Start and Density in lottery rows; Iterations, Arch,
+# Data and the Result column (a Supermask's test accuracy, mean over mask samples) serve both.
+CUSTOM_COLUMNS = (  # (column name, path in the run document)
     ("Criterion", "config.criterion.name"), ("Mask-1", "config.treatment.mask1"), ("Mask-0", "config.treatment.mask0"),
+    ("Start", "config.supermask.start"), ("Density", "info.expected_density"),
     ("Arch", "config.arch.name"), ("Data", "config.data.name"), ("Rounds", "config.pruning.rounds"),
     ("Iterations", "config.training.iterations"),
 )

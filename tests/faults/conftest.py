@@ -23,8 +23,9 @@ from experiments.localdb import DatabaseServer
 ROWS: list[dict] = []
 COLUMNS = ("fault", "injected", "finished", "lost", "duplicated", "rounds lost", "outcome")
 
-# a lottery run of a few seconds: 4 rounds of 200 steps on synthetic data, one thread (bit-identical run to run)
-RUN = ["with", "fast", "data.name=synthetic", "training.threads=1", "training.iterations=200",
+# a lottery run of a few seconds: 4 rounds of 200 steps on synthetic data, one thread on the CPU (bit-identical run
+# to run)
+RUN = ["with", "fast", "data.name=synthetic", "training.threads=1", "training.device=cpu", "training.iterations=200",
        "training.eval_every=50", "pruning.rounds=3"]
 ROUNDS = 4
 BEAT = ["-b", "0.1"]  # heartbeats every 0.1 s: the database follows each round closely
