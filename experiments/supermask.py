@@ -130,17 +130,21 @@ def lottery_mask(run, config: dict) -> tuple[dict, dict]:
 def start_mask_of(run, seed, data, start, start_run, start_round, start_criterion, start_percent,
                   start_iterations, training, arch_name, device="cpu") -> dict | None:
     """The mask the scores start from (``supermask.start``; None from scratch); ``criterion`` trains its dense net
-    on ``device``, the run's."""
+    on ``device``, the run's. What the mask is goes into ``info.start_mask`` (None from scratch)."""
+    run.info["start_mask"] = None
     if start == "scratch":
         return None
     if start == "run":
         mask, run.info["start_mask"] = lottery_mask(run, run.config)
     else:
+        iterations = start_iterations or training["iterations"]
         init, final, names = start_mask.dense_trajectory(
-            arch_name, seed, data, start_iterations or training["iterations"], models.spec(arch_name).lr,
-            training["batch_size"], training["eval_every"], rng.stream(seed, "start data order"), device=device)
+            arch_name, seed, data, iterations, models.spec(arch_name).lr, training["batch_size"],
+            training["eval_every"], rng.stream(seed, "start data order"), device=device)
         mask = start_mask.one_shot_mask(start_criterion, init, final, sorted(names), start_percent,
                                         rng.stream(seed, "start mask"))
+        run.info["start_mask"] = {"criterion": start_criterion, "percent": start_percent,
+                                  "iterations": iterations, "mask_hash": hashing.state_hash(mask)}
     return mask
 
 

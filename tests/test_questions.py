@@ -172,7 +172,8 @@ def test_supermask_from_the_mask_of_a_lottery_run_in_the_database(db_server, db_
                      f"supermask.start_run={lottery['_id']}", "supermask.start_round=5", "-m", spec,
                      env=ticketlab_env)
     assert result.returncode != 0
-    assert f"supermask.start_run={lottery['_id']} supermask.start_round=5: no artifact round_05.pt" in result.stderr
+    assert f"supermask.start_run={lottery['_id']} supermask.start_round=5: run {lottery['_id']} has no round 5 " \
+           f"with a stored mask" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -106,8 +106,9 @@ SUPERMASK_FIELDS = [f.name for f in dataclasses.fields(SupermaskRecord)]
 # hash as ``condition_hash``); ``segments``: one entry per start of the run (a resumed run has several)
 IDENTITY_INFO = ("condition", "point", "science", "segments")
 LOTTERY_INFO = (*IDENTITY_INFO, "data_source", "init_hash", "layer_rates", "schedule", "rounds", "execution")
-# ``start_mask`` (supermask.start=run): the lottery run's id, condition, point, science version, the round and the
-# mask's hash: what the start mask is, beyond a run id that only this database knows
+# ``start_mask``: what the start mask is (None from scratch): supermask.start=run: the lottery run's id, condition,
+# point, science version, the round, its percent remaining and the mask's hash (beyond a run id that only this
+# database knows); start=criterion: the criterion, percent, dense iterations and the mask's hash
 SUPERMASK_INFO = (*IDENTITY_INFO, "data_source", "execution", "start_mask", *SUPERMASK_FIELDS)
 
 # ------------------------------------------------------------------------------------------------ config
