@@ -6,7 +6,8 @@ Beside ``runs``, the ``claims`` collection holds one document per condition (``_
     {"_id": "3f2a...", "state": "RUNNING" | "FAILED" | "COMPLETED", "heartbeat": <UTC datetime>,
      "token": "<sweep>/<point>/<submission>@<host>:<pid>:<random>", "host": ..., "pid": ..., "pid_started": ...,
      "child_pid": ..., "child_started": ..., "slurm_job": "12" | None, "experiment": "lottery",
-     "updates": [...], "attempts": 3, "run_id": 12, "rc": 0, "seconds": 81.2}   # the run process's wall time
+     "updates": [...], "attempts": 3, "run_id": 12, "rc": 0, "seconds": 81.2,   # the run process's wall time
+     "decision": "resumed run 12 after round 3"}   # what the holder did with the point's unfinished runs
 
 A unit of a sweep takes the claim with one atomic ``find_one_and_update(..., upsert=True)`` whose filter matches
 only a claim nobody holds (FAILED, COMPLETED, or RUNNING with a heartbeat older than ``stale_after`` seconds); when
@@ -16,12 +17,19 @@ start time no longer alive) is taken over at once, by a compare-and-swap on its 
 claim's heartbeat while its run trains. The runs collection stays the truth about what is finished: a COMPLETED
 claim only records who finished it, and a point counts as done when a COMPLETED run of its condition exists.
 
+A unit that takes a point over first waits for any run of it that still trains (``run_alive``), then decides with
+``takeover`` what to do with the dead ones: resume the one with the most finished rounds in its own document (even
+with none listed: a kill can come after a round's artifact and before its record reached ``info.rounds``), or, only
+when that run cannot be continued, start anew; the decision is one line (``Takeover.line``), which the unit writes
+into its claim (``decision``) for the sweep to print.
+
 Clocks: heartbeats are UTC datetimes from the holders' clocks, so hosts sharing a database should keep their
 clocks in sync (NTP); ``stale_after`` should exceed Sacred's 10 s heartbeat by a wide margin (default 120 s).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import socket
@@ -62,7 +70,7 @@ def holder(token: str, **fields) -> dict:
     """The claim fields naming this process as holder."""
     pid = os.getpid()
     return {"token": token, "host": socket.gethostname(), "pid": pid, "pid_started": process_started(pid),
-            "child_pid": None, "child_started": None, "dead": False,
+            "child_pid": None, "child_started": None, "dead": False, "decision": None,
             "slurm_job": os.environ.get("SLURM_JOB_ID"), **fields}
 
 
@@ -137,13 +145,19 @@ def unfinished_runs(db, experiment: str, condition: str) -> list[dict]:
     if not ids:
         return []
     runs = list(db["runs"].find({"_id": {"$in": ids}}, {"status": 1, "heartbeat": 1, "start_time": 1,
-                                                        "info.rounds": 1}))
-    return sorted(runs, key=lambda r: (len((r.get("info") or {}).get("rounds") or []), r["_id"]), reverse=True)
+                                                        "info.rounds": 1, "config.save_artifacts": 1}))
+    return sorted(runs, key=lambda r: (len(listed_rounds(r)), r["_id"]), reverse=True)
 
 
-def run_alive(run: dict, previous_claim: dict | None, stale_after: float) -> bool:
+def listed_rounds(run: dict) -> list[dict]:
+    """The round records a run document lists as finished (``info.rounds``; none when absent)."""
+    return (run.get("info") or {}).get("rounds") or []
+
+
+def run_alive(run: dict, previous_claim: dict | None, stale_after: float,
+              now: datetime.datetime | None = None) -> bool:
     """A RUNNING run still trains: its process (known from the previous claim, on this host) lives, or, where that
-    cannot be told, its heartbeat is fresher than ``stale_after``."""
+    cannot be told, its heartbeat is fresher than ``stale_after`` (at ``now``, default: the present)."""
     if run.get("status") != RUNNING:
         return False
     if previous_claim and previous_claim.get("dead"):
@@ -156,10 +170,46 @@ def run_alive(run: dict, previous_claim: dict | None, stale_after: float) -> boo
         return here
     from experiments.resume import is_stale
 
-    return not is_stale(run, stale_after)
+    return not is_stale(run, stale_after, now=now)
 
 
 def mark_dead(db, run_id: int) -> bool:
     """A RUNNING run whose process is gone becomes INTERRUPTED (what Omniboard and the sweep then see)."""
     return db["runs"].update_one({"_id": run_id, "status": RUNNING},
                                  {"$set": {"status": "INTERRUPTED", "stop_time": utcnow()}}).modified_count == 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Takeover:
+    """What a unit does with the dead runs of its point: continue ``resume_id`` in its own document, or start a new
+    run (``resume_id`` None); ``line`` says which and why, for the sweep's output."""
+
+    resume_id: int | None
+    line: str
+
+
+def not_resumable(run: dict, experiment: str, resumable: bool) -> str | None:
+    """Why a dead run cannot be continued with ``--resume`` (None: it can, whatever rounds it lists)."""
+    if not resumable:
+        return f"{experiment} runs do not resume (run {run['_id']} was left unfinished)"
+    if run.get("status") == "QUEUED":
+        return f"run {run['_id']} is QUEUED, never started"
+    if not (run.get("config") or {}).get("save_artifacts", False):
+        return f"run {run['_id']} ran with save_artifacts=False (its weights were not stored)"
+    return None
+
+
+def takeover(runs: list[dict], experiment: str, resumable: bool) -> Takeover | None:
+    """The decision for the dead, unfinished ``runs`` of a point (``unfinished_runs``: most listed rounds first);
+    None when there are none. The run listing the most finished rounds that can be continued is resumed, also when
+    it lists none: ``--resume`` then trains it from round 0 in its own document, so the point keeps one document
+    (whatever its process did not get into ``info.rounds`` before it died is trained again). A new run is started
+    only when no dead run can be continued, and the line says why."""
+    if not runs:
+        return None
+    for run in runs:
+        if not_resumable(run, experiment, resumable) is None:
+            rounds = listed_rounds(run)
+            where = f"after round {rounds[-1]['round']}" if rounds else "at round 0 (no finished round stored)"
+            return Takeover(run["_id"], f"resumed run {run['_id']} {where}")
+    return Takeover(None, f"started anew: {not_resumable(runs[0], experiment, resumable)}")

@@ -1,7 +1,8 @@
 """Where the units of a sweep run: this machine (``local``), a Dask distributed cluster (``dask``) or Slurm (``slurm``).
 
 A unit is one point of the grid. Wherever it runs, ``run_unit`` does the same: it claims the point's condition in
-the run database (``experiments.claims``), resumes a dead earlier run of it from its last finished round or starts
+the run database (``experiments.claims``), resumes a dead earlier run of it from its last finished round (round 0
+when it lists none: the point keeps one document; ``claims.takeover``, the decision stored in the claim) or starts
 ``python -m experiments.<name> with ... -m DB`` as a subprocess (threads pinned through OMP/MKL/OPENBLAS_NUM_THREADS
 and ``training.threads``; ``training.device`` when the executor gives it one), beats the claim while it trains and
 releases it COMPLETED or FAILED. Its outcome is ``completed``, ``failed``, ``held`` (a live holder elsewhere has
@@ -160,10 +161,11 @@ def _run_claimed(db, unit: Unit, before: dict | None, beat: _ClaimBeat, log) -> 
     for run in previous:
         if claims.mark_dead(db, run["_id"]):
             _log(log, f"run {run['_id']} was RUNNING with no live process: marked INTERRUPTED")
-    resume_id = None
-    if previous and unit.experiment in RESUMABLE and (previous[0].get("info") or {}).get("rounds"):
-        resume_id = previous[0]["_id"]
-        _log(log, f"resuming run {resume_id} after its round {previous[0]['info']['rounds'][-1]['round']}")
+    decision = claims.takeover(previous, unit.experiment, unit.experiment in RESUMABLE)
+    resume_id = decision.resume_id if decision else None
+    if decision:
+        _log(log, decision.line)
+        claims.beat(db, unit.condition, unit.token, decision=decision.line)  # the sweep prints it
     command = run_command(unit, resume_id)
     log.write(dbspec.scrub(" ".join(shlex.quote(part) for part in command)) + "\n")
     log.flush()

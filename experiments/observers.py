@@ -76,6 +76,9 @@ class ResilientMongoObserver(MongoObserver):
                     self.run_entry[key] = copy.deepcopy(self.resumed_from[key])
             for key in ("stop_time", "fail_trace", "result"):
                 self.run_entry.pop(key, None)
+            # alive from its first write: with the start time kept and Sacred's heartbeat None until its first beat
+            # (10 s), the document would look long dead to ``resume.is_stale`` (and be taken over) while it trains
+            self.run_entry["heartbeat"] = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
         return super().insert()
 
     # --------------------------------------------------------------- events that may meet a database that is down

@@ -215,6 +215,21 @@ class Progress:
         self.bar.close()
 
 
+def print_decisions(db, undecided: dict[str, Unit]) -> None:
+    """One line for each unit that found its point unfinished, as soon as it decided (``claims.takeover``: kept in
+    its claim, wherever the unit runs): ``sweep: <point>: resumed run N after round k`` or ``... started anew: why``.
+    A unit whose decision is printed leaves ``undecided``."""
+    try:
+        current = claims.get(db, {unit.condition for unit in undecided.values()})
+    except pymongo.errors.PyMongoError:
+        return  # the database is down for a moment: printed at the next look
+    for token, unit in list(undecided.items()):
+        claim = current.get(unit.condition) or {}
+        if claim.get("decision") and claim.get("token", "").split("@")[0] == token:
+            tqdm.write(f"sweep: {unit.label()}: {claim['decision']}")
+            del undecided[token]
+
+
 def drive(executor, units: list[Unit], db, sweep_id: str, retries: int, stale_after: float,
           progress: Progress) -> dict[int, tuple[Unit, str]]:
     """Run the units to the end: retry failed or lost ones (they resume), wait for points other holders have
@@ -222,18 +237,25 @@ def drive(executor, units: list[Unit], db, sweep_id: str, retries: int, stale_af
     submissions, tries = Counter(), Counter()
     held: dict[int, Unit] = {}
     failed: dict[int, tuple[Unit, str]] = {}
+    undecided: dict[str, Unit] = {}  # submitted units whose decision about their point is not printed yet
 
     def submit(batch: list[Unit]) -> None:
         for unit in batch:
             submissions[unit.index] += 1
-        executor.submit([dataclasses.replace(u, token=f"{sweep_id}/{u.index}/{submissions[u.index]}")
-                         for u in batch])
+        batch = [dataclasses.replace(u, token=f"{sweep_id}/{u.index}/{submissions[u.index]}") for u in batch]
+        undecided.update((u.token, u) for u in batch)
+        executor.submit(batch)
 
     submit(units)
-    last_check = 0.0
+    last_check = last_look = 0.0
     while executor.running() or held:
         again = []
-        for unit, outcome in executor.finished(timeout=1.0):
+        finished = executor.finished(timeout=1.0)
+        if undecided and (finished or time.monotonic() - last_look > 2.0):
+            last_look = time.monotonic()
+            print_decisions(db, undecided)
+        for unit, outcome in finished:
+            undecided.pop(unit.token, None)
             if outcome == HELD:
                 held[unit.index] = unit
             elif outcome in (FAILED, LOST):

@@ -77,8 +77,18 @@ def test_killed_run_resumes_into_one_completed_document(db_server, db_name, tick
     assert killed["status"] == "RUNNING" and finished in (2, 3)  # 3: the poll saw round 2 land as well
 
     command = resume.resume_command(1, spec, ["training.threads=1"])
-    result = subprocess.run(command, capture_output=True, text=True, env=ticketlab_env, stdin=subprocess.DEVNULL,
-                            timeout=300)
+    started = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    resumed = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ticketlab_env,
+                               stdin=subprocess.DEVNULL)
+    try:
+        # its first write (long before Sacred's first heartbeat) shows it alive: no sweep takes it for dead
+        first = wait_for(db["runs"], lambda doc: doc.get("heartbeat") != killed["heartbeat"], resumed)
+        assert first["heartbeat"] is not None and first["heartbeat"] >= started - datetime.timedelta(seconds=1)
+        assert not resume.is_stale(first, 15)
+        stdout, stderr = resumed.communicate(timeout=300)
+    finally:
+        stop(resumed)
+    result = subprocess.CompletedProcess(command, resumed.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr
     # it continues after the last round whose record, artifact and metrics were all stored (normally finished - 1)
     after = int(re.search(r"resuming run 1 after round (\d+)", result.stdout).group(1))

@@ -194,7 +194,8 @@ def test_dask_worker_killed_mid_run_is_resumed(db_server, db_name, ticketlab_env
     assert sweep.returncode == 0, err
     resumed_once(db, killed, points=2, rounds=4)
     text = "".join(p.read_text() for p in (tmp_path / "logs").glob("run_*.log"))
-    assert f"resuming run {killed['run_id']} after its round" in text, text[-3000:]
+    assert f"resumed run {killed['run_id']} after round" in text, text[-3000:]
+    assert f"resumed run {killed['run_id']} after round" in out, out
 
 
 @pytest.mark.slow
@@ -215,25 +216,59 @@ def test_slurm_job_killed_mid_run_is_retried_and_resumed(db_server, db_name, tic
     assert len(list((tmp_path / "logs").glob("slurm-*.out"))) == 2
 
 
-def test_a_stale_running_run_is_marked_and_resumed_by_the_sweep(db_server, db_name, ticketlab_env, tmp_path):
-    """A run that died after round 0 (left RUNNING, heartbeat a minute old: the state a SIGKILL leaves) is marked
-    INTERRUPTED by the sweep and resumed from its last finished round, in the same document, recomputing round 1
-    bit-identically."""
+def killed_runs(spec: str, db, env, cases: dict[int, tuple[int, list[str]]]) -> dict[int, dict]:
+    """Real finished runs (in parallel), each turned into what a SIGKILL leaves: RUNNING, its last heartbeat 17 s
+    ago, only its first ``rounds_listed`` round records in ``info.rounds`` (every round's artifact and metrics stored).
+    ``cases``: seed -> (rounds_listed, extra updates). Returns each seed's run as it finished."""
+    runs = {seed: subprocess.Popen([sys.executable, "-m", "experiments.lottery", "with", *FAST,
+                                    "criterion.name=large_final", f"seed={seed}", *updates, "-m", spec],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for seed, (_, updates) in cases.items()}
+    for process in runs.values():
+        output = process.communicate(timeout=300)[0]
+        assert process.returncode == 0, output
+    wholes = {}
+    for seed, (listed, _) in cases.items():
+        wholes[seed] = whole = db["runs"].find_one({"config.seed": seed})
+        beat = claims.utcnow() - datetime.timedelta(seconds=17)
+        db["runs"].update_one({"_id": whole["_id"]}, {"$set": {"status": "RUNNING", "heartbeat": beat,
+                                                               "info.rounds": whole["info"]["rounds"][:listed]},
+                                                      "$unset": {"stop_time": ""}})
+    return wholes
+
+
+def test_killed_runs_are_resumed_in_their_documents_and_the_sweep_says_so(db_server, db_name, ticketlab_env,
+                                                                          tmp_path):
+    """Issue 25's bad case and its neighbours, as a SIGKILL leaves them; 17 s later a sweep with --stale-after 15.
+    Seed 1 died after round 0 (listed). Seed 2 died after it printed round 1 but before its round records reached
+    ``info.rounds`` (they go in after the round's artifact and metrics; until store_now, only at Sacred's next
+    heartbeat, up to 10 s later): round_00.pt and round_01.pt are stored, no round is listed. The sweep used to mark
+    it INTERRUPTED and start a second run: two documents for the point. Seed 3 ran with save_artifacts=False: it
+    cannot be resumed. Each point gets one line on the sweep's output saying what was decided."""
     spec = f"{db_server.address}:{db_name}"
-    first = run_cli("experiments.lottery", "with", *FAST, "criterion.name=large_final", "seed=1", "-m", spec,
-                    env=ticketlab_env)
-    assert first.returncode == 0, first.stderr
     db = db_server.client()[db_name]
-    whole = db["runs"].find_one({"_id": 1})
-    a_minute_ago = claims.utcnow() - datetime.timedelta(seconds=60)
-    db["runs"].update_one({"_id": 1}, {"$set": {"status": "RUNNING", "heartbeat": a_minute_ago,
-                                                "info.rounds": whole["info"]["rounds"][:1]}})
-    result = run_cli("experiments.sweep", "-m", spec, "--criteria", "large_final", "--stale-after", "30", "--logs",
-                     str(tmp_path / "logs"), "with", *FAST, env=ticketlab_env)
+    wholes = killed_runs(spec, db, ticketlab_env, {1: (1, []), 2: (0, []), 3: (1, ["save_artifacts=False"])})
+    ids = {seed: whole["_id"] for seed, whole in wholes.items()}
+    assert {"round_00.pt", "round_01.pt"} <= {a["name"] for a in db["runs"].find_one({"_id": ids[2]})["artifacts"]}
+    result = run_cli("experiments.sweep", "-m", spec, "--criteria", "large_final", "--seeds", "1,2,3",
+                     "--stale-after", "15", "--logs", str(tmp_path / "logs"), "with", *FAST, env=ticketlab_env)
     assert result.returncode == 0, result.stderr
+    point = " ".join(FAST + ["criterion.name=large_final"])
+    decisions = [line for line in result.stdout.splitlines() if line.startswith(f"sweep: {point}")]
+    assert sorted(decisions) == [
+        f"sweep: {point} seed=1: resumed run {ids[1]} after round 0",
+        f"sweep: {point} seed=2: resumed run {ids[2]} at round 0 (no finished round stored)",
+        f"sweep: {point} seed=3: started anew: run {ids[3]} ran with save_artifacts=False (its weights were not "
+        "stored)"], result.stdout
     log = (tmp_path / "logs" / "run_0000.log").read_text()
-    assert "run 1 was RUNNING with no live process: marked INTERRUPTED" in log
-    assert "resuming run 1 after its round 0" in log
-    (doc,) = db["runs"].find({})
-    assert doc["status"] == "COMPLETED"
-    assert [r["final_hash"] for r in doc["info"]["rounds"]] == [r["final_hash"] for r in whole["info"]["rounds"]]
+    assert f"run {ids[1]} was RUNNING with no live process: marked INTERRUPTED" in log
+    assert f"resumed run {ids[1]} after round 0" in log
+    docs = list(db["runs"].find({}))
+    assert sorted((d["config"]["seed"], d["status"]) for d in docs) == [(1, "COMPLETED"), (2, "COMPLETED"),
+                                                                       (3, "COMPLETED"), (3, "INTERRUPTED")]
+    for doc in docs:  # resumed in their own documents; every round recomputed bit-identically
+        seed = doc["config"]["seed"]
+        if doc["status"] == "COMPLETED":
+            assert seed == 3 or doc["_id"] == ids[seed]
+            assert [r["final_hash"] for r in doc["info"]["rounds"]] == \
+                [r["final_hash"] for r in wholes[seed]["info"]["rounds"]]

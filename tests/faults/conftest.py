@@ -3,6 +3,16 @@
 Every case records a row with the ``fault_table`` fixture; at the end of the session pytest prints ONE table
 (fault, times injected, runs finished, runs lost, runs duplicated, rounds lost, outcome). With
 $TICKETLAB_FAULT_TABLE set, the rows are also written there as JSON.
+
+"Injected" counts faults shown to have happened, never attempts: a signal counts when it went to a live process
+(running, not exited, not a zombie) and the process's end shows it (killed by it, or the run's own INTERRUPTED
+exit); a database kill when the server was alive and is gone after it (killed by SIGKILL, its pid gone, its port
+refusing connections) while the runs it is aimed at still ran; a freeze when the server was stopped and clients'
+writes were waiting in its sockets. A case whose fault did not happen fails.
+
+$TICKETLAB_FAULT_DELAY (seconds, default 0) is added before every timed injection, which still comes at the latest
+when the processes it aims at have all ended: ``TICKETLAB_FAULT_DELAY=600 make faults`` makes those faults
+impossible (each lands after its runs ended), and every case that times one fails.
 """
 
 from __future__ import annotations
@@ -10,12 +20,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from experiments.localdb import DatabaseServer
@@ -46,6 +59,8 @@ def fault_table(request):
 
     yield record
     failed = getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed
+    if failed and not rows:  # it failed before its row (e.g. its fault did not happen): a row says so
+        record(request.node.name, injected=0, finished=0, outcome="FAILED")
     for row in rows:
         if row["outcome"] is None:
             row["outcome"] = "FAILED" if failed or row["lost"] or row["duplicated"] or row["rounds lost"] else "ok"
@@ -149,3 +164,113 @@ def round_rows(doc) -> list[tuple]:
 
 def metric_series(db, run_id) -> dict:
     return {m["name"]: (list(m["steps"]), list(m["values"])) for m in db["metrics"].find({"run_id": run_id})}
+
+
+# ------------------------------------------------------------------------------------------------ evidence
+
+FAULT_DELAY = float(os.environ.get("TICKETLAB_FAULT_DELAY", "0"))
+
+
+def before_injection(processes, seconds: float = 0.0) -> None:
+    """Wait ``seconds`` plus $TICKETLAB_FAULT_DELAY before an injection, or until all ``processes`` have ended."""
+    deadline = time.monotonic() + seconds + FAULT_DELAY
+    while time.monotonic() < deadline and any(p.poll() is None for p in processes):
+        time.sleep(max(0.0, min(0.05, deadline - time.monotonic())))
+
+
+def live(process: subprocess.Popen) -> bool:
+    """The process exists and runs: not exited, not a zombie, not stopped."""
+    if process.poll() is not None:
+        return False
+    try:
+        return psutil.Process(process.pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD,
+                                                            psutil.STATUS_STOPPED)
+    except psutil.Error:
+        return False
+
+
+def signal_live(process: subprocess.Popen, sig) -> bool:
+    """Send ``sig`` to the process if it lives; True when it went to a live process (whether the process then died
+    of it, ``died_of`` tells once it ended)."""
+    if not live(process):
+        return False
+    process.send_signal(sig)
+    return True
+
+
+def died_of(process: subprocess.Popen, sig, output: str = "") -> bool:
+    """The ended process's exit shows ``sig``: killed by it, or, for SIGTERM and SIGINT, the run's own interrupt
+    (exit status 130 and "INTERRUPTED" printed: ``experiments.base``)."""
+    if process.returncode == -sig:
+        return True
+    return sig in (signal.SIGTERM, signal.SIGINT) and process.returncode == 130 and "INTERRUPTED" in output
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def kill_server(server) -> bool:
+    """SIGKILL the database server; True when it was alive and is gone: killed by the signal, its pid no longer a
+    process, its port refusing connections."""
+    process = server.process
+    if not signal_live(process, signal.SIGKILL):
+        return False
+    process.wait(30)
+    return process.returncode == -signal.SIGKILL and not psutil.pid_exists(process.pid) and not port_open(server.port)
+
+
+def pending_bytes(port: int) -> int:
+    """Bytes that clients sent to 127.0.0.1:``port`` and the server has not read (its sockets' receive queues,
+    from /proc/net/tcp): writes waiting on a frozen server."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "01":  # 01: ESTABLISHED
+                    total += int(fields[4].split(":")[1], 16)
+    return total
+
+
+class Output:
+    """The output of a process, read line by line as it comes (a thread), so that a case can time an injection on
+    a line the run printed (stdout unbuffered: ``unbuffered``)."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process, self.lines = process, []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, predicate, timeout: float = 300) -> bool:
+        """True once a line satisfies ``predicate``; False when the process ended (or ``timeout``) first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(predicate(line) for line in list(self.lines)):
+                return True
+            if not self.thread.is_alive():
+                return any(predicate(line) for line in self.lines)
+            time.sleep(0.02)
+        return False
+
+    def finish(self, timeout: float = 300) -> str:
+        """The whole output once the process ended (killed after ``timeout``)."""
+        try:
+            self.process.wait(timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait(30)
+        self.thread.join(30)
+        return "".join(self.lines)
+
+
+def unbuffered(env: dict) -> dict:
+    return dict(env, PYTHONUNBUFFERED="1")

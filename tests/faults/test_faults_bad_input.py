@@ -153,7 +153,7 @@ def test_bad_input_is_refused_in_one_line_with_nothing_written(db_server, tmp_pa
               for m, a, line, p in results]
     print("\n".join(report))
     refused = sum(not p for *_, p in results)
-    fault_table(f"bad input ({refused} of {len(CASES)} refused in one line)", injected=len(CASES), finished=0,
+    fault_table(f"bad input ({refused} of {len(CASES)} refused in one line)", injected=len(results), finished=0,
                 outcome="ok" if refused == len(CASES) else f"{len(CASES) - refused} unclear")
     assert documents(client) == before
     assert len(CASES) >= 40

@@ -10,11 +10,12 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from tests.conftest import run_cli
-from tests.faults.conftest import (BEAT, ROUNDS, RUN, finish, metric_series, new_db, round_rows, start,
-                                   wait_until)
+from tests.faults.conftest import (BEAT, RUN, before_injection, finish, kill_server, live, metric_series, new_db,
+                                   pending_bytes, round_rows, start, wait_until)
 
 pytestmark = pytest.mark.faults
 
@@ -63,6 +64,21 @@ def audit(db, references: dict, count_field="seed"):
     return finished, lost, duplicated, rounds_lost
 
 
+def lottery_children(process) -> int:
+    """How many runs (``experiments.lottery`` processes) a sweep process has running now."""
+    try:
+        children = psutil.Process(process.pid).children(recursive=True)
+    except psutil.Error:
+        return 0
+    running = 0
+    for child in children:
+        try:
+            running += "experiments.lottery" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            pass
+    return running
+
+
 def runs_past_round_0(server, seeds, fault_env):
     """Lottery runs of ``seeds`` on a fresh database of ``server``, once each has stored round 0:
     (spec, database, processes)."""
@@ -84,14 +100,16 @@ def test_database_killed_mid_run(own_server, fault_env, reference, fault_table, 
     spec, db, runs = runs_past_round_0(server, seeds, fault_env)
     db_name = db.name
     try:
-        server.process.send_signal(signal.SIGKILL)  # mid-run: round 0 stored, the rest still training
-        server.process.wait()
+        before_injection(runs)
+        training = sum(live(p) for p in runs)  # mid-run: round 0 stored, the rest still training
+        killed = kill_server(server)
         outputs = [finish(p) for p in runs]
     finally:
         for p in runs:
             finish(p, timeout=1) if p.poll() is None else None
+    assert killed and training == len(seeds), f"the database was not killed under {len(seeds)} live runs"
     assert all(p.returncode == 0 for p in runs), outputs
-    bundles = sorted((tmp_path / "failed").iterdir())
+    bundles = sorted((tmp_path / "failed").iterdir())  # each run met the dead server: it kept its run on disk
     assert len(bundles) == len(seeds), outputs
     printed = {re.search(r"is kept in .*Upload it later with: (.*)", out).group(1).strip() for out in outputs}
     assert len(printed) == 1, outputs  # both runs print the same command: the database and the failure folder
@@ -114,8 +132,8 @@ def test_database_killed_mid_run(own_server, fault_env, reference, fault_table, 
     assert again.returncode == 0, again.stderr
     assert {c: db[c].count_documents({}) for c in counts} == counts
     assert audit(db, references) == (finished, lost, duplicated, rounds_lost)
-    fault_table("database SIGKILL mid-run, restarted, uploaded twice", injected=1, finished=finished, lost=lost,
-                duplicated=duplicated, rounds_lost=rounds_lost)
+    fault_table("database SIGKILL mid-run, restarted, uploaded twice", injected=int(killed), finished=finished,
+                lost=lost, duplicated=duplicated, rounds_lost=rounds_lost)
     assert (lost, duplicated, rounds_lost) == (0, 0, 0)
 
 
@@ -130,21 +148,26 @@ def test_database_killed_mid_sweep(own_server, fault_env, reference, fault_table
     try:
         wait_until(lambda: db["runs"].count_documents({"info.rounds.1": {"$exists": True}}) >= 1,
                    processes=[sweep])
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait()
+        before_injection([sweep])
+        training = lottery_children(sweep)  # the sweep's runs that meet the dead server
+        killed = kill_server(server)
         first = finish(sweep)
     finally:
         finish(sweep, timeout=1) if sweep.poll() is None else None
+    assert killed and training, "the database was not killed under a live run of the sweep"
+    kept = len(list((tmp_path / "failed").iterdir()))  # runs that finished while it was down, kept on disk
     time.sleep(1)
     server = own_server(server.storage, server.port)
     db = server.client()[db_name]
     # the same sweep again: it uploads the kept runs first and runs only what is not COMPLETED
     second = run_cli(*sweep_args, env=fault_env, timeout=600)
     assert second.returncode == 0, first + second.stdout + second.stderr
+    assert kept >= 1 and second.stdout.count("kept during a database outage") == kept, first + second.stdout
     references = {s: reference(f"seed={s}") for s in seeds}
     finished, lost, duplicated, rounds_lost = audit(db, references)
-    fault_table("database SIGKILL mid-sweep, restarted, sweep again", injected=1, finished=finished, lost=lost,
-                duplicated=duplicated, rounds_lost=rounds_lost)
+    fault_table(f"database SIGKILL mid-sweep ({training} runs training, {kept} kept on disk), restarted, sweep "
+                "again", injected=int(killed), finished=finished, lost=lost, duplicated=duplicated,
+                rounds_lost=rounds_lost)
     assert (lost, duplicated, rounds_lost) == (0, 0, 0)
     assert db["runs"].count_documents({"status": {"$ne": "COMPLETED"}}) == 0
 
@@ -153,19 +176,28 @@ def test_database_frozen(own_server, fault_env, reference, fault_table):
     server, seeds = own_server(), (1,)
     spec, db, runs = runs_past_round_0(server, seeds, fault_env)
     try:
+        before_injection(runs)
+        training = sum(live(p) for p in runs)
         server.process.send_signal(signal.SIGSTOP)  # 4 s frozen: longer than the client's 1 s timeout
-        time.sleep(4)
+        waiting, stopped = 0, False  # bytes of the runs' writes the frozen server holds unread; its state
+        for _ in range(20):
+            time.sleep(0.2)
+            stopped = stopped or psutil.Process(server.process.pid).status() == psutil.STATUS_STOPPED
+            waiting = max(waiting, pending_bytes(server.port))
         server.process.send_signal(signal.SIGCONT)
         outputs = [finish(p) for p in runs]
     finally:
         server.process.send_signal(signal.SIGCONT)
+    frozen = stopped and training == len(seeds) and waiting > 0
+    assert frozen, f"no write waited on a frozen server (stopped: {stopped}, runs training: {training}, " \
+                   f"bytes waiting: {waiting})"
     assert all(p.returncode == 0 for p in runs), outputs
     references = {s: reference(f"seed={s}") for s in seeds}
     up = run_cli("experiments.upload", "-m", spec, env=fault_env)  # a run that had to keep its bundle uploads it
     assert up.returncode == 0, up.stderr
     finished, lost, duplicated, rounds_lost = audit(db, references)
-    fault_table("database SIGSTOP 4 s (client timeout 1 s), SIGCONT", injected=1, finished=finished, lost=lost,
-                duplicated=duplicated, rounds_lost=rounds_lost)
+    fault_table(f"database SIGSTOP 4 s (client timeout 1 s; {waiting} bytes of writes waiting), SIGCONT",
+                injected=int(frozen), finished=finished, lost=lost, duplicated=duplicated, rounds_lost=rounds_lost)
     assert (lost, duplicated, rounds_lost) == (0, 0, 0)
 
 
@@ -174,17 +206,16 @@ def test_acknowledged_writes_survive_a_killed_server(own_server, fault_table):
     there after the server is SIGKILLed and restarted. (Without the journal SecantusDB lost about 30 of 200.)"""
     from experiments import dbspec
 
-    server, injected, lost = own_server(), 3, 0
-    for trial in range(injected):
+    server, injected, lost, trials = own_server(), 0, 0, 3
+    for trial in range(trials):
         with dbspec.connect(server.uri) as client:
             for i in range(200):
                 client.f.docs.insert_one({"trial": trial, "i": i})
                 client.f.last.update_one({"_id": 1}, {"$set": {"i": i}}, upsert=True)
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait()
+        injected += kill_server(server)
         server = own_server(server.storage, server.port)
         with server.client() as client:
             lost += 200 - client.f.docs.count_documents({"trial": trial})
             assert client.f.last.find_one({"_id": 1})["i"] == 199
     fault_table("database SIGKILL after 200 acknowledged writes (lost: writes)", injected=injected, finished=0, lost=lost)
-    assert lost == 0
+    assert injected == trials and lost == 0

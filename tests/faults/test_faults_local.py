@@ -7,14 +7,14 @@ from __future__ import annotations
 import gzip
 import pickle
 import resource
-import signal
 import struct
 
 import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.faults.conftest import BEAT, RUN, finish, new_db, start, wait_until
+from experiments.observers import BundleError, failed_run_bundles, read_bundle
+from tests.faults.conftest import BEAT, RUN, before_injection, finish, kill_server, live, new_db, start, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -44,11 +44,13 @@ def test_failure_folder_unwritable_or_full(own_server, fault_env, fault_table, t
     db = server.client()[db_name]
     try:
         wait_until(lambda: db["runs"].count_documents({"info.rounds.0": {"$exists": True}}) == 1, processes=[run])
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait()
+        before_injection([run])
+        training = live(run)
+        killed = kill_server(server)
         output = finish(run)
     finally:
         finish(run, timeout=1) if run.poll() is None else None
+    assert killed and training, "the database was not killed under the live run"
     server = own_server(server.storage, server.port)
     db = server.client()[db_name]
     lines = error_lines(output)
@@ -82,18 +84,31 @@ def test_corrupted_and_half_written_bundles_are_kept(db_server, fault_env, fault
         (failed / name).mkdir(parents=True)
         for file, data in files.items():
             (failed / name / file).write_bytes(data)
+    # the fault, checked: every planted bundle is one the upload cannot take (unreadable, or never renamed whole)
+    listed = set(failed_run_bundles(failed))
+    broken = sum(bundle.name.endswith(".partial") and bundle not in listed or unreadable(bundle)
+                 for bundle in failed.iterdir())
     db_name = new_db()
     result = run_cli("experiments.upload", "-m", f"{db_server.address}:{db_name}", env=fault_env)
     client = db_server.client()
     written = sum(client[db_name][c].count_documents({}) for c in client[db_name].list_collection_names())
     lines = result.stderr.strip().splitlines()
     kept = sorted(p.name for p in failed.iterdir())
-    fault_table("corrupted / half-written recovery bundles uploaded", injected=5, finished=0, lost=0,
+    fault_table("corrupted / half-written recovery bundles uploaded", injected=broken, finished=0, lost=0,
                 outcome="ok" if result.returncode != 0 and len(lines) == 4 and written == 0 else "FAILED")
+    assert broken == len(bundles)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert len(lines) == 4 and all("cannot be read" in line and "kept" in line for line in lines), result.stderr
     assert written == 0
     assert kept == sorted(bundles)  # every bundle stays for a later try
+
+
+def unreadable(bundle) -> bool:
+    try:
+        read_bundle(bundle)
+    except BundleError:
+        return True
+    return False
 
 
 def write_idx(path, array):
@@ -117,7 +132,8 @@ def test_truncated_data_file(db_server, fault_env, fault_table, tmp_path, layout
             victim.unlink()
             victim = raw / "train-images-idx3-ubyte.gz"
             victim.write_bytes(gzip.compress(data))
-        victim.write_bytes(victim.read_bytes()[: victim.stat().st_size * 2 // 3])
+        whole = victim.stat().st_size
+        victim.write_bytes(victim.read_bytes()[: whole * 2 // 3])
         name = "mnist"
     else:
         folder = root / "cifar-10-batches-py"
@@ -127,6 +143,7 @@ def test_truncated_data_file(db_server, fault_env, fault_table, tmp_path, layout
                     "labels": rng.integers(0, 10, 100).tolist()}
             (folder / batch).write_bytes(pickle.dumps(data, protocol=2))
         victim = folder / "data_batch_3"
+        whole = victim.stat().st_size
         victim.write_bytes(victim.read_bytes()[:20000])
         name = "cifar10"
     db_name = new_db()
@@ -135,7 +152,9 @@ def test_truncated_data_file(db_server, fault_env, fault_table, tmp_path, layout
     client = db_server.client()
     written = sum(client[db_name][c].count_documents({}) for c in client[db_name].list_collection_names())
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("INFO", "WARN"))]
+    truncated = int(victim.stat().st_size < whole)  # the fault, checked: the file the run reads is cut short
     ok = result.returncode != 0 and len(lines) == 1 and victim.name in lines[0] and written == 0
-    fault_table(f"truncated data file ({layout})", injected=1, finished=0, lost=0, outcome="ok" if ok else "FAILED")
-    assert ok, result.stderr
+    fault_table(f"truncated data file ({layout})", injected=truncated, finished=0, lost=0,
+                outcome="ok" if ok and truncated else "FAILED")
+    assert truncated and ok, result.stderr
     assert "truncated" in lines[0]
