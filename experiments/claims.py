@@ -128,10 +128,15 @@ def of_point(point: str) -> dict:
     return {"$or": [{"info.point": point}, {"info.condition_hash": point}]}
 
 
-def completed_run(db, experiment: str, condition: str) -> int | None:
-    """The id of a COMPLETED run of this point, if any."""
-    doc = db["runs"].find_one({"experiment.name": experiment, "status": COMPLETED, **of_point(condition)},
-                              {"_id": 1})
+def of_version(science: str | None) -> dict:
+    """The query for runs made by science version ``science`` (any version when None)."""
+    return {} if science is None else {"info.science.version": science}
+
+
+def completed_run(db, experiment: str, condition: str, science: str | None = None) -> int | None:
+    """The id of a COMPLETED run of this point (made by science version ``science``; any when None), if any."""
+    doc = db["runs"].find_one({"experiment.name": experiment, "status": COMPLETED, **of_point(condition),
+                               **of_version(science)}, {"_id": 1})
     return doc["_id"] if doc else None
 
 
@@ -145,7 +150,8 @@ def unfinished_runs(db, experiment: str, condition: str) -> list[dict]:
     if not ids:
         return []
     runs = list(db["runs"].find({"_id": {"$in": ids}}, {"status": 1, "heartbeat": 1, "start_time": 1,
-                                                        "info.rounds": 1, "config.save_artifacts": 1}))
+                                                        "info.rounds": 1, "info.science": 1,
+                                                        "config.save_artifacts": 1}))
     return sorted(runs, key=lambda r: (len(listed_rounds(r)), r["_id"]), reverse=True)
 
 
@@ -188,18 +194,23 @@ class Takeover:
     line: str
 
 
-def not_resumable(run: dict, experiment: str, resumable: bool) -> str | None:
-    """Why a dead run cannot be continued with ``--resume`` (None: it can, whatever rounds it lists)."""
+def not_resumable(run: dict, experiment: str, resumable: bool, science: str | None = None) -> str | None:
+    """Why a dead run cannot be continued with ``--resume`` (None: it can, whatever rounds it lists); with
+    ``science``, a run started by another science version cannot (its rounds would mix two versions)."""
     if not resumable:
         return f"{experiment} runs do not resume (run {run['_id']} was left unfinished)"
     if run.get("status") == "QUEUED":
         return f"run {run['_id']} is QUEUED, never started"
     if not (run.get("config") or {}).get("save_artifacts", False):
         return f"run {run['_id']} ran with save_artifacts=False (its weights were not stored)"
+    from ticketlab.identity import version_of
+
+    if science is not None and version_of(run) != science:
+        return f"run {run['_id']} was started by science version {version_of(run)}, this is {science}"
     return None
 
 
-def takeover(runs: list[dict], experiment: str, resumable: bool) -> Takeover | None:
+def takeover(runs: list[dict], experiment: str, resumable: bool, science: str | None = None) -> Takeover | None:
     """The decision for the dead, unfinished ``runs`` of a point (``unfinished_runs``: most listed rounds first);
     None when there are none. The run listing the most finished rounds that can be continued is resumed, also when
     it lists none: ``--resume`` then trains it from round 0 in its own document, so the point keeps one document
@@ -208,8 +219,8 @@ def takeover(runs: list[dict], experiment: str, resumable: bool) -> Takeover | N
     if not runs:
         return None
     for run in runs:
-        if not_resumable(run, experiment, resumable) is None:
+        if not_resumable(run, experiment, resumable, science) is None:
             rounds = listed_rounds(run)
             where = f"after round {rounds[-1]['round']}" if rounds else "at round 0 (no finished round stored)"
             return Takeover(run["_id"], f"resumed run {run['_id']} {where}")
-    return Takeover(None, f"started anew: {not_resumable(runs[0], experiment, resumable)}")
+    return Takeover(None, f"started anew: {not_resumable(runs[0], experiment, resumable, science)}")

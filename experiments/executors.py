@@ -68,6 +68,7 @@ class Unit:
     device: str | None = None  # training.device for this unit, or None for the run's default
     stale_after: float = claims.DEFAULT_STALE_AFTER
     log: str | None = None
+    science: str | None = None  # the science version a COMPLETED run of the point must have (None: any)
 
     def label(self) -> str:
         return " ".join(self.updates)
@@ -93,11 +94,12 @@ def run_command(unit: Unit, resume_id: int | None = None) -> list[str]:
 
 
 class _ClaimBeat(threading.Thread):
-    """Beats the claim every ``interval`` s; when the claim was taken over, stops the child (SIGTERM)."""
+    """Beats the claims of ``units`` (one run's, or a population's) every ``interval`` s; when one was taken over,
+    stops the child (SIGTERM): its runs are resumed by whoever holds their points now."""
 
-    def __init__(self, db, unit: Unit, interval: float):
+    def __init__(self, db, units: Unit | list[Unit], interval: float):
         super().__init__(daemon=True)
-        self.db, self.unit, self.interval = db, unit, interval
+        self.db, self.units, self.interval = db, units if isinstance(units, list) else [units], interval
         self.child: subprocess.Popen | None = None
         self.lost = False
         self.done = threading.Event()
@@ -105,13 +107,22 @@ class _ClaimBeat(threading.Thread):
     def run(self):
         while not self.done.wait(self.interval):
             try:
-                if not claims.beat(self.db, self.unit.condition, self.unit.token):
+                if not all([claims.beat(self.db, unit.condition, unit.token) for unit in self.units]):
                     self.lost = True
                     if self.child and self.child.poll() is None:
                         self.child.terminate()
                     return
             except pymongo.errors.PyMongoError:
                 pass  # the database is down: the run keeps going (and keeps its results on disk)
+
+
+def beat_interval(unit: Unit) -> float:
+    return max(0.5, min(claims.SACRED_BEAT, unit.stale_after / 4))
+
+
+def _execution(unit: Unit) -> str:
+    """The unit's token made this execution's own: Dask may run a submission again after a worker loss."""
+    return f"{unit.token}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
 
 
 def _log(log, message: str) -> None:
@@ -121,8 +132,7 @@ def _log(log, message: str) -> None:
 
 def run_unit(unit: Unit) -> str:
     """Claim the unit's condition and run (or resume) it; see the module docstring. Returns the outcome."""
-    # the claim's token names this execution: Dask may run a submission again after a worker loss
-    unit = dataclasses.replace(unit, token=f"{unit.token}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}")
+    unit = dataclasses.replace(unit, token=_execution(unit))
     url, db_name = parse_db_spec(unit.db_spec)
     client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     log = open(unit.log, "a") if unit.log else open(os.devnull, "w")
@@ -133,7 +143,7 @@ def run_unit(unit: Unit) -> str:
         if not taken:
             _log(log, f"{unit.label()}: claimed by a live holder elsewhere; not started")
             return HELD
-        beat = _ClaimBeat(db, unit, interval=max(0.5, min(claims.SACRED_BEAT, unit.stale_after / 4)))
+        beat = _ClaimBeat(db, unit, interval=beat_interval(unit))
         beat.start()
         try:
             return _run_claimed(db, unit, before, beat, log)
@@ -154,14 +164,14 @@ def _run_claimed(db, unit: Unit, before: dict | None, beat: _ClaimBeat, log) -> 
         # a run of this point still trains (an orphan of a dead holder): let it finish or die first
         time.sleep(1.0)
         previous = claims.unfinished_runs(db, unit.experiment, unit.condition)
-    done = claims.completed_run(db, unit.experiment, unit.condition)
+    done = claims.completed_run(db, unit.experiment, unit.condition, unit.science)
     if done is not None:
         _log(log, f"{unit.label()}: already COMPLETED as run {done}")
         return finish(claims.COMPLETED, run_id=done, rc=0)
     for run in previous:
         if claims.mark_dead(db, run["_id"]):
             _log(log, f"run {run['_id']} was RUNNING with no live process: marked INTERRUPTED")
-    decision = claims.takeover(previous, unit.experiment, unit.experiment in RESUMABLE)
+    decision = claims.takeover(previous, unit.experiment, unit.experiment in RESUMABLE, unit.science)
     resume_id = decision.resume_id if decision else None
     if decision:
         _log(log, decision.line)
@@ -180,9 +190,87 @@ def _run_claimed(db, unit: Unit, before: dict | None, beat: _ClaimBeat, log) -> 
     if beat.lost:
         _log(log, "the claim was taken over by another holder: this run was stopped")
         return HELD
-    done = claims.completed_run(db, unit.experiment, unit.condition)
+    done = claims.completed_run(db, unit.experiment, unit.condition, unit.science)
     _log(log, f"exit code {rc} after {seconds:.1f} s" + (f"; run {done} COMPLETED" if done is not None else ""))
     return finish(claims.COMPLETED if done is not None else claims.FAILED, run_id=done, rc=rc, seconds=seconds)
+
+
+def run_group(units: list[Unit], command, log_path: str) -> tuple[dict[int, str], list[Unit]]:
+    """Claim the points of ``units`` (points a population can train side by side) and train the claimed ones
+    together, ``command(claimed units)`` in one process, beating every claim while it trains; each claim is then
+    released COMPLETED or FAILED by what the database holds, as ``run_unit`` does for one point. Returns each
+    unit's outcome, and the units to run alone (``run_unit``): points that already have a run (dead: it is
+    resumed in its own document; alive: it is waited for), and a lone claimed point (a population of one is a
+    single run). A point a live holder has is ``held``."""
+    url, db_name = parse_db_spec(units[0].db_spec)
+    client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    outcomes: dict[int, str] = {}
+    claimed, alone = [], []
+    try:
+        db = client[db_name]
+        with open(log_path, "a") as log:
+            for unit in units:
+                mine = dataclasses.replace(unit, token=_execution(unit))
+                taken, _ = claims.acquire(db, unit.condition, claims.holder(
+                    mine.token, experiment=unit.experiment, updates=unit.updates), unit.stale_after)
+                if not taken:
+                    _log(log, f"{unit.label()}: claimed by a live holder elsewhere; not started")
+                    outcomes[unit.index] = HELD
+                elif (done := claims.completed_run(db, unit.experiment, unit.condition, unit.science)) is not None:
+                    _log(log, f"{unit.label()}: already COMPLETED as run {done}")
+                    claims.release(db, unit.condition, mine.token, claims.COMPLETED, run_id=done, rc=0)
+                    outcomes[unit.index] = COMPLETED
+                elif claims.unfinished_runs(db, unit.experiment, unit.condition):
+                    # a run of it exists: run_unit waits for it or resumes it in its own document
+                    claims.release(db, unit.condition, mine.token, claims.FAILED)
+                    alone.append(unit)
+                else:
+                    claimed.append(mine)
+            if len(claimed) == 1:
+                claims.release(db, claimed[0].condition, claimed[0].token, claims.FAILED)
+                alone.append(next(u for u in units if u.index == claimed[0].index))
+                claimed = []
+            if not claimed:
+                return outcomes, alone
+            beat = _ClaimBeat(db, claimed, interval=beat_interval(claimed[0]))
+            beat.start()
+            try:
+                argv = command(claimed)
+                log.write(dbspec.scrub(shlex.join(argv)) + "\n")  # as a shell takes it; a password in -m stays out
+                log.flush()
+                started = time.monotonic()
+                child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=dict(os.environ, **thread_env(claimed[0].threads)), cwd=os.getcwd())
+                beat.child = child
+                for unit in claimed:
+                    claims.beat(db, unit.condition, unit.token, child_pid=child.pid,
+                                child_started=claims.process_started(child.pid))
+                rc = child.wait()
+            finally:
+                beat.done.set()
+            seconds = round(time.monotonic() - started, 3)
+            for unit in claimed:
+                done = claims.completed_run(db, unit.experiment, unit.condition, unit.science)
+                if beat.lost and done is None:
+                    outcomes[unit.index] = HELD  # taken over: its new holder resumes it
+                    continue
+                state = claims.COMPLETED if done is not None else claims.FAILED
+                claims.release(db, unit.condition, unit.token, state, run_id=done, rc=rc, seconds=seconds)
+                outcomes[unit.index] = COMPLETED if done is not None else FAILED
+            _log(log, f"exit code {rc} after {seconds:.1f} s; {sum(o == COMPLETED for o in outcomes.values())} of "
+                      f"{len(claimed)} members COMPLETED")
+    finally:
+        client.close()
+    return outcomes, alone
+
+
+def population_command(units: list[Unit], shared: list[str], threads: int, device: str | None = None) -> list[str]:
+    """The command that trains ``units`` (their own ``with`` arguments after the ``shared`` ones) as one
+    population (``experiments.population``), on ``device``."""
+    members = [unit.updates[len(shared):] for unit in units]
+    return [sys.executable, "-m", "experiments.population", "-m", units[0].db_spec, "--experiment",
+            units[0].experiment, "--members", "; ".join(",".join(member) for member in members),
+            "with", *shared, *execution_updates(threads, device)]
 
 
 class _FutureExecutor:
@@ -238,6 +326,74 @@ class LocalExecutor(_FutureExecutor):
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class PopulationExecutor(LocalExecutor):
+    """``LocalExecutor`` whose slots train populations: submitted units are grouped by ``key`` (points that can share
+    a population: ``experiments.population.group_key``) into populations of at most ``size``, each claimed point
+    by point and trained in one process (``run_group``); the points a population cannot take (a run of them exists,
+    a population of one) run as single units. A failed or lost member comes back to the sweep as a unit that is
+    retried alone (it resumes)."""
+
+    name = "local"
+
+    def __init__(self, workers: int, size: int, key, shared: list[str], threads: int, logs: Path,
+                 devices: list[str] | None = None):
+        super().__init__(workers, devices)
+        self.size, self.key, self.shared, self.threads, self.logs = size, key, shared, threads, logs
+        self.groups = 0
+
+    def submit(self, units: list[Unit]) -> None:
+        groups: dict[str, list[Unit]] = {}
+        for unit in units:
+            groups.setdefault(self.key(unit), []).append(unit)
+        for members in groups.values():
+            for start in range(0, len(members), self.size):
+                chunk = members[start:start + self.size]
+                if len(chunk) == 1:
+                    super().submit(chunk)
+                    continue
+                log = self.logs / f"population_{self.groups:04d}.log"
+                self.groups += 1
+                self.futures[self.pool.submit(self._on_slot_group, chunk, log)] = chunk
+
+    def _on_slot_group(self, units: list[Unit], log: Path) -> tuple[dict[int, str], list[Unit]]:
+        device = self.slots.get()
+        try:
+            return run_group(units, lambda claimed: population_command(claimed, self.shared, self.threads, device),
+                             str(log))
+        finally:
+            self.slots.put(device)
+
+    def finished(self, timeout: float) -> list[tuple[Unit, str]]:
+        if not self.futures:
+            time.sleep(timeout)
+            return []
+        done, _ = self._wait(list(self.futures), timeout)
+        out = []
+        for future in done:
+            submitted = self.futures.pop(future)
+            if isinstance(submitted, Unit):  # a single unit
+                try:
+                    out.append((submitted, future.result()))
+                except Exception as error:  # noqa: BLE001
+                    print(f"sweep: unit {submitted.index} lost: {type(error).__name__}: {dbspec.scrub(error)}",
+                          file=sys.stderr)
+                    out.append((submitted, LOST))
+                continue
+            try:
+                outcomes, alone = future.result()
+            except Exception as error:  # noqa: BLE001  the population's own machinery failed: its points retry
+                print(f"sweep: a population of {len(submitted)} lost: {type(error).__name__}: "
+                      f"{dbspec.scrub(error)}", file=sys.stderr)
+                outcomes, alone = {unit.index: LOST for unit in submitted}, []
+            out += [(unit, outcomes[unit.index]) for unit in submitted if unit.index in outcomes]
+            for unit in alone:  # points with a run of their own: each alone, as run_unit does
+                self.futures[self.pool.submit(self._on_slot, unit)] = unit
+        return out
+
+    def running(self) -> int:
+        return sum(1 if isinstance(s, Unit) else len(s) for s in self.futures.values())
 
 
 class DaskExecutor(_FutureExecutor):
@@ -364,7 +520,7 @@ class SlurmExecutor:
 
     def outcome(self, unit: Unit) -> str:
         """What a unit whose job ended did, read from the database (the job leaves nothing else behind)."""
-        if claims.completed_run(self.db, unit.experiment, unit.condition) is not None:
+        if claims.completed_run(self.db, unit.experiment, unit.condition, unit.science) is not None:
             return COMPLETED
         claim = claims.get(self.db, [unit.condition]).get(unit.condition)
         if claim is None or claim.get("token", "").split("@")[0] != unit.token:

@@ -22,15 +22,9 @@ skip-if-done see members as the single runs they are. ``run_population`` is the 
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
-import datetime
 import json
-import os
-import queue
 import re
-import shlex
-import subprocess
 import sys
 import uuid
 from typing import Sequence
@@ -39,16 +33,11 @@ import torch
 
 from sacred.arg_parser import get_config_updates
 from sacred.utils import SacredError
-from tqdm import tqdm
 
-from ticketlab.identity import point_hash
 from experiments import lottery as lottery_exp
 from experiments import supermask as supermask_exp
 from experiments.base import ArtifactWriter, sigterm_interrupts
-from experiments.dbspec import parse_db_spec, scrub
-from experiments.executors import execution_updates, thread_env
 from experiments.ingredients import data as data_ing
-from experiments.localdb import home_dir
 from masking import lottery, population, population_procedures
 from masking import training as masking_training
 from masking.population import MemberFailed
@@ -269,103 +258,18 @@ def _finish(member: Member, error: BaseException | None = None) -> None:
 # ------------------------------------------------------------------------------------ populations in a sweep
 
 
+def group_key(config: dict, experiment: str = "lottery") -> str:
+    """Configs with equal keys can train in one population: equal but for what members may differ in."""
+    return json.dumps(shared_config(config, experiment), sort_keys=True, default=str)
+
+
 def group(configs: Sequence[dict], size: int, experiment: str = "lottery") -> list[list[int]]:
     """Indices of ``configs`` in populations of at most ``size``: configs equal but for what members may differ in
     (``MEMBER_KEYS``) share one, in grid order; a point with no partner is a group of one."""
     groups: dict[str, list[int]] = {}
     for index, config in enumerate(configs):
-        groups.setdefault(json.dumps(shared_config(config, experiment), sort_keys=True, default=str), []).append(index)
+        groups.setdefault(group_key(config, experiment), []).append(index)
     return [members[i:i + size] for members in groups.values() for i in range(0, len(members), size)]
-
-
-def population_command(members: Sequence[Sequence[str]], shared: Sequence[str], db_spec: str, threads: int,
-                       experiment: str = "lottery", device: str | None = None) -> list[str]:
-    """The command that trains ``members`` (their own ``with`` arguments) as one population (on ``device``)."""
-    return [sys.executable, "-m", "experiments.population", "-m", db_spec, "--experiment", experiment,
-            "--members", "; ".join(",".join(member) for member in members),
-            "with", *shared, *execution_updates(threads, device)]
-
-
-def sweep(args, points: Sequence[Sequence[str]], configs: Sequence[dict], devices: Sequence[str] | None = None) -> int:
-    """``python -m experiments.sweep --population K``: the grid's points (``points``: ``with`` arguments, the
-    shared ``args.shared`` first; ``configs``: their resolved configs) not COMPLETED in the database, grouped
-    (``group``) into populations of at most K, ``--workers`` populations at a time on this machine, each one
-    process pinned to ``--threads`` threads (``python -m experiments.population``; a point with no partner runs as
-    the single run it is). With ``devices`` (``--gpus 0,1 --runs-per-gpu 2``: cuda:0, cuda:0, cuda:1, cuda:1),
-    one population per device slot at a time, trained on that device. Returns the sweep's exit status."""
-    if getattr(args, "executor", "local") != "local":
-        print(f"error: --population runs on this machine only (--executor local), not {args.executor}",
-              file=sys.stderr)
-        return 2
-    shared, db_spec, size = list(args.shared), args.mongo_db, args.population
-    workers, threads = args.workers, args.threads
-    from experiments.sweep import completed_hashes
-
-    done = completed_hashes(*parse_db_spec(db_spec), args.experiment)
-    todo = [i for i, config in enumerate(configs) if point_hash(config) not in done]
-    groups = [[todo[i] for i in members] for members in group([configs[i] for i in todo], size, args.experiment)]
-    alone = sum(len(members) == 1 for members in groups)
-    if devices:
-        workers = len(devices)
-    where = f" on {', '.join(sorted(set(devices)))}" if devices else ""
-    print(f"sweep: {len(points)} runs in the grid, {len(points) - len(todo)} already completed, {len(todo)} to run "
-          f"as {len(groups) - alone} population(s) of at most {size} and {alone} single run(s), {workers} at a time "
-          f"x {threads} thread(s){where}")
-    if not torch.cuda.is_available() and len(groups) > alone:
-        print(f"sweep: {CPU_NOTE}")
-    own = [[list(points[i][len(shared):]) for i in members] for members in groups]
-    if not todo:
-        print("sweep: nothing to run")
-        return 0
-    if args.dry_run:
-        for members in own:
-            print(("  population: " if len(members) > 1 else "  single run: ")
-                  + "; ".join(" ".join(member) for member in members))
-        return 0
-    logs = args.logs or home_dir() / "sweep_logs" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, **thread_env(threads))
-
-    slots: queue.Queue = queue.Queue()  # a device per running population (None: the runs' own training.device)
-    for device in devices or [None] * workers:
-        slots.put(device)
-
-    def run(index: int) -> int:
-        device = slots.get()
-        try:
-            if len(own[index]) == 1:  # no partner: the single run itself
-                command = [sys.executable, "-m", f"experiments.{args.experiment}", "with", *points[groups[index][0]],
-                           *execution_updates(threads, device), "-m", db_spec]
-            else:
-                command = population_command(own[index], shared, db_spec, threads, args.experiment, device)
-            with open(logs / f"population_{index:04d}.log", "w") as log:
-                log.write(scrub(shlex.join(command)) + "\n")  # as a shell takes it; a password in -m stays out
-                log.flush()
-                return subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                      stdin=subprocess.DEVNULL).returncode
-        finally:
-            slots.put(device)
-
-    failed = []
-    tty = sys.stderr.isatty()  # a bar on a terminal; one line per finished population in a log file
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(todo), unit="run", desc="populations", dynamic_ncols=True, disable=not tty) as bar:
-        futures = {pool.submit(run, index): index for index in range(len(groups))}
-        finished = 0
-        for future in concurrent.futures.as_completed(futures):
-            index = futures[future]
-            if future.result() != 0:
-                failed.append(index)
-            bar.update(len(groups[index]))
-            finished += len(groups[index])
-            if not tty:
-                print(f"sweep: {finished}/{len(todo)} runs finished ({len(failed)} population(s) with failures)",
-                      file=sys.stderr, flush=True)
-    print(f"sweep: {len(groups) - len(failed)} of {len(groups)} populations and single runs completed; logs in {logs}")
-    for index in failed:
-        print(f"  FAILED (some members): {'; '.join(' '.join(m) for m in own[index])}  "
-              f"(log: {logs / f'population_{index:04d}.log'})", file=sys.stderr)
-    return 1 if failed else 0
 
 
 def main(argv=None) -> int:

@@ -57,7 +57,7 @@ from sacred.arg_parser import get_config_updates
 from sacred.initialize import create_run
 from tqdm import tqdm
 
-from ticketlab.identity import point_hash
+from ticketlab.identity import point_hash, science_version, version_of
 from experiments import claims
 from experiments import dbspec
 from experiments.executors import FAILED, HELD, LOST, Unit
@@ -83,14 +83,34 @@ def resolve(experiment, updates: list[str]) -> dict:
     return create_run(experiment, experiment.default_command, config_updates, named_configs=named_configs).config
 
 
-def completed_hashes(url: str, db_name: str, experiment_name: str) -> set[str]:
+def completed_hashes(url: str, db_name: str, experiment_name: str) -> dict[str, set[str]]:
+    """{point: the science versions of its COMPLETED runs} (``ticketlab.identity``)."""
     client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     try:
         cursor = client[db_name]["runs"].find({"status": "COMPLETED", "experiment.name": experiment_name},
-                                              {"config": 1})
-        return {point_hash(doc["config"]) for doc in cursor}
+                                              {"config": 1, "info.science": 1})
+        done: dict[str, set[str]] = {}
+        for doc in cursor:
+            done.setdefault(point_hash(doc["config"]), set()).add(version_of(doc))
+        return done
     finally:
         client.close()
+
+
+def points_to_run(hashes: list[str], done: dict[str, set[str]], keep_other_versions: bool) -> tuple[list[int], str]:
+    """The grid indices to run, and the one line (or "") that says which points other science versions finished:
+    by default those are run again with this code's version; ``keep_other_versions`` counts them done."""
+    current = science_version()
+    todo = [i for i, h in enumerate(hashes) if current not in done.get(h, set())
+            and not (keep_other_versions and done.get(h))]
+    others = Counter(v for h in hashes if current not in done.get(h, set()) for v in done.get(h, set()))
+    if not others:
+        return todo, ""
+    points = sum(1 for h in hashes if done.get(h) and current not in done[h])
+    versions = ", ".join(f"{v}: {n} run(s)" for v, n in sorted(others.items()))
+    what = "counted as done (--keep-other-versions)" if keep_other_versions else \
+        f"run again with this code's science version {current} (--keep-other-versions counts them done)"
+    return todo, f"sweep: {points} point(s) were completed only by other science versions ({versions}): {what}"
 
 
 def work_of(experiment: str, config: dict) -> tuple[int, int | None]:
@@ -117,12 +137,13 @@ def point_states(db, experiment: str, points: list[dict], stale_after: float) ->
     query = {"$or": [{"info.point": {"$in": conditions}}, {"info.condition_hash": {"$in": conditions}}]}
     for run in db["runs"].find({"experiment.name": experiment, **query},
                                {"status": 1, "heartbeat": 1, "info.rounds": 1, "info.point": 1,
-                                "info.condition_hash": 1}):
+                                "info.condition_hash": 1, "info.science": 1}):
         runs.setdefault(run["info"].get("point") or run["info"]["condition_hash"], []).append(run)
     held = claims.get(db, conditions)
     states = []
     for point in points:
-        its_runs = runs.get(point["condition"], [])
+        # runs of another science version than the sweep's (when it asks for one) are not this point's progress
+        its_runs = [r for r in runs.get(point["condition"], []) if point.get("science") in (None, version_of(r))]
         claim = held.get(point["condition"])
         done = [r for r in its_runs if r.get("status") == "COMPLETED"]
         best = max(its_runs, key=lambda r: (len(r["info"].get("rounds") or []), r["_id"]), default=None)
@@ -271,7 +292,7 @@ def drive(executor, units: list[Unit], db, sweep_id: str, retries: int, stale_af
             try:
                 current = claims.get(db, [u.condition for u in held.values()])
                 for index, unit in list(held.items()):
-                    if claims.completed_run(db, unit.experiment, unit.condition) is not None:
+                    if claims.completed_run(db, unit.experiment, unit.condition, unit.science) is not None:
                         del held[index]
                     elif claims.is_claimable(current.get(unit.condition), stale_after):
                         del held[index]  # its holder died or gave up: take it over
@@ -307,6 +328,9 @@ def parse_args(argv):
                         help="a claim or RUNNING run without a heartbeat this long is dead: taken over and "
                              f"resumed (default {claims.DEFAULT_STALE_AFTER:.0f})")
     parser.add_argument("--retries", type=int, default=2, help="retries of a failed or lost unit (default 2)")
+    parser.add_argument("--keep-other-versions", action="store_true",
+                        help="count a point done when a COMPLETED run of it was made by another science version "
+                             "(masking/ changed since); by default such points are run again")
     parser.add_argument("--detach", action="store_true", help="start the work, leave it running, and return")
     parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT|local", help="dask: the scheduler")
     parser.add_argument("--partition", default=None, help="slurm: the partition")
@@ -397,9 +421,13 @@ def gpu_ids(spec: str, count: int) -> list[int]:
     return ids
 
 
-def make_executor(args, db, logs: Path, devices: list[str] | None):
+def make_executor(args, db, logs: Path, devices: list[str] | None, population_key=None):
+    """The executor ``args`` name; with ``population_key`` (a unit's population group), local populations."""
     from experiments import executors
 
+    if population_key is not None:
+        return executors.PopulationExecutor(len(devices) if devices else args.workers, args.population,
+                                            population_key, list(args.shared), args.threads, logs, devices)
     if args.executor == "local":
         return executors.LocalExecutor(len(devices) if devices else args.workers, devices)
     if args.executor == "dask":
@@ -442,26 +470,44 @@ def main(argv=None) -> int:
             if not args.sweep_id:
                 for bundle, run_id in upload_failed_runs(url, db_name, args.failure_dir):
                     print(f"uploaded run {run_id} kept during a database outage ({bundle})")
-            if args.population > 1:  # compatible points trained together (experiments.population)
-                from experiments import population
-                return population.sweep(args, points, configs, devices)
             done = completed_hashes(url, db_name, experiment.path)
         except pymongo.errors.PyMongoError as error:
             print(f"error: {dbspec.unreachable(dbspec.DbSpec(url, db_name), error)}", file=sys.stderr)
             return 2
-        return _sweep(args, argv, db, experiment.path, labels, points, configs, done, devices)
+        return run_grid(args, argv, db, experiment.path, labels, points, configs, done, devices)
     finally:
         client.close()
 
 
-def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[str], devices) -> int:
+def run_grid(args, argv, db, experiment: str, labels, points, configs, done: dict[str, set[str]], devices) -> int:
+    """Run the grid's points that are not done (``done``: ``completed_hashes``) with the executor ``args`` name,
+    or, with ``--population K``, in populations (``executors.PopulationExecutor``): every unit claims its point."""
     hashes = [point_hash(c) for c in configs]
-    todo = [i for i, h in enumerate(hashes) if h not in done]
-    where = {"local": f"{len(devices) if devices else args.workers} workers x {args.threads} thread(s)"
+    todo, versions = points_to_run(hashes, done, args.keep_other_versions)
+    if versions:
+        print(versions)
+    science = None if args.keep_other_versions else science_version()
+    workers = len(devices) if devices else args.workers
+    where = {"local": f"{workers} workers x {args.threads} thread(s)"
                       + (f" on {', '.join(sorted(set(devices)))}" if devices else ""),
              "dask": f"Dask scheduler {args.scheduler}", "slurm": "Slurm job arrays"}[args.executor]
+    keys = None
+    if args.population > 1:  # compatible points trained together (experiments.population)
+        from experiments import population
+
+        keys = {i: population.group_key(configs[i], args.experiment) for i in todo}
+        groups = population.group([configs[i] for i in todo], args.population, args.experiment)
+        alone = sum(len(members) == 1 for members in groups)
+        where = (f"as {len(groups) - alone} population(s) of at most {args.population} and {alone} single run(s), "
+                 f"{workers} at a time x {args.threads} thread(s)"
+                 + (f" on {', '.join(sorted(set(devices)))}" if devices else ""))
     print(f"sweep: {len(points)} runs in the grid, {len(points) - len(todo)} already completed, {len(todo)} to run "
-          f"with {where}")
+          f"{where if keys is not None else 'with ' + where}")
+    if keys is not None and len(groups) > alone and not torch_cuda_available():
+        print(f"sweep: {population.CPU_NOTE}")
+    if not todo:
+        print("sweep: nothing to run")
+        return 0
     if args.dry_run:
         for i in todo:
             print("  with " + " ".join(points[i]))
@@ -469,7 +515,7 @@ def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[s
     sweep_id = args.sweep_id or datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     logs = (args.logs or home_dir() / "sweep_logs" / sweep_id).resolve()
     logs.mkdir(parents=True, exist_ok=True)
-    records = [{"index": i, "label": labels[i], "updates": points[i], "condition": hashes[i],
+    records = [{"index": i, "label": labels[i], "updates": points[i], "condition": hashes[i], "science": science,
                 **dict(zip(("work", "steps"), work_of(args.experiment, configs[i])))} for i in range(len(points))]
     db[SWEEPS].replace_one({"_id": sweep_id}, {
         "_id": sweep_id, "experiment": experiment, "executor": args.executor, "created": claims.utcnow(),
@@ -482,9 +528,9 @@ def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[s
         return 0
     units = [Unit(index=i, experiment=args.experiment, updates=points[i], condition=hashes[i],
                   db_spec=args.mongo_db, threads=args.threads, device="cuda" if args.gpus and not devices else None,
-                  stale_after=args.stale_after, log=str(logs / f"run_{i:04d}.log")) for i in todo]
+                  stale_after=args.stale_after, log=str(logs / f"run_{i:04d}.log"), science=science) for i in todo]
     try:
-        executor = make_executor(args, db, logs, devices)
+        executor = make_executor(args, db, logs, devices, None if keys is None else (lambda unit: keys[unit.index]))
     except (OSError, RuntimeError) as error:
         print(f"error: the {args.executor} executor did not start: {error}", file=sys.stderr)
         return 2
@@ -509,6 +555,12 @@ def _sweep(args, argv, db, experiment: str, labels, points, configs, done: set[s
     for unit, outcome in failed.values():
         print(f"  FAILED ({outcome}): with {' '.join(unit.updates)}  (log: {unit.log})", file=sys.stderr)
     return 1 if failed else 0
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _num(x: float) -> str:

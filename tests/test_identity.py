@@ -222,3 +222,50 @@ def test_a_supermask_starts_only_from_a_finished_lottery_mask_of_its_arch_and_da
                         "point": identity.point_hash(source["config"]), "science": identity.science_version(),
                         "round": 1, "percent_remaining": source["info"]["rounds"][1]["percent_remaining"],
                         "mask_hash": source["info"]["rounds"][1]["mask_hash"]}
+
+
+# ------------------------------------------------------------------------------------------ a change of the code
+
+
+def test_a_change_of_the_science_code_is_seen_by_the_sweep_and_the_report(db_server, db_name, ticketlab_env,
+                                                                          tmp_path):
+    """A sweep finished, then a fix in masking/: the same sweep from the fixed code trains every point again
+    (saying why), the report compares the two versions apart, and --keep-other-versions counts the old runs."""
+    import shutil
+
+    spec = f"{db_server.address}:{db_name}"
+    grid = ["-m", spec, "--criteria", "large_final,random", "--seeds", "1,2", "--workers", "2", "with", *FAST]
+
+    def sweep(code: Path, *extra: str) -> subprocess.CompletedProcess:
+        result = subprocess.run([sys.executable, "-m", "experiments.sweep", "--logs", str(tmp_path / "logs"),
+                                 *extra, *grid], cwd=code, env=dict(ticketlab_env, PYTHONPATH=str(code)),
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result
+
+    before = identity.science_version()
+    assert "4 to run" in sweep(ROOT).stdout
+    fixed = tmp_path / "fixed"
+    for name in ("masking", "experiments", "analysis", "ticketlab"):
+        shutil.copytree(ROOT / name, fixed / name, ignore=shutil.ignore_patterns("__pycache__"))
+    init = fixed / "masking" / "__init__.py"
+    init.write_text(init.read_text() + "\nFIXED = True  # a change Python sees: another science version\n")
+    after = identity.science_version(fixed)
+    assert after != before
+    again = sweep(fixed)
+    assert f"sweep: 4 point(s) were completed only by other science versions ({before}: 4 run(s)): run again with " \
+           f"this code's science version {after}" in again.stdout, again.stdout
+    assert "4 runs in the grid, 0 already completed, 4 to run" in again.stdout
+    runs = list(db_server.client()[db_name]["runs"].find({}, {"status": 1, "info.science": 1}))
+    assert sorted(r["info"]["science"]["version"] for r in runs) == sorted([before] * 4 + [after] * 4)
+    assert "4 runs in the grid, 4 already completed, 0 to run" in sweep(fixed, "--keep-other-versions").stdout
+
+    df = analysis.load_runs(spec)
+    with pytest.raises(ComparisonError, match=f"differ in more than 'criterion' \\(science: {min(before, after)}, "
+                                              f"{max(before, after)}\\)"):
+        analysis.compare(df, factor="criterion", baseline="random")
+    out = tmp_path / "report"
+    report = run_cli("ticketlab", "report", "-m", spec, "--out", str(out), env=ticketlab_env)
+    assert report.returncode == 0, report.stderr[-2000:]
+    for version in (before, after):
+        assert (out / f"science={version}" / "compare_criteria.csv").is_file(), sorted(p.name for p in out.iterdir())

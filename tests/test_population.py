@@ -394,7 +394,6 @@ def test_sweep_population_on_a_device_slot_trains_there(db_server, db_name, tick
     """``sweep --population K --gpus ...``: each population takes a device slot and its command says so
     (``training.device=...``); members record the device they trained on. Here a slot named "cpu" stands in for
     a GPU's (the CUDA path is the same command with cuda:N)."""
-    from experiments import population as population_exp
     from experiments import sweep
 
     for key, value in ticketlab_env.items():
@@ -402,9 +401,16 @@ def test_sweep_population_on_a_device_slot_trains_there(db_server, db_name, tick
     argv = ["-m", f"{db_server.address}:{db_name}", "--criteria", "large_final,random", "--seeds", "1",
             "--population", "2", "--logs", str(tmp_path / "logs"), "with", *FAST, "pruning.rounds=0"]
     args, _ = sweep.parse_args(argv)
-    points = [args.shared + point for point in sweep.grid_points(sweep.build_axes(args, None))]
+    grid = sweep.grid_points(sweep.build_axes(args, None))
+    labels, points = [" ".join(point) for point in grid], [args.shared + point for point in grid]
     configs = [sweep.resolve(sweep.importlib.import_module("experiments.lottery").ex, point) for point in points]
-    assert population_exp.sweep(args, points, configs, devices=["cpu"]) == 0
+    db = db_server.client()[db_name]
+
+    def run_on_cpu_slot():
+        done = sweep.completed_hashes(f"mongodb://{db_server.address}", db_name, "lottery")
+        return sweep.run_grid(args, argv, db, "lottery", labels, points, configs, done, ["cpu"])
+
+    assert run_on_cpu_slot() == 0
     assert "as 1 population(s) of at most 2 and 0 single run(s), 1 at a time x 1 thread(s) on cpu" in \
         capsys.readouterr().out
     log = (tmp_path / "logs" / "population_0000.log").read_text()
@@ -418,7 +424,7 @@ def test_sweep_population_on_a_device_slot_trains_there(db_server, db_name, tick
     assert [r["status"] for r in runs] == ["COMPLETED"] * 2
     assert {r["info"]["population"]["device"] for r in runs} == {"cpu"}
     assert {r["config"]["training"]["device"] for r in runs} == {"cpu"}
-    assert population_exp.sweep(args, points, configs, devices=["cpu"]) == 0  # again: all done, nothing started
+    assert run_on_cpu_slot() == 0  # again: all done, nothing started
     out = capsys.readouterr().out.splitlines()
     assert "2 already completed, 0 to run" in out[0] and out[-1] == "sweep: nothing to run"
     assert len(list((tmp_path / "logs").iterdir())) == 1
