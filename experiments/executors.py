@@ -284,16 +284,16 @@ class _FutureExecutor:
             time.sleep(timeout)
             return []
         done, _ = self._wait(list(self.futures), timeout)
-        out = []
-        for future in done:
-            unit = self.futures.pop(future)
-            try:
-                out.append((unit, future.result()))
-            except Exception as error:  # noqa: BLE001  a lost worker (KilledWorker) or a crash of run_unit
-                print(f"sweep: unit {unit.index} ({unit.label()}) lost: {error.__class__.__name__}: {dbspec.scrub(error)}",
-                      file=sys.stderr)
-                out.append((unit, LOST))
-        return out
+        return [pair for future in done for pair in self._outcomes(future, self.futures.pop(future))]
+
+    def _outcomes(self, future, unit: Unit) -> list[tuple[Unit, str]]:
+        """What a finished future's units did."""
+        try:
+            return [(unit, future.result())]
+        except Exception as error:  # noqa: BLE001  a lost worker (KilledWorker) or a crash of run_unit
+            print(f"sweep: unit {unit.index} ({unit.label()}) lost: {error.__class__.__name__}: {dbspec.scrub(error)}",
+                  file=sys.stderr)
+            return [(unit, LOST)]
 
     def running(self) -> int:
         return len(self.futures)
@@ -365,32 +365,18 @@ class PopulationExecutor(LocalExecutor):
         finally:
             self.slots.put(device)
 
-    def finished(self, timeout: float) -> list[tuple[Unit, str]]:
-        if not self.futures:
-            time.sleep(timeout)
-            return []
-        done, _ = self._wait(list(self.futures), timeout)
-        out = []
-        for future in done:
-            submitted = self.futures.pop(future)
-            if isinstance(submitted, Unit):  # a single unit
-                try:
-                    out.append((submitted, future.result()))
-                except Exception as error:  # noqa: BLE001
-                    print(f"sweep: unit {submitted.index} lost: {type(error).__name__}: {dbspec.scrub(error)}",
-                          file=sys.stderr)
-                    out.append((submitted, LOST))
-                continue
-            try:
-                outcomes, alone = future.result()
-            except Exception as error:  # noqa: BLE001  the population's own machinery failed: its points retry
-                print(f"sweep: a population of {len(submitted)} lost: {type(error).__name__}: "
-                      f"{dbspec.scrub(error)}", file=sys.stderr)
-                outcomes, alone = {unit.index: LOST for unit in submitted}, []
-            out += [(unit, outcomes[unit.index]) for unit in submitted if unit.index in outcomes]
-            for unit in alone:  # points with a run of their own: each alone, as run_unit does
-                self.futures[self.pool.submit(self._on_slot, unit)] = unit
-        return out
+    def _outcomes(self, future, submitted: Unit | list[Unit]) -> list[tuple[Unit, str]]:
+        if isinstance(submitted, Unit):  # a single unit
+            return super()._outcomes(future, submitted)
+        try:
+            outcomes, alone = future.result()
+        except Exception as error:  # noqa: BLE001  the population's own machinery failed: its points retry
+            print(f"sweep: a population of {len(submitted)} lost: {type(error).__name__}: {dbspec.scrub(error)}",
+                  file=sys.stderr)
+            outcomes, alone = {unit.index: LOST for unit in submitted}, []
+        for unit in alone:  # points with a run of their own: each alone, as run_unit does
+            self.futures[self.pool.submit(self._on_slot, unit)] = unit
+        return [(unit, outcomes[unit.index]) for unit in submitted if unit.index in outcomes]
 
     def running(self) -> int:
         return sum(1 if isinstance(s, Unit) else len(s) for s in self.futures.values())
