@@ -120,7 +120,8 @@ class Variant:
         """A trainee of ``work`` (``training.make_trainee``'s device step), compiled with ``mode == "compile"``."""
         from masking import training
 
-        trainee = training.make_trainee(order, work, lambda: None, lambda k: {}, self.data[0].dtype)
+        trainee = training.make_trainee(order, work, lambda: None, lambda members: None, lambda k: {},
+                                        self.data[0].dtype)
         if mode != "compile":
             return trainee
         losses = trainee.losses

@@ -125,6 +125,7 @@ class Stack(nn.Module):
             seeds = [g.initial_seed() for g in self.generators]
             self.noise = rng.seeded(rng.derive(seeds[0], "population noise", *seeds[1:]), self.generators[0].device)
         self.widest = self._widest()
+        self.kept: dict[str, torch.Tensor] | None = None  # the members' early-stopping states (``keep``)
         self._fixed: dict[str, torch.Tensor] | None = None
         self._refresh()
 
@@ -155,13 +156,29 @@ class Stack(nn.Module):
         """The stacked tensor of ``name`` (a ``Net`` state-dict key)."""
         return getattr(self, self._attr(name))
 
-    def member_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Member ``k``'s state dict, copies in its ``Net``'s layout and the stack's dtype."""
+    def member_state(self, k: int, tensors: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Member ``k``'s state dict, copies in its ``Net``'s layout and the stack's dtype (of ``tensors``: stacked
+        tensors by name, e.g. ``kept``; default the stack's own)."""
         state = {}
         for name in self.names:
-            tensor = self.tensor(name)[k].detach()
+            tensor = (self.tensor(name) if tensors is None else tensors[name])[k].detach()
             state[name] = (tensor.t() if self._transposed(name, tensor) else tensor).contiguous().clone()
         return state
+
+    def keep(self, members: Sequence[int]) -> None:
+        """Copy ``members``' current tensors into ``kept`` (their early-stopping states), every member at once: one
+        elementwise copy per tensor, the members to copy sent to the device without a host sync."""
+        current = {name: self.tensor(name).detach() for name in self.names}
+        if self.kept is None:
+            self.kept = {name: tensor.clone() for name, tensor in current.items()}
+            return
+        device = current[self.names[0]].device
+        chosen = torch.zeros(self.size, dtype=torch.bool)
+        chosen[list(members)] = True
+        chosen = training.pinned(chosen, device).to(device, non_blocking=True)
+        for name, tensor in current.items():
+            where = chosen.view(-1, *[1] * (tensor.dim() - 1))
+            torch.where(where, tensor, self.kept[name], out=self.kept[name])
 
     def _refresh(self) -> None:
         """Float keep-masks ([K, ...], 1 kept) of the masked layers where some member prunes; pruned values
@@ -434,6 +451,8 @@ def stack_trainee(stack: Stack, optimizer: torch.optim.Optimizer, train: Split, 
         raise ValueError(f"{stack.size} members need {stack.size} generators, got {len(generators)}")
     x, y = train
     order = training.BatchOrder(len(x), batch_size, generators, x.device)
+    stack.kept = None  # this training's early-stopping states only
     return training.make_trainee(order, lambda indices: train_step(stack, optimizer, *gather(x, y, indices)),
-                                 lambda: scores(stack, *val), stack.member_state, x.dtype, graphs,
+                                 lambda: scores(stack, *val), stack.keep,
+                                 lambda k: stack.member_state(k, stack.kept), x.dtype, graphs,
                                  [stack.noise] if stack.noise is not None else [])

@@ -257,6 +257,12 @@ def build_optimizer(params: list[torch.Tensor], name: str, lr: float, graphs: bo
     return build(params, lr, **(GRAPH_OPTIONS[name] if graphs else {}), **kwargs)
 
 
+def pinned(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` ready to be copied to ``device`` without a host sync: a host tensor bound for a GPU in pinned
+    memory (a copy from pageable memory waits for the device's queue), else as it is."""
+    return tensor.pin_memory() if tensor.device.type == "cpu" and device.type == "cuda" else tensor
+
+
 class BatchOrder:
     """The batch order of K members (one: a single run), kept on ``device``: each epoch, member k's permutation of
     the training examples drawn from ``generators[k]`` where the generator lives (the CPU for ``rng`` streams, so
@@ -297,9 +303,7 @@ class BatchOrder:
             else:
                 perms = (self._next or self._ahead.submit(self._draw)).result()
                 self._next = self._ahead.submit(self._draw)
-            if perms.device.type == "cpu" and self.device.type == "cuda":
-                perms = perms.pin_memory()  # so the copy is asynchronous: it waits for no step before it
-            self._perms.copy_(perms, non_blocking=True)
+            self._perms.copy_(pinned(perms, self.device), non_blocking=True)
             self._cursor.zero_()
         self._taken += 1
 
@@ -370,14 +374,16 @@ class Trainee:
     """What the training loop (``train_loop``) needs of what it trains, one net or a population of them:
     ``step()`` takes one optimizer step of every member and adds their batch losses to ``losses`` (``[members]``,
     on the device; the loop reads and zeroes it at evaluations); ``evaluate()`` gives every member's validation
-    loss and accuracy, ``[members, 2]`` float64 on the device; ``state(k)`` a copy of member k's state (its
-    early-stopping point). ``make_trainee`` builds one."""
+    loss and accuracy, ``[members, 2]`` float64 on the device; ``keep(members)`` copies those members' current
+    states, on the device, as their early-stopping states (all at once: one copy per tensor for a population) and
+    ``kept(k)`` is member k's last kept state. ``make_trainee`` builds one."""
 
     members: int
     step: Callable[[], None]
     losses: torch.Tensor
     evaluate: Callable[[], torch.Tensor]
-    state: Callable[[int], dict[str, torch.Tensor]]
+    keep: Callable[[list[int]], None]
+    kept: Callable[[int], dict[str, torch.Tensor]]
 
 
 class GraphedStep:
@@ -430,8 +436,9 @@ class GraphedStep:
 
 
 def make_trainee(order: BatchOrder, work: Callable[[torch.Tensor], torch.Tensor],
-                 evaluate: Callable[[], torch.Tensor], state: Callable[[int], dict[str, torch.Tensor]],
-                 dtype: torch.dtype, graphs: bool = False, generators: Sequence[torch.Generator] = ()) -> Trainee:
+                 evaluate: Callable[[], torch.Tensor], keep: Callable[[list[int]], None],
+                 kept: Callable[[int], dict[str, torch.Tensor]], dtype: torch.dtype, graphs: bool = False,
+                 generators: Sequence[torch.Generator] = ()) -> Trainee:
     """The ``Trainee`` of ``order.members`` members whose step is: the batch order's host part
     (``order.advance()``), then on the device the step's indices (``order.indices()``), ``work(indices)`` (one
     optimizer step of every member on its batch, returning the ``[K]`` batch losses) and their sum into
@@ -448,7 +455,7 @@ def make_trainee(order: BatchOrder, work: Callable[[torch.Tensor], torch.Tensor]
         order.advance()
         run()
 
-    return Trainee(order.members, step, losses, evaluate, state)
+    return Trainee(order.members, step, losses, evaluate, keep, kept)
 
 
 def train_loop(trainee: Trainee, iterations: int, eval_every: int,
@@ -468,7 +475,7 @@ def train_loop(trainee: Trainee, iterations: int, eval_every: int,
     start = time.perf_counter()
     points = set(eval_points(iterations, eval_every))
     stops = points | (set(range(PROGRESS_EVERY, iterations + 1, PROGRESS_EVERY)) if on_progress else set())
-    best: list[tuple[float, float, int, dict] | None] = [None] * trainee.members
+    best: list[tuple[float, float, int] | None] = [None] * trainee.members
     failed: dict[int, Diverged] = {}
     curves: list[list[dict]] = [[] for _ in range(trainee.members)]
     loss_count = 0
@@ -481,6 +488,7 @@ def train_loop(trainee: Trainee, iterations: int, eval_every: int,
             # the one read of the steps' results per evaluation: validation loss and accuracy, summed training loss
             rows = torch.cat([trainee.evaluate(), trainee.losses.double().unsqueeze(1)], 1).tolist()
             trainee.losses.zero_()
+            improved = []
             for k, (val_loss, val_acc, train_loss) in enumerate(rows):
                 if k in failed:
                     continue
@@ -492,15 +500,18 @@ def train_loop(trainee: Trainee, iterations: int, eval_every: int,
                     continue
                 curves[k].append(point)
                 if best[k] is None or val_loss < best[k][0]:
-                    best[k] = (val_loss, val_acc, it, trainee.state(k))
+                    best[k] = (val_loss, val_acc, it)
+                    improved.append(k)
                 if on_eval is not None:
                     on_eval(k, point)
+            if improved:
+                trainee.keep(improved)
             loss_count = 0
         if on_progress is not None:
             on_progress(it)
     seconds = time.perf_counter() - start
-    return [failed[k] if k in failed else FitResult(best[k][2], best[k][0], best[k][1], best[k][3], curves[k], seconds)
-            for k in range(trainee.members)]
+    return [failed[k] if k in failed else FitResult(best[k][2], best[k][0], best[k][1], trainee.kept(k), curves[k],
+                                                    seconds) for k in range(trainee.members)]
 
 
 def fit(
@@ -545,8 +556,14 @@ def net_trainee(model: nn.Module, optimizer: torch.optim.Optimizer, train: tuple
         batch = indices[0]
         return train_step(model, optimizer, x.index_select(0, batch), y.index_select(0, batch)).reshape(1)
 
-    generators = {id(g): g for m in model.modules() if isinstance(g := getattr(m, "generator", None), torch.Generator)}
+    best: dict[str, torch.Tensor] = {}
+
+    def keep(members: list[int]) -> None:
+        best.clear()
+        best.update({name: v.detach().clone() for name, v in model.state_dict().items()})
+
+    generators = {id(g): g for m in model.modules() if isinstance(g := getattr(m, "generator", None),
+                                                                  torch.Generator)}
     return make_trainee(BatchOrder(len(x), batch_size, [generator], x.device), work,
-                        lambda: scores(model, *val).unsqueeze(0),
-                        lambda k: {name: v.detach().clone() for name, v in model.state_dict().items()},
-                        x.dtype, graphs, list(generators.values()))
+                        lambda: scores(model, *val).unsqueeze(0), keep, lambda k: best, x.dtype, graphs,
+                        list(generators.values()))

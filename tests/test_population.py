@@ -131,6 +131,22 @@ def test_a_batch_order_gives_each_member_its_single_run_batches():
         training.BatchOrder(10, 11, [None])
 
 
+def test_kept_states_are_each_members_state_when_it_was_kept():
+    """``Stack.keep`` copies the members that improved (all at once) and leaves the others' kept states alone."""
+    stack = population.Stack([ticket("lenet300_100", *m, (1, 28, 28)) for m in MEMBERS])
+    stack.keep([0, 1, 2])
+    first = [stack.member_state(k) for k in range(3)]
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.add_(1.0)
+    stack.keep([1])
+    now = stack.member_state(1)
+    for k, expected in ((0, first[0]), (1, now), (2, first[2])):
+        kept = stack.member_state(k, stack.kept)
+        assert all(torch.equal(kept[name], expected[name]) for name in expected), k
+    assert not torch.equal(now["fcs.0.weight"], first[1]["fcs.0.weight"])
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_one_adam_over_the_stack_is_one_adam_per_member(fused):
     gen = torch.Generator().manual_seed(0)
