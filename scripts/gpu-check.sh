@@ -199,15 +199,13 @@ step_bench_round() {
     return "$rc"
 }
 
-bench_population() {  # bench_population ARCH
-    local args=(--device "$GPU_CHECK_DEVICE" --arch "$1" --sizes 8,27,55 --member-steps 300 --repeats 3 --no-vmap)
-    [ "$GPU_CHECK_DEVICE" = cpu ] && args=(--device cpu --arch "$1" --sizes 2 --member-steps 4 --repeats 1 --no-vmap)
+bench_population() {  # bench_population ARCH: eager steps, as the first GPU run measured them
+    local args=(--device "$GPU_CHECK_DEVICE" --arch "$1" --sizes 8,27,55 --repeats 3 --variants eager)
+    [ "$GPU_CHECK_DEVICE" = cpu ] && args=(--device cpu --arch "$1" --sizes 2 --repeats 1 --variants eager
+                                           --block-seconds 0.02 --train 240)
     "$PYTHON" bench/population.py "${args[@]}" | tee "$WORK/bench.out"
     local rc=${PIPESTATUS[0]}
-    note "$(awk '/ms\/member-step/ {
-        for (i = 1; i < NF; i++) if ($(i + 1) == "ms/member-step") { ms = $i; ratio = $(i + 2) }
-        printf "%s%s %s", (n++ ? ", " : "ms/member-step: "), ($1 == "single" ? "alone" : "K=" $2), ms
-        if ($1 != "single") printf " (%s)", ratio }' "$WORK/bench.out")"
+    note "$(summaries "$WORK/bench.out")"
     return "$rc"
 }
 step_bench_lenet() { bench_population lenet300_100; }
