@@ -1,7 +1,7 @@
 """Population training vs the sequential single-run loop, side by side in one command on the CPU.
 
     python bench/population.py [--sizes 1,8,27,55] [--member-steps 600] [--repeats 5] [--arch lenet300_100]
-    python bench/population.py --device cuda --sizes 8,27,55 [--arch conv6]     # on a GPU: vs one net alone
+    python bench/population.py --device cuda --sizes 1,8,27,55,110,220 [--arch conv6] [--variants eager,graphs]
 
 Time per member-step (one step of one net) of masked LeNet-300-100 training at batch 60, on MNIST-shaped data in
 memory, 50% of each net's weights pruned at random (mask-0 'init': pruned weights frozen at nonzero values):
@@ -22,11 +22,19 @@ memory, 50% of each net's weights pruned at random (mask-0 'init': pruned weight
   Python around them). Its ratio to ``single`` bounds what batching dense products could gain on this machine (fully
   connected nets only).
 
-Every step draws each member's batch from its own generator (``training.batch_indices``) and gathers it, as
-training does. Denormals are flushed to zero everywhere. Variants run in interleaved blocks, each repeat starting
-with the reference; a block's time is the slower worker's. Printed: median wall ms per member-step, CPU ms per
-member-step (what one member-step costs a core, less sensitive to other work on the machine) and the throughput
-ratio to ``single`` of the same repeat (median, min, max). Other work on the machine shows as spread.
+Every step is the library's (``training.net_trainee``, ``population.stack_trainee``: each member's batch from its
+own generator's order, ``training.BatchOrder``, gathered on the device, the losses summed there), as training runs
+it. Denormals are flushed to zero everywhere. Variants run in interleaved blocks, each repeat starting with the
+reference; a block's time is the slower worker's. Printed: median wall ms per member-step, CPU ms per member-step
+(what one member-step costs a core, less sensitive to other work on the machine) and the throughput ratio to
+``single`` of the same repeat (median, min, max). Other work on the machine shows as spread.
+
+On a device (``--device cuda``), every variant in one process: one net alone against populations of each K, each
+step eager and (``--variants``) as a CUDA graph (``graphs``: ``training.GraphedStep``) or compiled
+(``compile``: ``torch.compile(mode="reduce-overhead")`` of the same device step, measured apart: after its own
+warm-up it reports whether its numbers equal the eager step's, bit for bit, after the timed steps). Each block runs
+about ``--block-seconds``; printed per variant: ms per member-step (median over repeats) and the throughput ratio to
+one net alone, eager (``x alone``) and as a graph (``x alone+graphs``).
 """
 
 from __future__ import annotations
@@ -67,46 +75,69 @@ def _built_ticket(arch: str, seed: int, kind: str, input_shape):
 
 
 class Variant:
-    """Builds one variant's nets once; ``run(steps)`` times ``steps`` lockstep steps (wall and CPU seconds)."""
+    """Builds one variant's nets once; ``run(steps)`` times ``steps`` lockstep steps (wall and CPU seconds).
+    ``mode``: eager, graphs (the step a CUDA graph) or compile (``torch.compile`` of the step; ``compile_backend``)."""
 
-    def __init__(self, method: str, size: int, arch: str, data, first_seed: int, device=None):
+    def __init__(self, method: str, size: int, arch: str, data, first_seed: int, device=None, mode: str = "eager",
+                 compile_backend: str = "inductor"):
         from masking import population, training
 
         self.data, self.size, self.device = data, size, torch.device(device or "cpu")
-        x, _ = data
+        x, y = data
         seeds = range(first_seed, first_seed + size)
         generators = [torch.Generator().manual_seed(s) for s in seeds]
-        # batches as training.fit (each net alone) and population.fit (the members together) draw them
-        self.orders = [training.batch_indices(len(x), 60, g, x.device) for g in generators]
-        self.batches = population.member_batches(len(x), 60, generators, x.device)
         shape = tuple(x.shape[1:])
-        if method == "single":
-            self.nets = [_ticket(arch, s, "masked", shape)[0].to(self.device) for s in seeds]
-            self.opts = [training.make_optimizer(n, "adam", 1.2e-3) for n in self.nets]
-            self.step = self._single
+        graphs = mode == "graphs"
+        self.trainees, self.stack = [], None
+        if method == "single":  # each net alone, one run after another: what training.fit trains
+            for seed, generator in zip(seeds, generators):
+                net = _ticket(arch, seed, "masked", shape)[0].to(self.device)
+                optimizer = training.make_optimizer(net, "adam", 1.2e-3, graphs)
+                self.trainees.append(training.net_trainee(net, optimizer, data, data, 60, generator, graphs))
         elif method in ("stack", "autograd"):
-            stack = population.Stack([_ticket(arch, s, "masked", shape)[0].to(self.device) for s in seeds])
-            opt = population.make_optimizer(stack, "adam", 1.2e-3)
-            autograd = True if method == "autograd" else None
-            self.step = lambda xb, yb: population.train_step(stack, opt, xb, yb, autograd=autograd)
+            self.stack = stack = population.Stack([_ticket(arch, s, "masked", shape)[0].to(self.device)
+                                                   for s in seeds])
+            opt = population.make_optimizer(stack, "adam", 1.2e-3, graphs)
+            if method == "stack" and mode != "compile":
+                self.trainees.append(population.stack_trainee(stack, opt, data, data, 60, generators, graphs))
+            else:  # autograd's backward for a fully connected stack, or the stack's step compiled
+                autograd = True if method == "autograd" else None
+                self.trainees.append(self._trainee(training.BatchOrder(len(x), 60, generators, x.device), lambda idx:
+                                     population.train_step(stack, opt, *population.gather(x, y, idx), autograd),
+                                     mode, compile_backend))
         elif method == "floor":
             net = _ticket(arch, first_seed, "masked", shape)[0]
             self.step = self._floor_step([fc.weight.detach().t().contiguous() for fc in net.fcs])
         elif method == "vmap":
+            self.order = training.BatchOrder(len(x), 60, generators, x.device)
             self.step = self._vmap_step([(net.to(self.device), {k: m.to(self.device) for k, m in mask.items()})
                                          for net, mask in (_ticket(arch, s, "dense", shape) for s in seeds)])
         else:
             raise ValueError(method)
         self.method = method
 
-    def _single(self, steps: int) -> None:
+    def _trainee(self, order, work, mode: str, backend: str):
+        """A trainee of ``work`` (``training.make_trainee``'s device step), compiled with ``mode == "compile"``."""
         from masking import training
 
-        x, y = self.data
-        for net, opt, order in zip(self.nets, self.opts, self.orders):  # one run after another
-            for _ in range(steps):
-                idx = next(order)  # the batch as training.fit gathers it
-                training.train_step(net, opt, x.index_select(0, idx), y.index_select(0, idx))
+        trainee = training.make_trainee(order, work, lambda: None, lambda members: None, lambda k: {},
+                                        self.data[0].dtype)
+        if mode != "compile":
+            return trainee
+        losses = trainee.losses
+
+        def device_step() -> None:  # make_trainee's own device part, as torch.compile sees it
+            losses.add_(work(order.indices()))
+
+        compiled = torch.compile(device_step, mode="reduce-overhead" if backend == "inductor" else None,
+                                 backend=backend)
+
+        def step() -> None:
+            order.advance()
+            compiled()
+
+        trainee.step = step
+        return trainee
 
     @staticmethod
     def _floor_step(weights):
@@ -121,7 +152,7 @@ class Variant:
         opt = torch.optim.Adam(params, lr=1.2e-3, fused=True)
 
         @torch.no_grad()
-        def step(xb, yb):
+        def step():
             for p, x, g in zip(params, inputs, out_grads):
                 torch.mm(x, p, out=g)  # forward (the output's values are not used)
                 torch.mm(x.t(), g, out=p.grad)  # weight gradient
@@ -131,9 +162,10 @@ class Variant:
 
         return step
 
-    @staticmethod
-    def _vmap_step(pairs):
+    def _vmap_step(self, pairs):
         from torch.func import functional_call, stack_module_state, vmap
+
+        from masking.population import gather
 
         nets = [net for net, _ in pairs]
         params, buffers = stack_module_state(nets)
@@ -146,7 +178,9 @@ class Variant:
         batched = vmap(loss)
         opt = torch.optim.Adam(list(params.values()), lr=1.2e-3, fused=True)
 
-        def step(xb, yb):
+        def step():
+            self.order.advance()
+            xb, yb = gather(*self.data, self.order.indices())  # as population.fit gathers
             opt.zero_grad(set_to_none=True)
             batched(params, buffers, xb, yb).sum().backward()
             for name, k in keep.items():
@@ -156,19 +190,14 @@ class Variant:
         return step
 
     def run(self, steps: int) -> tuple[float, float]:
-        x, y = self.data
         self._sync()
         start, cpu = time.perf_counter(), time.process_time()
-        if self.method == "single":
-            self._single(steps)
-        elif self.method == "floor":
+        for trainee in self.trainees:  # several: single runs one after another
             for _ in range(steps):
-                self.step(None, None)
-        else:
-            from masking.population import gather
-
+                trainee.step()
+        if not self.trainees:
             for _ in range(steps):
-                self.step(*gather(x, y, next(self.batches)))  # as population.fit gathers
+                self.step()
         self._sync()
         return time.perf_counter() - start, time.process_time() - cpu
 
@@ -207,6 +236,13 @@ def main() -> None:
     parser.add_argument("--device", default=None,
                         help="run every variant in this process on this device (e.g. cuda): one net alone vs "
                              "populations on the same device; default: the CPU comparison with 2 worker processes")
+    parser.add_argument("--variants", default="eager,graphs",
+                        help="with --device: how each step runs: eager, graphs (CUDA only), compile (torch.compile)")
+    parser.add_argument("--block-seconds", type=float, default=0.3, help="with --device: seconds per timed block")
+    parser.add_argument("--train", type=int, default=None,
+                        help="with --device: training examples (default MNIST's 55,000, CIFAR's 45,000)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="with --variants compile: torch.compile's backend (inductor: mode reduce-overhead)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.device:
@@ -216,7 +252,10 @@ def main() -> None:
             args.device = resolve_device(args.device)
         except ValueError as error:  # one line, before anything is built
             parser.error(str(error).replace("training.device", "--device"))
-        return on_device(args, sizes)
+        modes = args.variants.split(",")
+        if not modes or any(mode not in MODES for mode in modes):
+            parser.error(f"--variants {args.variants!r}: valid choices: {', '.join(MODES)} (comma-separated)")
+        return on_device(args, sizes, modes)
 
     ctx = mp.get_context("spawn")
     barrier2, barrier1 = ctx.Barrier(2), ctx.Barrier(1)
@@ -281,42 +320,89 @@ def main() -> None:
         print(line)
 
 
-def on_device(args, sizes: list[int]) -> None:
-    """Every variant in this process on ``args.device``: one net alone (``single``) against populations of K on
-    the same device (the GPU comparison: time per member-step, and the throughput ratio)."""
-    from masking.training import device_settings
+MODES = ("eager", "graphs", "compile")
+
+
+def on_device(args, sizes: list[int], modes: list[str]) -> None:
+    """Every variant in this process on ``args.device``: one net alone against populations of K on the same
+    device, each step run as ``modes`` say (the GPU comparison: time per member-step, and the throughput ratios)."""
+    from masking.training import GraphedStep, device_settings
 
     device = args.device
     device_settings(device)  # what a run on that device sets (CUDA: deterministic algorithms), for every variant
     torch.set_flush_denormal(True)
+    if device.type != "cuda" and "graphs" in modes:
+        print("graphs: CUDA graphs need a CUDA device; left out on", device)
+        modes = [mode for mode in modes if mode != "graphs"]
+    lenet = args.arch == "lenet300_100"
     gen = torch.Generator().manual_seed(0)
-    shape = (1, 28, 28) if args.arch == "lenet300_100" else (3, 32, 32)
-    data = (torch.rand(6000, *shape, generator=gen).to(device),
-            torch.randint(0, 10, (6000,), generator=gen).to(device))
-    plan = [("single (one net alone)", "single", 1, args.member_steps)]
-    for k in sizes:
-        plan.append((f"stack {k}", "stack", k, max(3, args.member_steps // k)))
-        if not args.no_vmap:
-            plan.append((f"vmap {k}", "vmap", k, max(3, args.member_steps // k)))
-    variants = {}
-    for label, method, size, steps in plan:
-        variants[label] = Variant(method, size, args.arch, data, first_seed=0, device=device)
-        variants[label].run(max(2, steps // 10))  # warm-up (CUDA kernels, caches)
-    times: dict[str, list[float]] = {label: [] for label, *_ in plan}
+    shape = (1, 28, 28) if lenet else (3, 32, 32)
+    examples = args.train or (55_000 if lenet else 45_000)
+    data = (torch.rand(examples, *shape, generator=gen).to(device),
+            torch.randint(0, 10, (examples,), generator=gen).to(device))
+    plan = [(f"alone, {mode}", "single", 1, mode) for mode in modes if mode != "compile"]
+    plan += [(f"K={k}, {mode}", "stack", k, mode) for k in sizes for mode in modes]
+    variants, steps = {}, {}
+    for label, method, size, mode in plan:
+        try:
+            variant = Variant(method, size, args.arch, data, first_seed=0, device=device, mode=mode,
+                              compile_backend=args.compile_backend)
+            variant.run(GraphedStep.WARMUP + 2)  # warm-up: CUDA kernels, caches, the graph's capture, compilation
+            per_step = variant.run(3)[0] / 3
+        except Exception as error:  # noqa: BLE001  (a compiler missing offline, a capture refused: the rest goes on)
+            if mode == "eager":
+                raise
+            print(f"  {label}: failed: {type(error).__name__}: {str(error).splitlines()[0][:300]}", flush=True)
+            continue
+        variants[label] = variant
+        steps[label] = max(3, min(5000, round(args.block_seconds / max(per_step, 1e-6))))
+    times: dict[str, list[float]] = {label: [] for label in variants}
     for rep in range(args.repeats):
-        for label, method, size, steps in plan:
-            wall, _ = variants[label].run(steps)
-            times[label].append(wall / (size * steps))
+        for label, variant in variants.items():
+            wall, _ = variant.run(steps[label])
+            times[label].append(wall / (variant.size * steps[label]))
         print(f"repeat {rep + 1}/{args.repeats} done", flush=True)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
-    print(f"{args.arch} on {device} ({name}), batch 60, 50% pruned, {args.repeats} interleaved repeats; wall time "
-          "per member-step and throughput vs one net alone (median [min, max])")
-    for label, ts in times.items():
-        line = f"  {label:24s} {1000 * statistics.median(ts):8.4f} ms/member-step"
-        if label != plan[0][0]:
-            ratios = [single / t for single, t in zip(times[plan[0][0]], ts)]
-            line += f"   {statistics.median(ratios):6.2f}x  [min {min(ratios):.2f}, max {max(ratios):.2f}]"
-        print(line)
+    print(f"{args.arch} on {device} ({name}), torch {torch.__version__}, batch 60, 50% pruned, {examples:,} "
+          f"examples, {args.repeats} interleaved repeats of about {args.block_seconds} s; ms per member-step (median) "
+          "and throughput vs one net alone, eager (x alone) and as a CUDA graph (x alone+graphs)")
+    print(f"  {'variant':18s} {'ms/member-step':>14s} {'x alone':>9s} {'x alone+graphs':>15s}")
+    median = {label: statistics.median(ts) for label, ts in times.items()}
+    for label, ms in median.items():
+        ratios = [f"{median[base] / ms:9.2f}" if base in median else f"{'-':>9s}"
+                  for base in ("alone, eager", "alone, graphs")]
+        print(f"  {label:18s} {1000 * ms:14.4f} {ratios[0]} {ratios[1]:>15s}")
+    key = 55 if 55 in sizes else max(sizes)  # the issue's goal is stated for K = 55
+    for mode in modes:
+        if mode != "eager":
+            print(exactness(args, data, mode, key))
+    parts = [f"alone {mode} {1000 * median[f'alone, {mode}']:.4f}" for mode in modes if f"alone, {mode}" in median]
+    for mode in modes:
+        ms = median.get(f"K={key}, {mode}")
+        if ms is not None:
+            ratios = [f"{median[base] / ms:.1f}x vs {base}" for base in ("alone, eager", "alone, graphs")
+                      if base in median]
+            parts.append(f"K={key} {mode} {1000 * ms:.4f} ({', '.join(ratios)})")
+    print(f"summary: {args.arch} ms/member-step: {'; '.join(parts)}")
+
+
+def exactness(args, data, mode: str, size: int, steps: int = 20) -> str:
+    """Whether a population of ``size`` trained ``steps`` steps with its step run as ``mode`` ends with the eager
+    step's weights, bit for bit (a line saying so, or by how much they differ)."""
+    try:
+        stacks = []
+        for run_as in ("eager", mode):
+            variant = Variant("stack", size, args.arch, data, first_seed=0, device=args.device, mode=run_as,
+                              compile_backend=args.compile_backend)
+            variant.run(steps)
+            stacks.append(variant.stack)
+        pairs = [(a.detach(), b.detach()) for a, b in zip(stacks[0].parameters(), stacks[1].parameters())]
+        diffs = [float((a - b).abs().max()) for a, b in pairs]
+    except Exception as error:  # noqa: BLE001
+        return f"exact: {mode} K={size}: failed: {type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    same = all(torch.equal(a, b) for a, b in pairs)
+    verdict = "bit-identical to the eager step" if same else f"differs from the eager one (max |diff| {max(diffs):.3g})"
+    return f"exact: {mode} K={size}: after {steps} steps, {verdict}"
 
 
 if __name__ == "__main__":

@@ -218,7 +218,7 @@ def main(save_artifacts, _run, _config):
     device, execution = training_ing.execution_settings()
     data = data_ing.load()
     spec = lottery_spec()
-    setup = lottery.setup(spec, data, device, dtype=training_ing.dtype())
+    setup = lottery.setup(spec, data, device, dtype=training_ing.dtype(), graphs=training_ing.graphs())
     stored = resume.resumed(_run)
     start = continue_from(stored, setup, _run) if stored else None
     artifacts = ArtifactWriter(_run) if save_artifacts else None

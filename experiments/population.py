@@ -90,8 +90,8 @@ def parse_members(text: str) -> list[list[str]]:
 CPU_NOTE = ("note: no GPU here; on a CPU a population trains at about the speed of single runs (README, "
             "Populations): it pays off on a GPU")
 
-# execution settings a population shares: it trains on one device
-SHARED_EXECUTION_KEYS = frozenset({"training.device"})
+# execution settings a population shares: it trains on one device, its steps CUDA graphs or not
+SHARED_EXECUTION_KEYS = frozenset({"training.device", "training.graphs"})
 
 
 def shared_config(config: dict, experiment: str = "lottery") -> dict:
@@ -160,7 +160,7 @@ def run_population(member_updates: Sequence[Sequence[str]], shared: Sequence[str
 def train(members: Sequence[Member], population_id: str | None = None, echo=print) -> list:
     """Start the runs made by ``create_runs`` and train them as one population."""
     config = members[0].run.config["training"]  # members share device and dtype (create_runs checks)
-    device, execution = masking_training.prepare_execution(config["threads"], config["device"])
+    device, execution = masking_training.prepare_execution(config["threads"], config["device"], config["graphs"])
     dtype = population.dtype_of(config["dtype"])
     # the same data for every member (their data configs are equal), placed on the device once
     loaded = data_ing.load()
@@ -198,7 +198,8 @@ def _fail(member: Member, error: MemberFailed, live: list[Member], echo) -> None
 
 
 def _train_lottery(members: Sequence[Member], live: list[Member], data, device, dtype, execution, echo) -> None:
-    setups = [lottery.setup(member.spec, data, device, dtype=dtype) for member in members]
+    graphs = members[0].run.config["training"]["graphs"]
+    setups = [lottery.setup(member.spec, data, device, dtype=dtype, graphs=graphs) for member in members]
     for member, setup in zip(members, setups):
         member.artifacts = ArtifactWriter(member.run) if member.run.config["save_artifacts"] else None
         lottery_exp.begin_record(member.run, setup, data.source, member.run.config, member.artifacts, execution)
@@ -224,7 +225,7 @@ def _train_supermask(members: Sequence[Member], live: list[Member], data, device
         supermask_exp.log_eval(members[index].run, point)
 
     results = population_procedures.supermasks([member.spec for member in members], data, on_eval, device=device,
-                                               dtype=dtype)
+                                               dtype=dtype, graphs=members[0].run.config["training"]["graphs"])
     for member, result in zip(members, results):
         if isinstance(result, MemberFailed):
             _fail(member, result, live, echo)

@@ -184,7 +184,8 @@ def main(seed, arch, save_artifacts, _run, _config):
     progress = Progress(spec.training.iterations, label="")
     try:
         result = supermask_training.run(spec, data, on_eval=lambda point: log_eval(_run, point), device=device,
-                                        dtype=training_ing.dtype(), on_progress=lambda it: progress.update(0, it))
+                                        dtype=training_ing.dtype(), on_progress=lambda it: progress.update(0, it),
+                                        graphs=training_ing.graphs())
     except Diverged as error:  # as a population member fails: FAILED, one line
         raise RunFailed(f"{run_name(_run)} FAILED: {error}") from None
     finally:

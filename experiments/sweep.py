@@ -340,10 +340,11 @@ def parse_args(argv):
                         help="slurm: another sbatch option, e.g. --sbatch=--account=lab (repeatable)")
     parser.add_argument("--logs", type=Path, default=None, help="folder for per-run logs")
     parser.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
-    parser.add_argument("--population", type=int, default=1, metavar="K",
+    parser.add_argument("--population", type=population_size, default=1, metavar="K|auto",
                         help="train up to K points that differ only in seed, criterion and treatment (supermask: "
                              "seed and settings) as one population in one process (experiments.population), "
-                             "on this machine; with --gpus each population trains on one GPU slot")
+                             "on this machine; with --gpus each population trains on one GPU slot; auto: K from "
+                             "the GPU's memory and measured step time (experiments.population_size; 1 on a CPU)")
     parser.add_argument("--failure-dir", default=None, help="where runs kept during a database outage wait")
     parser.add_argument("--sweep-id", default=None, help=argparse.SUPPRESS)  # a detached local sweep's own id
     argv = list(argv)
@@ -351,6 +352,16 @@ def parse_args(argv):
     args = parser.parse_args(argv[:argv.index("with")] if "with" in argv else argv)
     args.shared = shared
     return args, parser
+
+
+def population_size(text: str) -> int | str:
+    """A ``--population`` value: a number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or auto") from None
 
 
 def build_axes(args, parser) -> dict[str, list[str]]:
@@ -376,9 +387,9 @@ def check_execution(args, parser) -> list[str] | None:
     if args.stale_after <= claims.SACRED_BEAT:
         parser.error(f"--stale-after {args.stale_after:g} must exceed Sacred's heartbeat of "
                      f"{claims.SACRED_BEAT:g} s")
-    if args.population < 1:
+    if args.population != "auto" and args.population < 1:
         parser.error(f"--population {args.population} must be at least 1")
-    if args.population > 1 and (args.executor != "local" or args.detach):
+    if (args.population == "auto" or args.population > 1) and (args.executor != "local" or args.detach):
         parser.error("--population runs on this machine: it takes --executor local (with --gpus or without), "
                      "not --detach")
     if args.executor == "dask":
@@ -463,6 +474,10 @@ def main(argv=None) -> int:
     except Exception as error:  # a bad value anywhere in the grid: nothing has started
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if args.population == "auto":  # measured on this machine's GPU (experiments.population_size)
+        from experiments import population_size
+
+        args.population = population_size.choose(configs[0], len(configs), devices, args.workers, args.experiment)
     client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     try:
         db = client[db_name]

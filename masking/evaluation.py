@@ -8,18 +8,25 @@ from torch.nn import functional as F
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> tuple[float, float]:
-    """(mean cross-entropy loss, top-1 accuracy) of ``model`` on ``(x, y)``, in eval mode."""
+def scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
+    """``tensor([mean cross-entropy loss, top-1 accuracy])`` of ``model`` on ``(x, y)`` in eval mode, float64 on
+    ``x``'s device, with no host sync (``evaluate`` reads it: one sync)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, 0
+    totals = torch.zeros(2, dtype=torch.float64, device=x.device)  # loss sum, correct count
     for start in range(0, len(x), batch_size):
         logits = model(x[start:start + batch_size])
         target = y[start:start + batch_size]
-        loss_sum += float(F.cross_entropy(logits, target, reduction="sum"))
-        correct += int((logits.argmax(1) == target).sum())
+        totals[0] += F.cross_entropy(logits, target, reduction="sum").double()
+        totals[1] += (logits.argmax(1) == target).sum()
     model.train(was_training)
-    return loss_sum / len(x), correct / len(x)
+    return totals / len(x)
+
+
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> tuple[float, float]:
+    """(mean cross-entropy loss, top-1 accuracy) of ``model`` on ``(x, y)``, in eval mode."""
+    loss, acc = scores(model, x, y, batch_size).tolist()
+    return loss, acc
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> float:

@@ -36,7 +36,8 @@ from masking import criteria, hashing, models, rng, treatments
 from masking.evaluation import evaluate
 from masking.pruning import Mask, apply_ticket, layer_rates, prune, schedule
 from masking.registry import Registry
-from masking.training import DataSplits, FitResult, Placed, TrainingConfig, data_shape, eval_points, fit_config, place
+from masking.training import (DataSplits, FitResult, Placed, TrainingConfig, check_graphs, data_shape, eval_points,
+                              fit_config, place)
 from ticketlab.schema import RoundRecord
 
 OnEval = Callable[[int, dict[str, float]], None]  # (round, evaluation point: iteration, train_loss, val_loss, val_acc)
@@ -108,6 +109,7 @@ class Setup:
     init_hash: str  # state_hash of the initial weights and biases
     rates: dict[str, float]  # per-weight prune fraction
     schedule: list[float]  # percent of prunable weights left in rounds 0..rounds
+    graphs: str = "auto"  # the training.graphs setting: training steps as CUDA graphs on a GPU (training.use_graphs)
 
     @property
     def device(self) -> torch.device:
@@ -174,10 +176,12 @@ def validate(spec: LotterySpec) -> None:
 
 
 def setup(spec: LotterySpec, data: DataSplits, device: str | torch.device = "cpu",
-          dtype: torch.dtype = torch.float32) -> Setup:
+          dtype: torch.dtype = torch.float32, graphs: str = "auto") -> Setup:
     """Build the seeded masked net for ``data`` on ``device`` in ``dtype`` and plan the rounds (the initial weights
-    are drawn on the CPU and moved, so every device starts from the same ones)."""
+    are drawn on the CPU and moved, so every device starts from the same ones); ``graphs``: the
+    ``training.graphs`` setting of its training steps."""
     validate(spec)
+    check_graphs(graphs)
     placed = place(data, device, dtype)
     input_shape, num_classes = data_shape(placed)
     net = models.build(spec.arch, seed=spec.seed, kind="masked", input_shape=input_shape, num_classes=num_classes)
@@ -187,7 +191,7 @@ def setup(spec: LotterySpec, data: DataSplits, device: str | torch.device = "cpu
     rates = layer_rates(roles, spec.role_rates if spec.role_rates is not None else net.arch.rates)
     sizes = {name: init_state[name].numel() for name in roles}
     return Setup(spec, placed, net, init_state, hashing.state_hash(models.weight_state(net)), rates,
-                 schedule(sizes, rates, spec.rounds))
+                 schedule(sizes, rates, spec.rounds), graphs)
 
 
 # ------------------------------------------------------------------------------------------- the steps of a round
@@ -234,7 +238,7 @@ def train(setup: Setup, k: int, on_eval: OnEval | None = None, on_progress: OnPr
 
     progress = None if on_progress is None else (lambda it: on_progress(k, it))
     return fit_config(setup.net, setup.data, setup.spec.training, rng.stream(setup.spec.seed, "data order"),
-                      callback if on_eval is not None or at is not None else None, progress)
+                      callback if on_eval is not None or at is not None else None, progress, setup.graphs)
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ batched forward/backward:
 
 Every member keeps what makes it its own run: its initial weights, mask and frozen values (pruned weights get a zero
 gradient and keep their values bit for bit, as in ``masking.layers``), its data order (its own generator, drawn as
-``training.batch_indices`` draws it: ``member_batches``), its validation curve, early-stopping point and best
+``training.batch_indices`` draws it: ``training.BatchOrder``), its validation curve, early-stopping point and best
 state. Members never mix: the loss is the sum of the members' mean losses, so each member's gradient is its own,
 and Adam (elementwise, one step count for all) over the stacked parameters is K Adams. In float64 a member equals
 its single run (``training.fit`` on the same net and generator) to rounding (1e-14 in practice); in float32
@@ -18,22 +18,31 @@ and docs state how far).
 
 The hand-written batched layers beat ``torch.func`` (``stack_module_state`` + ``functional_call`` + ``vmap``) on the
 CPU: ``bench/population.py`` measures both.
+
+On a GPU a step needs no host sync (``training.make_trainee``; a CUDA graph with ``training.graphs=auto``): the
+one-hot gradient of ``fc_gradients`` is a comparison against the classes (``scatter_add_`` under deterministic
+algorithms sorts and copies to the host), dynamic weight rescaling reads per-member flags made on the device once,
+and a Supermask population draws the training-time noise of all its members and layers in one call from one
+generator on the device (``Stack.noise``, seeded from the members' own: a GPU member then samples other masks than
+its single GPU run, from the same law; on the CPU each member draws from its own generator as its single run
+does). Evaluation (``scores``) runs all members on large chunks of examples on a GPU and is read once.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from masking import rng, training
 from masking.layers import MaskedMixin
 from masking.models import Net
-from masking.rng import generator_device, randperm
+from masking.rng import generator_device
 from masking.supermask import SupermaskMixin
-from masking.training import OPTIMIZERS, Diverged, FitResult, Trainee, train_loop
+from masking.training import Diverged, FitResult, Trainee
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -101,13 +110,34 @@ class Stack(nn.Module):
                 self.register_buffer(self._attr(name), stacked)
         modules = dict(first.named_modules())
         self.masked = [name for name, m in modules.items() if isinstance(m, MaskedMixin)]
-        # per Supermask layer: which members rescale their weights dynamically (a [K] bool tensor)
-        self.supermask = {name: torch.tensor([dict(net.named_modules())[name].rescale for net in nets])
+        device = self.tensor(self.names[0]).device
+        # per Supermask layer: which members rescale their weights dynamically (a [K] bool tensor on the device,
+        # made once) and whether any does
+        self.supermask = {name: torch.tensor([dict(net.named_modules())[name].rescale for net in nets], device=device)
                           for name, m in modules.items() if isinstance(m, SupermaskMixin)}
+        self._rescales = {name: any(dict(net.named_modules())[name].rescale for net in nets)
+                          for name in self.supermask}
         self.generators = [next((m.generator for m in net.modules() if isinstance(m, SupermaskMixin)), None)
                            for net in nets]
+        # the population's own noise generator on a device (members' generators there): one draw per step for all
+        self.noise: torch.Generator | None = None
+        if self.supermask and all(g is not None and g.device.type != "cpu" for g in self.generators):
+            seeds = [g.initial_seed() for g in self.generators]
+            self.noise = rng.seeded(rng.derive(seeds[0], "population noise", *seeds[1:]), self.generators[0].device)
+        self.widest = self._widest()
+        self.kept: dict[str, torch.Tensor] | None = None  # the members' early-stopping states (``keep``)
         self._fixed: dict[str, torch.Tensor] | None = None
         self._refresh()
+
+    def _widest(self) -> int:
+        """The most values one member computes per example at one layer (the input, a conv's output, an fc's)."""
+        channels, height, width = self.input_shape
+        widths = [channels * height * width]
+        for i, pool in enumerate(self.pool_after):
+            widths.append(self.tensor(f"convs.{i}.weight").shape[1] * height * width)
+            if pool:
+                height, width = height // 2, width // 2
+        return max(widths + [self.tensor(f"fcs.{j}.bias").shape[1] for j in range(self.num_fcs)])
 
     @staticmethod
     def _attr(name: str) -> str:
@@ -126,13 +156,29 @@ class Stack(nn.Module):
         """The stacked tensor of ``name`` (a ``Net`` state-dict key)."""
         return getattr(self, self._attr(name))
 
-    def member_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Member ``k``'s state dict, copies in its ``Net``'s layout and the stack's dtype."""
+    def member_state(self, k: int, tensors: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Member ``k``'s state dict, copies in its ``Net``'s layout and the stack's dtype (of ``tensors``: stacked
+        tensors by name, e.g. ``kept``; default the stack's own)."""
         state = {}
         for name in self.names:
-            tensor = self.tensor(name)[k].detach()
+            tensor = (self.tensor(name) if tensors is None else tensors[name])[k].detach()
             state[name] = (tensor.t() if self._transposed(name, tensor) else tensor).contiguous().clone()
         return state
+
+    def keep(self, members: Sequence[int]) -> None:
+        """Copy ``members``' current tensors into ``kept`` (their early-stopping states), every member at once: one
+        elementwise copy per tensor, the members to copy sent to the device without a host sync."""
+        current = {name: self.tensor(name).detach() for name in self.names}
+        if self.kept is None:
+            self.kept = {name: tensor.clone() for name, tensor in current.items()}
+            return
+        device = current[self.names[0]].device
+        chosen = torch.zeros(self.size, dtype=torch.bool)
+        chosen[list(members)] = True
+        chosen = training.pinned(chosen, device).to(device, non_blocking=True)
+        for name, tensor in current.items():
+            where = chosen.view(-1, *[1] * (tensor.dim() - 1))
+            torch.where(where, tensor, self.kept[name], out=self.kept[name])
 
     def _refresh(self) -> None:
         """Float keep-masks ([K, ...], 1 kept) of the masked layers where some member prunes; pruned values
@@ -160,18 +206,32 @@ class Stack(nn.Module):
 
     # ------------------------------------------------------------------------------------------- Supermask layers
 
-    def _uniforms(self, layer: str) -> torch.Tensor:
-        """One uniform sample per weight of ``layer`` for every member, each from its own generator in its own
-        layout (what ``supermask.bernoulli`` draws in the single run), stacked like the weights."""
-        weight = self.tensor(f"{layer}.weight")
-        shape = weight.shape[1:][::-1] if self._transposed(f"{layer}.weight", weight[0]) else weight.shape[1:]
-        draws = [torch.rand(shape, generator=g, device=generator_device(g)) for g in self.generators]
-        return self._stacked(f"{layer}.weight", draws).to(weight.device)
+    def _uniforms(self) -> dict[str, torch.Tensor]:
+        """One uniform sample per weight of every Supermask layer for every member, stacked like the weights: from
+        the population's ``noise`` generator in one draw (a device), else from each member's own generator in its
+        own layout and order (what ``supermask.bernoulli`` draws in the single run)."""
+        weights = {layer: self.tensor(f"{layer}.weight") for layer in self.supermask}
+        if self.noise is not None:
+            first = next(iter(weights.values()))
+            flat = torch.rand(sum(w.numel() for w in weights.values()), generator=self.noise, device=first.device,
+                              dtype=first.dtype)
+            return {layer: part.view(w.shape)
+                    for (layer, w), part in zip(weights.items(), flat.split([w.numel() for w in weights.values()]))}
+        uniforms = {}
+        for layer, weight in weights.items():  # layer by layer, as the single runs' forward passes draw
+            shape = weight.shape[1:][::-1] if self._transposed(f"{layer}.weight", weight[0]) else weight.shape[1:]
+            draws = [torch.rand(shape, generator=g, device=generator_device(g)) for g in self.generators]
+            uniforms[layer] = self._stacked(f"{layer}.weight", draws).to(weight.device)
+        return uniforms
 
-    def _sample(self, layer: str, probs: torch.Tensor) -> torch.Tensor:
-        if self._fixed is not None:
-            return self._fixed[layer]
-        return _StraightThrough.apply(probs, self._uniforms(layer))
+    def _masks(self) -> dict[str, torch.Tensor]:
+        """Each Supermask layer's stacked mask for this forward pass: the fixed one (``fixed_masks``) or a sample
+        whose gradient passes straight through to ``sigmoid(score)``."""
+        if self._fixed is not None or not self.supermask:
+            return self._fixed or {}
+        uniforms = self._uniforms()
+        return {layer: _StraightThrough.apply(torch.sigmoid(self.tensor(f"{layer}.scores")), uniforms[layer])
+                for layer in self.supermask}
 
     @contextlib.contextmanager
     def fixed_masks(self):
@@ -181,30 +241,38 @@ class Stack(nn.Module):
             yield
             return
         with torch.no_grad():
-            self._fixed = {layer: (self._uniforms(layer) < torch.sigmoid(self.tensor(f"{layer}.scores"))).to(
+            uniforms = self._uniforms()
+            self._fixed = {layer: (uniforms[layer] < torch.sigmoid(self.tensor(f"{layer}.scores"))).to(
                 self.tensor(f"{layer}.weight").dtype) for layer in self.supermask}
         try:
             yield
         finally:
             self._fixed = None
 
+    def expected_densities(self, members: Sequence[int] | None = None) -> list[float]:
+        """Each member's (of ``members``, default all) mean keep probability sigmoid(score) over all Supermask
+        weights, read from the device at once."""
+        members = range(self.size) if members is None else members
+        scores = [self.tensor(f"{layer}.scores").detach() for layer in self.supermask]
+        sums = torch.stack([torch.sigmoid(s[k]).sum() for k in members for s in scores]).tolist()
+        total = sum(s[0].numel() for s in scores)
+        return [sum(sums[i * len(scores):(i + 1) * len(scores)]) / total for i in range(len(members))]
+
     def expected_density(self, k: int) -> float:
         """Member ``k``'s mean keep probability sigmoid(score) over all Supermask weights."""
-        scores = [self.tensor(f"{layer}.scores")[k].detach() for layer in self.supermask]
-        return sum(float(torch.sigmoid(s).sum()) for s in scores) / sum(s.numel() for s in scores)
+        return self.expected_densities([k])[0]
 
-    def weight(self, layer: str) -> torch.Tensor:
+    def weight(self, layer: str, masks: dict[str, torch.Tensor]) -> torch.Tensor:
         """The stacked weight ``layer`` computes with: a masked layer's weight, or a Supermask layer's frozen weight
-        times its sampled mask (rescaled per member with dynamic weight rescaling)."""
+        times its mask in ``masks`` (``_masks``; rescaled per member with dynamic weight rescaling)."""
         weight = self.tensor(f"{layer}.weight")
         if layer not in self.supermask:
             return weight
-        mask = self._sample(layer, torch.sigmoid(self.tensor(f"{layer}.scores")))
+        mask = masks[layer]
         weight = weight * mask
-        rescale = self.supermask[layer]
-        if bool(rescale.any()):
+        if self._rescales[layer]:
             factor = (mask[0].numel() / mask.flatten(1).sum(1).clamp_min(1.0)).detach()
-            factor = torch.where(rescale.to(factor.device), factor, torch.ones_like(factor))
+            factor = torch.where(self.supermask[layer], factor, torch.ones_like(factor))
             weight = weight * factor.view(-1, *[1] * (mask.dim() - 1))
         return weight
 
@@ -212,6 +280,7 @@ class Stack(nn.Module):
         """Logits ``[K, B, classes]``: member k's net on ``x[k]`` (``x`` is ``[K, B, C, H, W]``), or every member
         on the same ``x`` (``[B, C, H, W]``) when ``shared``."""
         K = self.size
+        masks = self._masks()
         if self.num_convs:
             if shared:
                 B = x.shape[0]
@@ -220,7 +289,7 @@ class Stack(nn.Module):
                 B = x.shape[1]
                 h = x.transpose(0, 1).reshape(B, K * x.shape[2], *x.shape[3:])
             for i, pool in enumerate(self.pool_after):
-                w, b = self.weight(f"convs.{i}"), self.tensor(f"convs.{i}.bias")
+                w, b = self.weight(f"convs.{i}", masks), self.tensor(f"convs.{i}.bias")
                 h = F.relu(F.conv2d(h, w.flatten(0, 1), b.flatten(), padding=1, groups=K))
                 if pool:
                     h = F.max_pool2d(h, 2)
@@ -229,7 +298,7 @@ class Stack(nn.Module):
             h = x.flatten(1) if shared else x.flatten(2)
         last = self.num_fcs - 1
         for j in range(self.num_fcs):
-            w, b = self.weight(f"fcs.{j}"), self.tensor(f"fcs.{j}.bias")
+            w, b = self.weight(f"fcs.{j}", masks), self.tensor(f"fcs.{j}.bias")
             if h.dim() == 2:  # the shared input of the first layer: [B, in] @ [K, in, out]
                 h = torch.matmul(h, w) + b.unsqueeze(1)
             else:
@@ -239,12 +308,13 @@ class Stack(nn.Module):
         return h
 
 
-def make_optimizer(stack: Stack, name: str = "adam", lr: float = 1e-3, **kwargs) -> torch.optim.Optimizer:
-    """One optimizer over the stacked parameters (the registry's, e.g. fused Adam): elementwise optimizers over a
-    stack equal one per member. With weight decay, pruned weights are restored after every step."""
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"learning rate must be a positive number, got {lr!r}")
-    optimizer = OPTIMIZERS.get(name)([p for p in stack.parameters() if p.requires_grad], lr, **kwargs)
+def make_optimizer(stack: Stack, name: str = "adam", lr: float = 1e-3, graphs: bool = False,
+                   **kwargs) -> torch.optim.Optimizer:
+    """One optimizer over the stacked parameters (the registry's, e.g. fused Adam; ``graphs``: built to be captured
+    in a CUDA graph): elementwise optimizers over a stack equal one per member. With weight decay, pruned weights
+    are restored after every step."""
+    optimizer = training.build_optimizer([p for p in stack.parameters() if p.requires_grad], name, lr, graphs,
+                                         **kwargs)
     if stack._keep and any(group.get("weight_decay", 0) for group in optimizer.param_groups):
         optimizer.register_step_post_hook(lambda opt, args, kw: stack.restore_frozen())
     return optimizer
@@ -292,7 +362,8 @@ def fc_gradients(stack: Stack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     target = y.unsqueeze(2)
     losses = log_probs.gather(2, target).squeeze(2).mean(1).neg_()
     grad = log_probs.exp_()  # d(mean loss)/d logits = (softmax - one-hot) / B
-    grad.scatter_add_(2, target, torch.full_like(log_probs[..., :1], -1.0))
+    classes = torch.arange(grad.shape[2], device=grad.device)
+    grad.sub_((target == classes).to(grad.dtype))  # the one-hot by comparison: no scatter (no sort, no sync)
     grad.div_(B)
     for j in range(last, -1, -1):
         weight, bias = stack.tensor(f"fcs.{j}.weight"), stack.tensor(f"fcs.{j}.bias")
@@ -309,34 +380,33 @@ def fc_gradients(stack: Stack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor
     return losses
 
 
-def member_batches(num_examples: int, batch_size: int, generators: Sequence[torch.Generator | None],
-                   device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
-    """Endless ``[K, batch_size]`` index batches: row k is what ``training.batch_indices`` yields from
-    ``generators[k]`` (one permutation per member per epoch, drawn where its generator lives, the last partial
-    batch dropped). The K permutations go to ``device`` once per epoch, so a step slices them there: no copy
-    from the host per step, which on a GPU would wait for the previous step's work."""
-    if not 0 < batch_size <= num_examples:
-        raise ValueError(f"batch size must be in [1, {num_examples}], got {batch_size}")
-    while True:
-        perms = torch.stack([randperm(num_examples, g, generator_device(g)) for g in generators]).to(device)
-        for start in range(0, num_examples - batch_size + 1, batch_size):
-            yield perms[:, start:start + batch_size]
-
-
 def gather(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Member k's batch ``(x[idx[k]], y[idx[k]])`` for every member: ``[K, B, ...]`` and ``[K, B]``."""
     flat = idx.reshape(-1)
     return x.index_select(0, flat).view(*idx.shape, *x.shape[1:]), y.index_select(0, flat).view(idx.shape)
 
 
+# on a GPU, evaluation runs all members on chunks of examples whose widest activation holds about this many values
+# (2**28: 1 GiB in float32); on the CPU a chunk holds batch_size // K examples (one net's evaluation memory)
+EVAL_VALUES = 2 ** 28
+
+
+def eval_chunk(stack: Stack, batch_size: int, device: torch.device) -> int:
+    """Examples per chunk of ``scores`` (``EVAL_VALUES``)."""
+    if device.type == "cpu":
+        return max(1, batch_size // stack.size)
+    return max(1, min(batch_size, EVAL_VALUES // (stack.size * stack.widest)))
+
+
 @torch.no_grad()
-def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> list[tuple[float, float]]:
-    """Every member's (mean cross-entropy loss, top-1 accuracy) on the same ``(x, y)``; ``batch_size`` is per
-    member, so memory stays that of one net's ``masking.evaluation.evaluate``."""
-    chunk = max(1, batch_size // stack.size)
-    loss_sum = torch.zeros(stack.size, dtype=torch.float64)
-    correct = torch.zeros(stack.size, dtype=torch.int64)
-    for outer in range(0, len(x), batch_size):  # one pass of the single run: one Supermask sample per member
+def scores(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
+    """Every member's mean cross-entropy loss and top-1 accuracy on the same ``(x, y)``: ``[K, 2]`` float64 on the
+    device, with no host sync. A pass over ``batch_size`` examples is what one net's ``masking.evaluation``
+    takes at once (one Supermask sample per member per pass); within it all members run together on chunks
+    (``eval_chunk``)."""
+    chunk = eval_chunk(stack, batch_size, x.device)
+    totals = torch.zeros(stack.size, 2, dtype=torch.float64, device=x.device)  # loss sum, correct count
+    for outer in range(0, len(x), batch_size):
         with stack.fixed_masks():
             for start in range(outer, min(outer + batch_size, len(x)), chunk):
                 end = min(start + chunk, outer + batch_size)
@@ -344,9 +414,14 @@ def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1
                 target = y[start:end]
                 K, b, C = logits.shape
                 losses = F.cross_entropy(logits.reshape(K * b, C), target.repeat(K), reduction="none").view(K, b)
-                loss_sum += losses.sum(1).double().cpu()
-                correct += (logits.argmax(2) == target).sum(1).cpu()
-    return [(float(loss_sum[k]) / len(x), int(correct[k]) / len(x)) for k in range(stack.size)]
+                totals[:, 0] += losses.sum(1).double()
+                totals[:, 1] += (logits.argmax(2) == target).sum(1)
+    return totals / len(x)
+
+
+def evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, batch_size: int = 10_000) -> list[tuple[float, float]]:
+    """Every member's (mean cross-entropy loss, top-1 accuracy) on the same ``(x, y)`` (``scores``, read once)."""
+    return [(loss, acc) for loss, acc in scores(stack, x, y, batch_size).tolist()]
 
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -354,19 +429,30 @@ Split = tuple[torch.Tensor, torch.Tensor]
 
 def fit(stack: Stack, optimizer: torch.optim.Optimizer, train: Split, val: Split, iterations: int, batch_size: int,
         eval_every: int, generators: Sequence[torch.Generator | None],
-        on_eval: Callable[[int, dict[str, float]], None] | None = None) -> list[FitResult | MemberFailed]:
+        on_eval: Callable[[int, dict[str, float]], None] | None = None,
+        graphs: bool = False) -> list[FitResult | MemberFailed]:
     """``training.fit`` for every member at once, through the same loop (``training.train_loop``): member k draws
     its batches from ``generators[k]``, is evaluated every ``eval_every`` steps (and after the last) and keeps its
-    own best state (``member_state``).
+    own best state (``member_state``). ``graphs``: the step runs as a CUDA graph (the optimizer built for it).
 
     Returns one ``FitResult`` per member (``seconds`` is the population's wall time), or a ``MemberFailed`` for a
     member whose training or validation loss became non-finite; ``on_eval(k, point)`` is called for live members.
     """
+    trainee = stack_trainee(stack, optimizer, train, val, batch_size, generators, graphs)
+    return [MemberFailed(f"member {k}: {result}") if isinstance(result, Diverged) else result
+            for k, result in enumerate(training.train_loop(trainee, iterations, eval_every, on_eval))]
+
+
+def stack_trainee(stack: Stack, optimizer: torch.optim.Optimizer, train: Split, val: Split, batch_size: int,
+                  generators: Sequence[torch.Generator | None], graphs: bool = False) -> Trainee:
+    """What ``fit`` trains: every member on its batch (``train_step``), member k's batches drawn from
+    ``generators[k]``; a CUDA graph with ``graphs`` (the population's noise generator registered with it)."""
     if len(generators) != stack.size:
         raise ValueError(f"{stack.size} members need {stack.size} generators, got {len(generators)}")
     x, y = train
-    batches = member_batches(len(x), batch_size, generators, x.device)
-    trainee = Trainee(stack.size, lambda: train_step(stack, optimizer, *gather(x, y, next(batches))),
-                      lambda: evaluate(stack, *val), stack.member_state)
-    return [MemberFailed(f"member {k}: {result}") if isinstance(result, Diverged) else result
-            for k, result in enumerate(train_loop(trainee, iterations, eval_every, on_eval))]
+    order = training.BatchOrder(len(x), batch_size, generators, x.device)
+    stack.kept = None  # this training's early-stopping states only
+    return training.make_trainee(order, lambda indices: train_step(stack, optimizer, *gather(x, y, indices)),
+                                 lambda: scores(stack, *val), stack.keep,
+                                 lambda k: stack.member_state(k, stack.kept), x.dtype, graphs,
+                                 [stack.noise] if stack.noise is not None else [])

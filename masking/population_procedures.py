@@ -30,7 +30,7 @@ import torch
 from masking import hashing, lottery, models, population, rng, supermask_training
 from masking.evaluation import evaluate
 from masking.population import MemberFailed
-from masking.training import DataSplits, place
+from masking.training import DataSplits, place, use_graphs
 
 OnEval = Callable[[int, int, dict[str, float]], None]  # (member, round, evaluation point)
 
@@ -71,17 +71,26 @@ def check_compatible(setups: Sequence[lottery.Setup]) -> None:
             raise ValueError(f"member {i} cannot share a population with member 0: another dtype")
 
 
-def lottery_rounds(setups: Sequence[lottery.Setup],
-                   on_eval: OnEval | None = None) -> Iterator[list[lottery.RoundResult | MemberFailed | None]]:
-    """Rounds 0..rounds of every member, one list per round (member order): ``lottery.run_round``'s result for
+def lottery_rounds(setups: Sequence[lottery.Setup], on_eval: OnEval | None = None,
+                   start: Sequence[lottery.Checkpoint] | None = None,
+                   ) -> Iterator[list[lottery.RoundResult | MemberFailed | None]]:
+    """Rounds 0..rounds of every member, or those after ``start`` (one finished round's checkpoint per member, as
+    ``lottery.iterate_rounds`` takes one), one list per round (member order): ``lottery.run_round``'s result for
     each live member, a ``MemberFailed`` for a member that failed in the round, ``None`` for one that failed
-    before. ``on_eval(member, round, point)`` is called at every evaluation point of every live member."""
+    before. ``on_eval(member, round, point)`` is called at every evaluation point of every live member. The
+    steps run as CUDA graphs per the setups' ``graphs`` setting (``training.use_graphs``)."""
     check_compatible(setups)
     spec, data = setups[0].spec, setups[0].data
     config = spec.training
+    graphs = use_graphs(setups[0].graphs, setups[0].device, config.optimizer)
     previous: list[lottery.Checkpoint | None] = [None] * len(setups)
+    first = 0
+    if start is not None:
+        if len(start) != len(setups) or len({c.round for c in start}) != 1:
+            raise ValueError("a population continues from one finished round of every member")
+        previous, first = [c.to(setups[0].device) for c in start], start[0].round + 1
     live = list(range(len(setups)))
-    for k in range(spec.rounds + 1):
+    for k in range(first, spec.rounds + 1):
         results: list = [None] * len(setups)
         masks, start_hashes, untrained = {}, {}, {}
         for m in live:  # each member's own prune and treatments, with its own streams
@@ -91,11 +100,11 @@ def lottery_rounds(setups: Sequence[lottery.Setup],
             start_hashes[m] = hashing.state_hash(models.weight_state(setup.net))
             untrained[m] = evaluate(setup.net, *data.test)[1]
         stack = population.Stack([setups[m].net for m in live])
-        optimizer = population.make_optimizer(stack, config.optimizer, config.lr)
+        optimizer = population.make_optimizer(stack, config.optimizer, config.lr, graphs)
         callback = None if on_eval is None else (lambda i, point: on_eval(live[i], k, point))
         fits = population.fit(stack, optimizer, data.train, data.val, config.iterations, config.batch_size,
                               config.eval_every, [rng.stream(setups[m].spec.seed, "data order") for m in live],
-                              callback)
+                              callback, graphs)
         for i, m in enumerate(live):
             fit = fits[i]
             if isinstance(fit, MemberFailed):
@@ -116,24 +125,30 @@ def lottery_rounds(setups: Sequence[lottery.Setup],
 
 def supermasks(specs: Sequence[supermask_training.SupermaskSpec], data: DataSplits,
                on_eval: Callable[[int, dict[str, float]], None] | None = None, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> list[supermask_training.SupermaskResult | MemberFailed]:
+               dtype: torch.dtype = torch.float32,
+               graphs: str = "auto") -> list[supermask_training.SupermaskResult | MemberFailed]:
     """``supermask_training.run`` for every spec, trained in lockstep; one result (or ``MemberFailed``) per spec.
-    ``on_eval(member, point)`` at every evaluation point (``point`` has ``expected_density``, as in a single run)."""
+    ``on_eval(member, point)`` at every evaluation point (``point`` has ``expected_density``, as in a single run);
+    ``graphs``: the ``training.graphs`` setting."""
     _check_specs(specs, SUPERMASK_MEMBER_FIELDS)
     placed = place(data, device, dtype)
     built = [supermask_training.build(spec, placed, device, dtype) for spec in specs]
     untrained = [supermask_training.evaluate(net, spec, placed.test)[0] for (net, _), spec in zip(built, specs)]
     stack = population.Stack([net for net, _ in built])
     config = specs[0].training
+    densities: dict = {}  # every member's expected density at the last evaluation point: one read per point
 
     def with_density(member, point):
-        point["expected_density"] = stack.expected_density(member)
+        if densities.get("iteration") != point["iteration"]:
+            densities.update(iteration=point["iteration"], values=stack.expected_densities())
+        point["expected_density"] = densities["values"][member]
         if on_eval is not None:
             on_eval(member, point)
 
-    fits = population.fit(stack, population.make_optimizer(stack, config.optimizer, config.lr), placed.train,
-                          placed.val, config.iterations, config.batch_size, config.eval_every,
-                          [rng.stream(spec.seed, "data order") for spec in specs], with_density)
+    graphed = use_graphs(graphs, placed.train[0].device, config.optimizer)
+    fits = population.fit(stack, population.make_optimizer(stack, config.optimizer, config.lr, graphed),
+                          placed.train, placed.val, config.iterations, config.batch_size, config.eval_every,
+                          [rng.stream(spec.seed, "data order") for spec in specs], with_density, graphed)
     results = []
     for member, (spec, (net, init_hash), fit) in enumerate(zip(specs, built, fits)):
         if isinstance(fit, MemberFailed):

@@ -126,7 +126,8 @@ def expected_density(model: nn.Module) -> float:
     """Expected fraction of weights kept: mean sigmoid(score) over all Supermask weights."""
     layers = supermask_layers(model).values()
     total = sum(layer.scores.numel() for layer in layers)
-    return sum(float(layer.probabilities().detach().sum()) for layer in layers) / total
+    sums = torch.stack([layer.probabilities().detach().sum() for layer in layers]).tolist()  # one read
+    return sum(sums) / total
 
 
 @contextlib.contextmanager

@@ -80,9 +80,9 @@ def evaluate(net: models.Net, spec: SupermaskSpec, test: tuple[torch.Tensor, tor
 
 def run(spec: SupermaskSpec, data: DataSplits, on_eval: Callable[[dict[str, float]], None] | None = None,
         device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-        on_progress: Callable[[int], None] | None = None) -> SupermaskResult:
+        on_progress: Callable[[int], None] | None = None, graphs: str = "auto") -> SupermaskResult:
     """Train and evaluate one learned Supermask; ``on_eval(point)`` at every evaluation point,
-    ``on_progress(iteration)`` every few steps."""
+    ``on_progress(iteration)`` every few steps; ``graphs``: the ``training.graphs`` setting."""
     models.spec(spec.arch)
     placed = place(data, device, dtype)
     net, init_hash = build(spec, placed, device, dtype)
@@ -94,7 +94,7 @@ def run(spec: SupermaskSpec, data: DataSplits, on_eval: Callable[[dict[str, floa
             on_eval(point)
 
     fit = fit_config(net, placed, spec.training, rng.stream(spec.seed, "data order"), point_with_density,
-                     on_progress)
+                     on_progress, graphs)
     return finish(net, spec, placed.test, fit, init_hash, untrained_mean)
 
 

@@ -12,6 +12,12 @@
 #   bench-round  bench/masked_step.py: library loop vs bare loop, one lottery round of LeNet-300-100 and of Conv6
 #   bench-lenet  bench/population.py: LeNet-300-100 alone and in populations of 8, 27 and 55
 #   bench-conv6  bench/population.py: Conv6 alone and in populations of 8, 27 and 55
+#   throughput   bench/population.py: ms per member-step, eager and as CUDA graphs, of LeNet-300-100 alone and in
+#                populations of 1, 8, 27, 55, 110, 220, and of Conv6 alone and of 1, 8, 27; graphs vs eager exact
+#   full-round   bench/full_round.py: one full-protocol round (50,000 steps) of the FC criteria study's 55 runs as
+#                one population, timed; the study's wall time projected from it
+#   compile      bench/population.py: LeNet-300-100, K=55, torch.compile(mode="reduce-overhead") of the step vs
+#                eager and graphs, and whether its numbers are the eager step's (compilers offline: may fail alone)
 #
 # Each step runs under its own timeout, all of them within GPU_CHECK_BUDGET seconds (default 480: under 9 minutes
 # in the worst case); a summary table comes last. The whole log goes to $OUT/gpu-check.log (OUT: default
@@ -24,9 +30,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-STEPS=(env wheels tests experiments bench-round bench-lenet bench-conv6)
+STEPS=(env wheels tests experiments bench-round bench-lenet bench-conv6 throughput full-round compile)
+# seconds; the first seven 480 together (each step may take 5 s more to be killed); the last three are issue 23's
+# measurements: `tests throughput full-round compile` take about 5 minutes on an H200 (GPU_CHECK_BUDGET=540)
 declare -A LIMIT=([env]=20 [wheels]=30 [tests]=130 [experiments]=105 [bench-round]=75 [bench-lenet]=50
-                  [bench-conv6]=70)  # seconds; 480 together (each step may take 5 s more to be killed)
+                  [bench-conv6]=70 [throughput]=150 [full-round]=150 [compile]=120)
 
 export PYTHON=${PYTHON:-python3}
 export GPU_CHECK_DEVICE=${GPU_CHECK_DEVICE:-cuda}
@@ -191,22 +199,63 @@ step_bench_round() {
     return "$rc"
 }
 
-bench_population() {  # bench_population ARCH
-    local args=(--device "$GPU_CHECK_DEVICE" --arch "$1" --sizes 8,27,55 --member-steps 300 --repeats 3 --no-vmap)
-    [ "$GPU_CHECK_DEVICE" = cpu ] && args=(--device cpu --arch "$1" --sizes 2 --member-steps 4 --repeats 1 --no-vmap)
+bench_population() {  # bench_population ARCH: eager steps, as the first GPU run measured them
+    local args=(--device "$GPU_CHECK_DEVICE" --arch "$1" --sizes 8,27,55 --repeats 3 --variants eager)
+    [ "$GPU_CHECK_DEVICE" = cpu ] && args=(--device cpu --arch "$1" --sizes 2 --repeats 1 --variants eager
+                                           --block-seconds 0.02 --train 240)
     "$PYTHON" bench/population.py "${args[@]}" | tee "$WORK/bench.out"
     local rc=${PIPESTATUS[0]}
-    note "$(awk '/ms\/member-step/ {
-        for (i = 1; i < NF; i++) if ($(i + 1) == "ms/member-step") { ms = $i; ratio = $(i + 2) }
-        printf "%s%s %s", (n++ ? ", " : "ms/member-step: "), ($1 == "single" ? "alone" : "K=" $2), ms
-        if ($1 != "single") printf " (%s)", ratio }' "$WORK/bench.out")"
+    note "$(summaries "$WORK/bench.out")"
     return "$rc"
 }
 step_bench_lenet() { bench_population lenet300_100; }
 step_bench_conv6() { bench_population conv6; }
 
+summaries() {  # summaries FILE: the "summary:" lines of a bench's output, joined, without the word
+    sed -n 's/^summary: //p' "$1" | paste -sd '|' | sed 's/|/ | /g'
+}
+
+step_throughput() {
+    local lenet=(--device "$GPU_CHECK_DEVICE" --arch lenet300_100 --sizes 1,8,27,55,110,220 --repeats 3
+                 --variants eager,graphs) conv=(--device "$GPU_CHECK_DEVICE" --arch conv6 --sizes 1,8,27 --repeats 3
+                 --variants eager,graphs)
+    if [ "$GPU_CHECK_DEVICE" = cpu ]; then  # the plumbing only: tiny data, short blocks, Conv2 for Conv6
+        lenet=(--device cpu --arch lenet300_100 --sizes 1,2 --repeats 1 --block-seconds 0.02 --train 1200)
+        conv=(--device cpu --arch conv2 --sizes 2 --repeats 1 --block-seconds 0.02 --train 240)
+    fi
+    local rc=0
+    "$PYTHON" bench/population.py "${lenet[@]}" | tee "$WORK/bench.out"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+    "$PYTHON" bench/population.py "${conv[@]}" | tee -a "$WORK/bench.out"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+    note "$(summaries "$WORK/bench.out")"
+    return "$rc"
+}
+
+step_full_round() {
+    local args=(--device "$GPU_CHECK_DEVICE")
+    [ "$GPU_CHECK_DEVICE" = cpu ] && args=(--device cpu --members 3 --steps 20 --eval-every 10 --train 1200
+                                           --val 200 --test 200)
+    "$PYTHON" bench/full_round.py "${args[@]}" | tee "$WORK/bench.out"
+    local rc=${PIPESTATUS[0]}
+    note "$(summaries "$WORK/bench.out")"
+    return "$rc"
+}
+
+step_compile() {
+    local args=(--device "$GPU_CHECK_DEVICE" --arch lenet300_100 --sizes 55 --repeats 3
+                --variants eager,graphs,compile)
+    [ "$GPU_CHECK_DEVICE" = cpu ] && args=(--device cpu --arch lenet300_100 --sizes 2 --repeats 1
+                                           --block-seconds 0.02 --train 1200 --variants eager,compile
+                                           --compile-backend eager)
+    "$PYTHON" bench/population.py "${args[@]}" | tee "$WORK/bench.out"
+    local rc=${PIPESTATUS[0]}
+    note "$(grep -h '^exact: compile\|failed' "$WORK/bench.out" | head -n 1); $(summaries "$WORK/bench.out")"
+    return "$rc"
+}
+
 export -f note step_env step_wheels step_tests step_experiments step_bench_round step_bench_lenet step_bench_conv6 \
-    bench_population
+    bench_population summaries step_throughput step_full_round step_compile
 
 # ---------------------------------------------------------------------------------------------------------- run
 

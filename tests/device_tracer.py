@@ -24,18 +24,21 @@ Violations (``check`` fails on them):
   are what ``masking.rng.seeded(seed, device)`` returns for the device: a CPU generator that says it lives there;
 - ``numpy``: ``numpy()`` of a device tensor (a real one must be copied to the host first);
 - ``non-blocking copy to host``: its values may be read before they arrived;
+- ``non-blocking copy from pageable memory``: a copy to the device from host memory that is not pinned
+  (``pin_memory()``, which the tracer models with a copy it marks pinned) is not asynchronous on a GPU;
 - ``step sync``: with ``forbid_step_syncs=True``, any host sync inside the training step (but at the sites in
   ``allow``).
 
 Host syncs (counted, each with its op and the ticketlab line that caused it): ``item`` (``item()``, ``float(t)``,
 ``int(t)``, ``bool(t)`` of a device tensor), ``to host`` (``.cpu()``, ``.to("cpu")``, ``copy_`` into a host tensor,
 ``tolist()``), ``to device`` (a blocking copy from the host: CUDA waits for the stream before copying from pageable
-memory; also host index tensors used on device tensors) and ``data-dependent shape`` (``nonzero``, boolean masks,
-``unique``, ... : the host must learn the result's size). A sync is attributed to a phase: ``step`` (inside a
-training iteration of ``training.fit`` / ``population.fit``: fetching the batch, the step, the loop's bookkeeping),
-``evaluation`` (what follows the step at an evaluation iteration: validation, the early-stopping copy, callbacks) or
-``outside`` (set-up, pruning, treatments, test evaluations). Iterations are counted as ``fit`` draws batches
-(``training.batch_indices``, ``population.member_batches``), so ``per_step`` and ``per_evaluation`` are averages.
+memory; also host index tensors used on device tensors; a ``non_blocking`` copy from pinned memory is none) and
+``data-dependent shape`` (``nonzero``, boolean masks, ``unique``, ... : the host must learn the result's size). A
+sync is attributed to a phase: ``step`` (inside a training iteration of ``training.train_loop``, the loop of
+``training.fit`` and ``population.fit``: the batch order, the step, the loop's bookkeeping), ``evaluation`` (what
+follows the step at an evaluation iteration: validation, the early-stopping copy, callbacks) or ``outside``
+(set-up, pruning, treatments, test evaluations). Iterations are counted as the loop calls its trainee's step, so
+``per_step`` and ``per_evaluation`` are averages.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class DeviceTracer:
         self.steps = 0  # training iterations seen
         self.evaluations = 0  # of them, evaluation iterations
         self._storages: dict[int, StorageWeakRef] = {}
+        self._pinned: dict[int, StorageWeakRef] = {}  # host storages made by pin_memory()
         self._fits: list[_Fit] = []
         self._moving = 0  # > 0 while the function mode copies between host and device itself
         self._creating = 0  # > 0 while a factory function makes tensors on the device
@@ -135,6 +139,21 @@ class DeviceTracer:
             storage = tensor.untyped_storage()
         ref = self._storages.get(storage._cdata)
         return ref is not None and not ref.expired()
+
+    def pinned(self, tensor: torch.Tensor) -> bool:
+        """Whether ``tensor`` is host memory ``pin_memory()`` made (a copy from it to the device may be async)."""
+        with torch._C.DisableTorchFunction():
+            storage = tensor.untyped_storage()
+        ref = self._pinned.get(storage._cdata)
+        return ref is not None and not ref.expired()
+
+    def _pin(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``pin_memory()`` as the stand-in models it: a host copy marked pinned (a CPU-only torch cannot pin)."""
+        with torch._C.DisableTorchFunction():
+            copy = tensor.clone()
+            storage = copy.untyped_storage()
+        self._pinned[storage._cdata] = StorageWeakRef(storage)
+        return copy
 
     def _tag(self, tensor: torch.Tensor, on_device: bool = True) -> None:
         with torch._C.DisableTorchFunction():
@@ -164,6 +183,15 @@ class DeviceTracer:
             return "outside"
         fit = self._fits[-1]
         return "evaluation" if fit.stepped and fit.iteration in fit.points else "step"
+
+    def _to_device(self, source: torch.Tensor, non_blocking: bool, op: str) -> None:
+        """A copy of host ``source`` to the device: asynchronous from pinned memory, else a sync (and a
+        non-blocking one from pageable memory a violation: it would not be asynchronous on a GPU)."""
+        if non_blocking and self.pinned(source):
+            return
+        if non_blocking:
+            self._violation("non-blocking copy from pageable memory", op)
+        self._sync("to device", op)
 
     def _violation(self, kind: str, op: str) -> None:
         self.violations.append(Event(kind, op, self._phase(), _where()))
@@ -211,7 +239,7 @@ class DeviceTracer:
     # ------------------------------------------------------------------------------------------------ context
 
     def __enter__(self) -> "DeviceTracer":
-        from masking import population, rng, training
+        from masking import rng, training
 
         seeded = rng.seeded
 
@@ -220,14 +248,8 @@ class DeviceTracer:
                     else seeded(seed, device))
 
         self._patches = [mock.patch.object(rng, "seeded", device_seeded),
-                         mock.patch.object(training, "fit", self._fit_wrapper(training.fit, training.eval_points)),
-                         mock.patch.object(population, "fit",
-                                           self._fit_wrapper(population.fit, training.eval_points)),
-                         mock.patch.object(training, "train_step", self._step_wrapper(training.train_step)),
-                         mock.patch.object(population, "train_step", self._step_wrapper(population.train_step)),
-                         mock.patch.object(training, "batch_indices", self._batches_wrapper(training.batch_indices)),
-                         mock.patch.object(population, "member_batches",
-                                           self._batches_wrapper(population.member_batches))]
+                         mock.patch.object(training, "train_loop", self._loop_wrapper(training.train_loop,
+                                                                                      training.eval_points))]
         for patch in self._patches:
             patch.start()
         for mode in self._modes:
@@ -240,43 +262,33 @@ class DeviceTracer:
         for patch in reversed(self._patches):
             patch.stop()
 
-    def _fit_wrapper(self, fit: Callable, eval_points: Callable) -> Callable:
-        signature = inspect.signature(fit)
+    def _loop_wrapper(self, loop: Callable, eval_points: Callable) -> Callable:
+        """``training.train_loop`` that counts its iterations: one starts as the loop calls its trainee's step, and
+        its step phase ends when that call returns."""
+        signature = inspect.signature(loop)
 
-        @functools.wraps(fit)
+        @functools.wraps(loop)
         def traced(*args, **kwargs):
             bound = signature.bind(*args, **kwargs).arguments
-            self._fits.append(_Fit(set(eval_points(bound["iterations"], bound["eval_every"]))))
+            fit = _Fit(set(eval_points(bound["iterations"], bound["eval_every"])))
+            trainee = bound["trainee"]
+
+            def step():
+                fit.iteration += 1
+                fit.stepped = False
+                self.steps += 1
+                self.evaluations += fit.iteration in fit.points
+                try:
+                    return trainee.step()
+                finally:
+                    fit.stepped = True
+
+            bound["trainee"] = dataclasses.replace(trainee, step=step)
+            self._fits.append(fit)
             try:
-                return fit(*args, **kwargs)
+                return loop(**bound)
             finally:
                 self._fits.pop()
-
-        return traced
-
-    def _step_wrapper(self, step: Callable) -> Callable:
-        @functools.wraps(step)
-        def traced(*args, **kwargs):
-            try:
-                return step(*args, **kwargs)
-            finally:
-                if self._fits:
-                    self._fits[-1].stepped = True
-
-        return traced
-
-    def _batches_wrapper(self, batches: Callable) -> Callable:
-        @functools.wraps(batches)
-        def traced(*args, **kwargs):
-            inner = batches(*args, **kwargs)
-            fit = self._fits[-1] if self._fits else None
-            while True:
-                if fit is not None:  # a new training iteration starts as fit draws its batch
-                    fit.iteration += 1
-                    fit.stepped = False
-                    self.steps += 1
-                    self.evaluations += fit.iteration in fit.points
-                yield next(inner)
 
         return traced
 
@@ -315,6 +327,8 @@ class _FunctionMode(TorchFunctionMode):
             return t.device.index if t.on_device(args[0]) else -1
         if func in (torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda):
             return self._move(func, args, kwargs)
+        if func is torch.Tensor.pin_memory:
+            return t._pin(args[0])
         if func is torch.Tensor.numpy and t.on_device(args[0]):
             t._violation("numpy", "Tensor.numpy")
         if func is torch.Tensor.tolist and t.on_device(args[0]):
@@ -370,8 +384,7 @@ class _FunctionMode(TorchFunctionMode):
             t._moving -= 1
         t._tag(copy, target_on_device)
         if target_on_device:
-            if not non_blocking:
-                t._sync("to device", "Tensor.to" if func is not torch.Tensor.cuda else "Tensor.cuda")
+            t._to_device(tensor, non_blocking, "Tensor.to" if func is not torch.Tensor.cuda else "Tensor.cuda")
         else:
             if non_blocking:
                 t._violation("non-blocking copy to host", f"Tensor.{func.__name__}")
@@ -424,7 +437,7 @@ class _DispatchMode(TorchDispatchMode):
         if packet is aten.copy_:
             destination, source = t.on_device(args[0]), t.on_device(args[1])
             if destination and not source and args[1].dim() > 0:
-                t._sync("to device", name)
+                t._to_device(args[1], bool(kwargs.get("non_blocking") or (len(args) > 2 and args[2])), name)
             elif source and not destination:
                 if kwargs.get("non_blocking") or (len(args) > 2 and args[2]):
                     t._violation("non-blocking copy to host", name)

@@ -130,7 +130,7 @@ SUPERMASK_COLUMNS = ("seed", "arch", "data", "signed_constant", "rescale", "scor
 # experiments does not have yet are harmless here (``training.device``: where it runs).
 EXECUTION_KEYS = frozenset({
     "data.root", "training.threads", "training.device", "save_artifacts", "training.num_workers",
-    "training.deterministic",
+    "training.deterministic", "training.graphs",
 })
 SEED_KEY = "seed"
 # keys added after runs were stored, with the value those runs had: a condition leaves them out at that value,

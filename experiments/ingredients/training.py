@@ -1,7 +1,8 @@
-"""The ``training`` ingredient: optimizer, learning rate, iterations, batch size, evaluation cadence, threads, device.
+"""The ``training`` ingredient: optimizer, learning rate, iterations, batch size, evaluation cadence, threads, device,
+CUDA graphs.
 
-``threads`` and ``device`` say how a run executes, not what it computes: they are execution keys (outside the
-condition hash), and the device actually used is recorded in ``info.execution``.
+``threads``, ``device`` and ``graphs`` say how a run executes, not what it computes: they are execution keys
+(outside the condition hash), and what was used is recorded in ``info.execution``.
 """
 
 import torch
@@ -26,6 +27,7 @@ def config():
     eval_every = 100  # steps between validation evaluations (early stopping keeps the best)
     threads = 1  # torch intra-op threads (0: torch's default, all cores, up to 30x slower when the cores are busy)
     device = "auto"  # auto (CUDA when available, else cpu), cpu, cuda or cuda:N
+    graphs = "auto"  # auto (on a GPU, each training step one CUDA graph: same numbers, less launch time) or off
     dtype = "float32"  # float32, or float64 (population members then equal their single runs to 1e-9)
 
 
@@ -51,6 +53,7 @@ def resolve(config, command_name, logger):
     check_number("training.batch_size", cfg["batch_size"], low=1, integer=True)
     check_number("training.eval_every", cfg["eval_every"], low=1, integer=True)
     check_number("training.threads", cfg["threads"], low=0, integer=True)
+    check_choice("training.graphs", cfg["graphs"], training.GRAPHS_CHOICES)
     try:
         training.resolve_device(cfg["device"])
     except ValueError as error:
@@ -72,7 +75,13 @@ def dtype(dtype) -> torch.dtype:
 
 
 @training_ingredient.capture
-def execution_settings(threads, device):
+def graphs(graphs) -> str:
+    """The ``training.graphs`` setting (``masking.training.use_graphs``)."""
+    return graphs
+
+
+@training_ingredient.capture
+def execution_settings(threads, device, graphs):
     """Apply the process-wide settings (threads, flushed denormals; on CUDA determinism) and return the device
     to train on and the run's execution info."""
-    return training.prepare_execution(threads, device)
+    return training.prepare_execution(threads, device, graphs)
