@@ -231,6 +231,7 @@ def _train_supermask(members: Sequence[Member], live: list[Member], data, device
             _fail(member, result, live, echo)
             continue
         run = member.run
+        run.info["start_mask"] = None  # members start from scratch (create_runs refuses other starts)
         member.echo_line(supermask_exp.record_result(run, result, data.source, run.config,
                                                      run.config["save_artifacts"], execution), echo)
         run.result = result.record.test_acc_mean
