@@ -20,7 +20,7 @@ import pandas as pd
 
 from analysis.query import QueryError, load_run_list, load_supermask_runs, resolve
 from analysis.stats import ComparisonError
-from experiments import dbspec
+from ticketlab import dbspec
 from ticketlab.cli import Parser, python_command
 from ticketlab.schema import LOTTERY_COLUMNS, SUPERMASK_COLUMNS
 

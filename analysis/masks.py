@@ -55,6 +55,7 @@ from analysis import figures
 from analysis.conditions import condition_columns
 from analysis.query import QueryError, connect, load_runs, resolve
 from analysis.stats import one_per_point
+from analysis.tables import markdown_table
 
 ROUND_ARTIFACT = re.compile(r"round_(\d+)\.pt$")
 LABEL_COLUMNS = ("criterion",)  # what names a run in the figures when no condition column varies
@@ -536,8 +537,6 @@ def report_section(runs: pd.DataFrame, mongo, db_name: str | None, out: Path) ->
     if summaries:
         summary = pd.concat(summaries)
         last = summary[summary["round"] == summary.groupby(["kind", "label", "layer"])["round"].transform("max")]
-        from analysis.report import markdown_table
-
         lines += ["", "Overlap at each pair's last round (mean over pairs; chance: independent masks of those "
                   "densities):", "", markdown_table(last.drop(columns=["jaccard_std"]))]
     if not store.flips.empty:
@@ -553,8 +552,6 @@ def report_section(runs: pd.DataFrame, mongo, db_name: str | None, out: Path) ->
         csv = folder / "mask0_prediction.csv"
         prediction.to_csv(csv, index=False)
         files += paths + [csv]
-        from analysis.report import markdown_table
-
         lines += [f"![mask-0 prediction]({p.relative_to(out).as_posix()})" for p in paths if p.suffix == ".png"]
         lines += ["", "Mask-0 actions, predicted (the most aligned with training's move of the pruned weights "
                   "first) and measured (highest test accuracy first):", "", markdown_table(order)]

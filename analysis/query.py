@@ -29,7 +29,7 @@ import pandas as pd
 import pymongo
 import pymongo.errors
 
-from experiments import dbspec
+from ticketlab import dbspec
 from ticketlab.identity import condition_hash, version_of
 from ticketlab.schema import CONFIG_COLUMNS, ROUND_FIELDS, SUPERMASK_FIELDS, column_of, flatten, path_of
 

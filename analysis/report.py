@@ -20,18 +20,7 @@ from analysis import figures, masks as mask_analysis
 from analysis.conditions import condition_columns
 from analysis.query import QueryError, load_runs, load_supermask_runs, resolve
 from analysis.stats import ComparisonError, one_per_point
-
-
-def markdown_table(df: pd.DataFrame, floats: str = "{:.4g}") -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
-    def cell(value):
-        if isinstance(value, float):
-            return floats.format(value)
-        return str(value)
-
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
+from analysis.tables import markdown_table
 
 
 def sparsest_summary(table: pd.DataFrame, metric: str) -> list[str]:

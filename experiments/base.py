@@ -4,7 +4,7 @@
   output filtered like a terminal would show it (no progress-bar spam in the run document).
 * ``-m HOST:PORT:DB``, ``-m mongodb://USER:PASSWORD@HOST:PORT/DB?authSource=admin`` (Sacred's own ``-m`` takes
   only the first form), or ``$TICKETLAB_MONGO_URI`` when a command line gives no ``-m``, attaches a
-  ``ResilientMongoObserver`` (``experiments.dbspec``). The password never reaches the run document: the recorded
+  ``ResilientMongoObserver`` (``ticketlab.dbspec``). The password never reaches the run document: the recorded
   option is scrubbed. An unreachable database stops the run before it starts, in one line. Observers are
   attached only from the command line: library calls (``ex.run(...)``) and tests choose their own.
 * ``--resume RUN_ID`` (experiments made with ``resumable=True``) continues a run that died, in its own document,
@@ -29,7 +29,7 @@ from sacred import SETTINGS, Experiment
 from sacred.commandline_options import cli_option
 from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds
 
-from experiments import dbspec
+from ticketlab import dbspec
 from experiments.errors import ConfigError, RunDatabaseError
 from experiments.observers import ResilientMongoObserver
 from experiments import resume

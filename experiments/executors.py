@@ -46,8 +46,8 @@ import pymongo
 import pymongo.errors
 
 from experiments import claims
-from experiments import dbspec
-from experiments.dbspec import parse_db_spec
+from ticketlab import dbspec
+from ticketlab.dbspec import parse_db_spec
 from experiments.observers import SERVER_TIMEOUT_MS
 from experiments.resume import resume_command
 

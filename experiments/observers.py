@@ -35,7 +35,7 @@ import pymongo
 import pymongo.errors
 from sacred.observers import MongoObserver
 
-from experiments.dbspec import DbSpec, connect, scrub, scrub_all
+from ticketlab.dbspec import DbSpec, connect, scrub, scrub_all
 from ticketlab import schema
 
 # how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)

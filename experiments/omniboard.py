@@ -4,7 +4,7 @@
     python -m experiments.omniboard -m "mongodb://user:pw@host:27017/lottery?authSource=admin"
     TICKETLAB_MONGO_URI="mongodb://user:pw@host:27017/lottery?authSource=admin" python -m experiments.omniboard
 
-The database is named as for every ticketlab command (``experiments.dbspec``: ``-m HOST:PORT:DB``, ``-m`` a
+The database is named as for every ticketlab command (``ticketlab.dbspec``: ``-m HOST:PORT:DB``, ``-m`` a
 MongoDB URI, or ``$TICKETLAB_MONGO_URI``; ``--mu URI`` is a deprecated spelling of ``-m URI``). Omniboard gets the
 connection string through a pipe, never on a command line (``ps``) or in the environment it starts with
 (``/proc/PID/environ``, readable by the same user): ``omniboard_bind.js``, loaded before Omniboard, reads it from
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import pymongo.errors
 
-from experiments import dbspec
+from ticketlab import dbspec
 from experiments.observers import ResilientMongoObserver
 from ticketlab import schema
 from ticketlab.cli import Parser

@@ -37,9 +37,10 @@ from statsmodels.stats.multitest import multipletests
 from analysis import figures
 from analysis import masks as mask_analysis
 from analysis.query import QueryError, load_runs
-from analysis.report import markdown_table
 from analysis.stats import ComparisonError, compare
-from experiments import dbspec, localdb, sweep
+from analysis.tables import markdown_table
+from experiments import localdb, sweep
+from ticketlab import dbspec
 from ticketlab.cli import Parser
 from ticketlab.identity import condition_hash
 

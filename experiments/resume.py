@@ -31,7 +31,7 @@ import torch
 
 from ticketlab import identity
 from ticketlab.schema import EXECUTION_KEYS
-from experiments import dbspec
+from ticketlab import dbspec
 from experiments.errors import UserError
 from experiments.observers import SERVER_TIMEOUT_MS
 

@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 from ticketlab.identity import point_hash, science_version, version_of
 from experiments import claims
-from experiments import dbspec
+from ticketlab import dbspec
 from experiments.executors import FAILED, HELD, LOST, Unit
 from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs

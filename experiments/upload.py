@@ -12,7 +12,7 @@ import sys
 
 import pymongo.errors
 
-from experiments import dbspec
+from ticketlab import dbspec
 from experiments.observers import default_failure_dir, failed_run_bundles, upload_failed_runs
 from ticketlab.cli import Parser
 

@@ -6,6 +6,7 @@ layers, and the paper's networks. Plain PyTorch: no Sacred, no database.
 """
 
 from masking import criteria, evaluation, hashing, initializers, layers, models, pruning, rng, supermask, treatments
+from masking import resnet  # the architecture families beside models' plain nets: each registers itself
 
-__all__ = ["criteria", "evaluation", "hashing", "initializers", "layers", "models", "pruning", "rng", "supermask",
-           "treatments"]
+__all__ = ["criteria", "evaluation", "hashing", "initializers", "layers", "models", "pruning", "resnet", "rng",
+           "supermask", "treatments"]

@@ -1,10 +1,11 @@
 """The networks as plain torch modules, buildable dense, masked or as a Supermask from a seed.
 
-An architecture is data (``ArchSpec``) and a ``family``; each family is one builder in ``FAMILIES`` (adding a
-family is one registration, nothing else changes):
+An architecture is data (``ArchSpec``, registered in ``ARCHS``) and a ``family``: one builder in ``FAMILIES``. A
+family is its own module that registers its builder and its nets; the package names it once (``masking/__init__.py``
+imports it), or, outside the package, ``$TICKETLAB_PLUGINS`` does (docs/extending.md):
 
-* ``plain`` (the paper's nets): conv channels with ``"M"`` for a 2x2 max-pool, then fc widths; 3x3 'same' convs,
-  ReLU, a 10-way output layer, no batch norm or dropout.
+* ``plain`` (here, the paper's nets): conv channels with ``"M"`` for a 2x2 max-pool, then fc widths; 3x3 'same'
+  convs, ReLU, a 10-way output layer, no batch norm or dropout.
 * ``resnet`` (``masking.resnet``): the CIFAR ResNets of He et al. 2016, e.g. ResNet-20.
 
 Every conv and fc weight is Glorot normal and every conv/fc bias zero; layers are initialized in module order
@@ -184,5 +185,3 @@ def weight_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()
             if name.endswith((".weight", ".bias"))}
 
-
-from masking import resnet  # noqa: E402,F401  (registers the resnet family and ResNet-20 after the names above)

@@ -7,7 +7,7 @@ import os
 import pymongo.errors
 import pytest
 
-from experiments import dbspec
+from ticketlab import dbspec
 from tests.conftest import run_cli
 from ticketlab import cli
 

@@ -23,7 +23,8 @@ import pymongo
 import pymongo.errors
 import pytest
 
-from experiments import dbspec, omniboard
+from experiments import omniboard
+from ticketlab import dbspec
 from experiments.localdb import DatabaseServer, free_port, server_executable
 from experiments.observers import ResilientMongoObserver
 from tests.conftest import run_cli

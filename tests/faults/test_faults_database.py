@@ -204,7 +204,7 @@ def test_database_frozen(own_server, fault_env, reference, fault_table):
 def test_acknowledged_writes_survive_a_killed_server(own_server, fault_table):
     """Every write ticketlab makes goes through ``dbspec.connect`` (journaled): a write the server acknowledged is
     there after the server is SIGKILLed and restarted. (Without the journal SecantusDB lost about 30 of 200.)"""
-    from experiments import dbspec
+    from ticketlab import dbspec
 
     server, injected, lost, trials = own_server(), 0, 0, 3
     for trial in range(trials):
