@@ -18,10 +18,10 @@ import sys
 
 import pandas as pd
 
-from analysis.query import QueryError, load_run_list, load_supermask_runs, resolve
+from analysis.query import QueryError, load_run_list, load_supermask_runs
 from analysis.stats import ComparisonError
 from ticketlab import dbspec
-from ticketlab.cli import Parser, python_command
+from ticketlab.cli import Parser, add_database, python_command
 from ticketlab.schema import LOTTERY_COLUMNS, SUPERMASK_COLUMNS
 
 
@@ -45,11 +45,6 @@ def parse_where(items: list[str]) -> dict:
     return where
 
 
-def _spec(args) -> dbspec.DbSpec:
-    """-m, or the older --mongo/--db pair, or $TICKETLAB_MONGO_URI."""
-    return resolve(args.mongo_db or args.mongo, args.db)
-
-
 def _age(moment, now) -> str:
     """How long ago a (UTC) time was: ``12 s``, ``3 min``, ``2.5 h``."""
     if moment is None or pd.isna(moment):
@@ -59,10 +54,10 @@ def _age(moment, now) -> str:
         f"{seconds / 3600:.1f} h"
 
 
-def runs_command(args) -> int:
+def runs_command(args, spec: dbspec.DbSpec) -> int:
     """Every run, by run id, whatever its status (a run killed before finishing a round too), and how to continue
     the lottery runs that did not finish."""
-    where, spec = parse_where(args.where), _spec(args)
+    where = parse_where(args.where)
     lottery, supermask = (load_run_list(spec, where=where, experiment=kind) for kind in ("lottery", "supermask"))
     if lottery.empty and supermask.empty:
         raise QueryError(f"no runs in database {spec.db_name!r}" + (f" matching {where}" if where else ""))
@@ -96,13 +91,13 @@ def runs_command(args) -> int:
     return 0
 
 
-def report_command(args) -> int:
+def report_command(args, spec: dbspec.DbSpec) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a command writes files: no window
     from analysis.report import KINDS, write_report
 
-    result = write_report(_spec(args), None, args.out, parse_where(args.where), kinds=args.experiment or KINDS,
+    result = write_report(spec, None, args.out, parse_where(args.where), kinds=args.experiment or KINDS,
                           replicas=args.replicas)
     print(f"report written to {args.out}/report.md ({len(result['files'])} files)")
     for line in result["summary"]:
@@ -112,13 +107,14 @@ def report_command(args) -> int:
     return 0
 
 
-COMMANDS = {"report": "write comparison tables and figures (one per setting), report.md embeds them",
-            "runs": "list the runs, by run id"}
+COMMANDS = {"report": (report_command, "write comparison tables and figures (one per setting), report.md embeds "
+                                           "them"),
+            "runs": (runs_command, "list the runs, by run id")}
 
 
 def add_arguments(command: argparse.ArgumentParser, name: str) -> None:
     """The options of ``runs`` or ``report`` (shared with the ``ticketlab`` command)."""
-    dbspec.add_argument(command)
+    add_database(command)
     command.add_argument("--mongo", help=argparse.SUPPRESS)  # older form: --mongo HOST:PORT --db DB
     command.add_argument("--db", help=argparse.SUPPRESS)
     command.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
@@ -133,22 +129,21 @@ def add_arguments(command: argparse.ArgumentParser, name: str) -> None:
                                   "(default), its last, or their mean")
 
 
-def run(name: str, args) -> int:
-    pd.set_option("display.width", 160)
-    try:
-        return (report_command if name == "report" else runs_command)(args)
-    except (QueryError, ComparisonError) as error:
-        print(f"error: {dbspec.scrub(error)}", file=sys.stderr)
-        return 2
-
-
 def main(argv=None) -> int:
     parser = Parser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text), name)
+    for name, (function, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        add_arguments(command, name)
+        command.set_defaults(function=function, parser=command)
     args = parser.parse_args(argv)
-    return run(args.command, args)
+    spec = args.parser.database(args, args.mongo_db or args.mongo, db_name=args.db)  # or the older --mongo/--db
+    pd.set_option("display.width", 160)
+    try:
+        return args.function(args, spec)
+    except (QueryError, ComparisonError) as error:
+        print(f"error: {dbspec.scrub(error)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ from sacred import SETTINGS, Experiment
 from sacred.commandline_options import cli_option
 from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds
 
-from ticketlab import dbspec
+from experiments import resume
 from experiments.errors import ConfigError, RunDatabaseError
 from experiments.observers import ResilientMongoObserver
-from experiments import resume
 from masking import models
+from ticketlab import dbspec
 from ticketlab import identity
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
@@ -76,6 +76,7 @@ class TicketlabExperiment(Experiment):
     def __init__(self, name: str, ingredients=(), resumable: bool = False):
         super().__init__(name, ingredients=list(ingredients),
                          additional_cli_options=[resume_option, other_science_option] if resumable else None)
+        self.resumable = resumable  # its runs continue from their last finished round (--resume RUN_ID)
         self.captured_out_filter = apply_backspaces_and_linefeeds
         self.checks = []  # check(config, database or None) before a run starts: a ConfigError stops it, unwritten
 
@@ -94,8 +95,7 @@ class TicketlabExperiment(Experiment):
             run = self.current_run
             options = run.meta_info.get("options", {}) if run else {}
             hint = ""
-            if run is not None and run._id is not None and options.get("--mongo_db") and \
-                    any(o is resume_option for o in self.additional_cli_options):
+            if run is not None and run._id is not None and options.get("--mongo_db") and self.resumable:
                 command = resume.resume_command(run._id, options["--mongo_db"], experiment=self.path)
                 hint = f"; continue it with: python {' '.join(command[1:])}"
             print(f"ticketlab: run {run._id if run else ''} INTERRUPTED{hint}", file=sys.stderr)

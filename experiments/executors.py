@@ -46,10 +46,10 @@ import pymongo
 import pymongo.errors
 
 from experiments import claims
-from ticketlab import dbspec
-from ticketlab.dbspec import parse_db_spec
 from experiments.observers import SERVER_TIMEOUT_MS
 from experiments.resume import resume_command
+from ticketlab import dbspec
+from ticketlab.cli import Parser
 
 COMPLETED, FAILED, HELD, LOST = "completed", "failed", "held", "lost"
 RESUMABLE = {"lottery"}  # experiments whose runs continue from their last finished round
@@ -133,11 +133,11 @@ def _log(log, message: str) -> None:
 def run_unit(unit: Unit) -> str:
     """Claim the unit's condition and run (or resume) it; see the module docstring. Returns the outcome."""
     unit = dataclasses.replace(unit, token=_execution(unit))
-    url, db_name = parse_db_spec(unit.db_spec)
-    client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    spec = dbspec.parse(unit.db_spec)
+    client = dbspec.connect(spec.url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     log = open(unit.log, "a") if unit.log else open(os.devnull, "w")
     try:
-        db = client[db_name]
+        db = client[spec.db_name]
         me = claims.holder(unit.token, experiment=unit.experiment, updates=unit.updates)
         taken, before = claims.acquire(db, unit.condition, me, unit.stale_after)
         if not taken:
@@ -202,12 +202,12 @@ def run_group(units: list[Unit], command, log_path: str) -> tuple[dict[int, str]
     unit's outcome, and the units to run alone (``run_unit``): points that already have a run (dead: it is
     resumed in its own document; alive: it is waited for), and a lone claimed point (a population of one is a
     single run). A point a live holder has is ``held``."""
-    url, db_name = parse_db_spec(units[0].db_spec)
-    client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    spec = dbspec.parse(units[0].db_spec)
+    client = dbspec.connect(spec.url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     outcomes: dict[int, str] = {}
     claimed, alone = [], []
     try:
-        db = client[db_name]
+        db = client[spec.db_name]
         with open(log_path, "a") as log:
             for unit in units:
                 mine = dataclasses.replace(unit, token=_execution(unit))
@@ -542,8 +542,11 @@ class SlurmExecutor:
 
 def main(argv=None) -> int:
     """A Slurm array task: ``python -m experiments.executors BATCH.json`` runs unit $SLURM_ARRAY_TASK_ID."""
-    argv = sys.argv[1:] if argv is None else argv
-    units = json.loads(Path(argv[0]).read_text())
+    parser = Parser(prog="python -m experiments.executors",
+                    description="Run one unit of a sweep's batch: the Slurm array task $SLURM_ARRAY_TASK_ID's.")
+    parser.add_argument("batch", type=Path, help="the batch file the sweep wrote (batch_NNN.json)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    units = json.loads(args.batch.read_text())
     unit = Unit(**units[int(os.environ["SLURM_ARRAY_TASK_ID"])])
     outcome = run_unit(unit)
     print(f"unit {unit.index} ({unit.label()}): {outcome}")

@@ -35,8 +35,8 @@ import pymongo
 import pymongo.errors
 from sacred.observers import MongoObserver
 
-from ticketlab.dbspec import DbSpec, connect, scrub, scrub_all
 from ticketlab import schema
+from ticketlab.dbspec import DbSpec, connect, scrub, scrub_all
 
 # how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)
 SERVER_TIMEOUT_MS = int(os.environ.get("TICKETLAB_DB_TIMEOUT_MS", "5000"))

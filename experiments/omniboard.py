@@ -46,10 +46,10 @@ from pathlib import Path
 
 import pymongo.errors
 
-from ticketlab import dbspec
 from experiments.observers import ResilientMongoObserver
+from ticketlab import dbspec
 from ticketlab import schema
-from ticketlab.cli import Parser
+from ticketlab.cli import Parser, add_database
 
 ROOT = Path(__file__).resolve().parent.parent
 URI_FD_VARIABLE = "TICKETLAB_OMNIBOARD_URI_FD"  # the pipe omniboard_bind.js reads the connection string from
@@ -128,7 +128,7 @@ def connection_pipe(uri: str) -> int:
 def main(argv=None) -> int:
     parser = Parser(prog="python -m experiments.omniboard", description=__doc__.split("\n\n")[0])
     where = parser.add_mutually_exclusive_group()
-    dbspec.add_argument(where)
+    add_database(where)
     where.add_argument("--mu", metavar="URI", help="deprecated: the same as -m URI")
     parser.add_argument("--port", type=int, default=9000, help="Omniboard's port (default 9000)")
     parser.add_argument("--host", default="127.0.0.1", help="the address Omniboard listens on (default 127.0.0.1: "
@@ -136,10 +136,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.port < 65536:
         parser.error(f"argument --port: {args.port} is not a TCP port (1 to 65535)")
-    try:
-        spec = dbspec.parse(args.mu or args.mongo_db)
-    except dbspec.DbSpecError as error:
-        parser.error(str(error))
+    spec = parser.database(args, args.mu or args.mongo_db)
     try:
         command = omniboard_command()
         with dbspec.connect(spec.url) as client:

@@ -41,7 +41,7 @@ from experiments.ingredients import data as data_ing
 from masking import lottery, population, population_procedures
 from masking import training as masking_training
 from masking.population import MemberFailed
-from ticketlab.cli import Parser
+from ticketlab.cli import Parser, add_database
 from ticketlab.schema import EXECUTION_KEYS, flatten
 
 # config keys members of one population may differ in, by experiment
@@ -276,15 +276,14 @@ def group(configs: Sequence[dict], size: int, experiment: str = "lottery") -> li
 
 def main(argv=None) -> int:
     parser = Parser(prog="python -m experiments.population", description=__doc__.split("\n\n")[0],
-                                     epilog="Anything after 'with' applies to every member.")
-    parser.add_argument("-m", "--mongo_db", metavar="HOST:PORT:DB", help="the run database (each member a run)")
+                    epilog="Anything after 'with' applies to every member.")
+    add_database(parser, help_text="the run database (each member a run; none: the runs are not stored)")
     parser.add_argument("--members", required=True, help="members separated by ';', each KEY=VALUE,KEY=VALUE")
     parser.add_argument("--experiment", choices=list(MEMBER_KEYS), default="lottery")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    shared = argv[argv.index("with") + 1:] if "with" in argv else []
-    args = parser.parse_args(argv[:argv.index("with")] if "with" in argv else argv)
+    args = parser.parse_with(sys.argv[1:] if argv is None else argv)
+    parser.database(args, optional=True)
     try:
-        members = create_runs(parse_members(args.members), shared, args.mongo_db, experiment=args.experiment)
+        members = create_runs(parse_members(args.members), args.shared, args.mongo_db, experiment=args.experiment)
     except (ValueError, SacredError) as error:  # bad input: one line, nothing started
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ run document.
 
     python -m experiments.lottery -m HOST:PORT:DB --resume 7
     python -m experiments.lottery -m HOST:PORT:DB --resume 7 with training.threads=1 data.root=/data
+    ticketlab resume -m HOST:PORT:DB 7 [with training.threads=1]      # the same, whatever experiment made run 7
 
 The resumed run takes the config stored in run 7; only execution settings (``ticketlab.schema.EXECUTION_KEYS``:
 data root, threads) may be given with ``with``. Sacred's ``MongoObserver(overwrite=7)`` writes into the same
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import importlib
 import io
 import sys
 from typing import Callable, Iterable, Mapping, Sequence
@@ -29,11 +31,12 @@ from typing import Callable, Iterable, Mapping, Sequence
 import pymongo
 import torch
 
-from ticketlab import identity
-from ticketlab.schema import EXECUTION_KEYS
-from ticketlab import dbspec
 from experiments.errors import UserError
 from experiments.observers import SERVER_TIMEOUT_MS
+from ticketlab import dbspec
+from ticketlab import identity
+from ticketlab.cli import Parser, add_database
+from ticketlab.schema import EXECUTION_KEYS
 
 RESUME_FLAG = "--resume"
 OTHER_SCIENCE_FLAG = "--other-science"
@@ -196,3 +199,31 @@ def resumed(run) -> Resumed | None:
         if getattr(observer, "resumed_from", None) is not None:
             return Resumed(observer)
     return None
+
+
+def main(argv=None) -> int:
+    """``ticketlab resume -m DB RUN_ID [with ...]``: ``--resume RUN_ID`` of the experiment that made the run."""
+    parser = Parser(prog="python -m experiments.resume", description="Continue a run that died from its last "
+                    "finished round, in its own document (the experiment that made it, --resume RUN_ID).",
+                    epilog="Anything after 'with' goes to the run: execution settings only (training.threads, ...).")
+    add_database(parser)
+    parser.add_argument("run_id", help="the run to continue (ticketlab runs lists them, and how to continue each)")
+    parser.add_argument(OTHER_SCIENCE_FLAG, action="store_true",
+                        help="continue it although the science code changed since it started")
+    args = parser.parse_with(sys.argv[1:] if argv is None else argv)
+    parser.database(args)
+    try:
+        name = stored_run(args.mongo_db, args.run_id).get("experiment", {}).get("name")
+    except ResumeError as error:
+        parser.error(str(error))
+    experiment = importlib.import_module(f"experiments.{name}").ex
+    if not experiment.resumable:
+        parser.error(f"run {args.run_id} is a {name} run: {name} runs are not resumed (run it again)")
+    experiment.run_commandline([f"python -m experiments.{name}", "-m", args.mongo_db, RESUME_FLAG, args.run_id,
+                                *([OTHER_SCIENCE_FLAG] if args.other_science else []),
+                                *(["with", *args.shared] if args.shared else [])])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

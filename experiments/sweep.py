@@ -57,14 +57,14 @@ from sacred.arg_parser import get_config_updates
 from sacred.initialize import create_run
 from tqdm import tqdm
 
-from ticketlab.identity import point_hash, science_version, version_of
 from experiments import claims
-from ticketlab import dbspec
 from experiments.executors import FAILED, HELD, LOST, Unit
 from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
 from experiments.progress import clock
-from ticketlab.cli import Parser
+from ticketlab import dbspec
+from ticketlab.cli import Parser, add_database
+from ticketlab.identity import point_hash, science_version, version_of
 
 EXPERIMENTS = ("lottery", "supermask")
 EXECUTORS = ("local", "dask", "slurm")
@@ -308,7 +308,7 @@ def parse_args(argv):
     parser = Parser(prog="python -m experiments.sweep", description=__doc__.split("\n\n")[0],
                                      epilog="Anything after 'with' is passed to every run. "
                                             "'python -m experiments.sweep status -m DB' reports a sweep.")
-    dbspec.add_argument(parser)
+    add_database(parser)
     parser.add_argument("--experiment", choices=EXPERIMENTS, default="lottery")
     parser.add_argument("--criteria", help="comma-separated criterion.name values")
     parser.add_argument("--mask1", help="comma-separated treatment.mask1 values")
@@ -347,11 +347,7 @@ def parse_args(argv):
                              "the GPU's memory and measured step time (experiments.population_size; 1 on a CPU)")
     parser.add_argument("--failure-dir", default=None, help="where runs kept during a database outage wait")
     parser.add_argument("--sweep-id", default=None, help=argparse.SUPPRESS)  # a detached local sweep's own id
-    argv = list(argv)
-    shared = argv[argv.index("with") + 1:] if "with" in argv else []
-    args = parser.parse_args(argv[:argv.index("with")] if "with" in argv else argv)
-    args.shared = shared
-    return args, parser
+    return parser.parse_with(argv), parser
 
 
 def population_size(text: str) -> int | str:
@@ -464,7 +460,7 @@ def main(argv=None) -> int:
         return status(argv[1:])
     args, parser = parse_args(argv)
     devices = check_execution(args, parser)
-    url, db_name = _database(args, parser)
+    spec = parser.database(args)
     experiment = importlib.import_module(f"experiments.{args.experiment}").ex
     axes = build_axes(args, parser)
     labels = [" ".join(point) for point in grid_points(axes)]
@@ -478,16 +474,16 @@ def main(argv=None) -> int:
         from experiments import population_size
 
         args.population = population_size.choose(configs[0], len(configs), devices, args.workers, args.experiment)
-    client = dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
+    client = dbspec.connect(spec.url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS)
     try:
-        db = client[db_name]
+        db = client[spec.db_name]
         try:
             if not args.sweep_id:
-                for bundle, run_id in upload_failed_runs(url, db_name, args.failure_dir):
+                for bundle, run_id in upload_failed_runs(spec.url, spec.db_name, args.failure_dir):
                     print(f"uploaded run {run_id} kept during a database outage ({bundle})")
-            done = completed_hashes(url, db_name, experiment.path)
+            done = completed_hashes(spec.url, spec.db_name, experiment.path)
         except pymongo.errors.PyMongoError as error:
-            print(f"error: {dbspec.unreachable(dbspec.DbSpec(url, db_name), error)}", file=sys.stderr)
+            print(f"error: {dbspec.unreachable(spec, error)}", file=sys.stderr)
             return 2
         return run_grid(args, argv, db, experiment.path, labels, points, configs, done, devices)
     finally:
@@ -582,27 +578,16 @@ def _num(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
-def _database(args, parser) -> tuple[str, str]:
-    """(URL, database name) of the command's ``-m`` (or $TICKETLAB_MONGO_URI); a bad spec ends the command in one
-    line. Runs are given the spec as typed (``-m``): their own Sacred options are scrubbed of the password."""
-    try:
-        spec = dbspec.parse(args.mongo_db)
-    except ValueError as error:
-        parser.error(dbspec.scrub(error))
-    args.mongo_db = args.mongo_db or os.environ[dbspec.URI_VARIABLE]
-    return spec.url, spec.db_name
-
-
 def status(argv) -> int:
     """``python -m experiments.sweep status -m DB [--sweep ID]``: a sweep's points as the database has them."""
     parser = Parser(prog="python -m experiments.sweep status",
-                                     description="Report a sweep (default: the latest) from the run database.")
-    dbspec.add_argument(parser)
+                    description="Report a sweep (default: the latest) from the run database.")
+    add_database(parser)
     parser.add_argument("--sweep", default=None, help="the sweep id (printed when it started)")
     args = parser.parse_args(argv)
-    url, db_name = _database(args, parser)
-    with dbspec.connect(url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS) as client:
-        db = client[db_name]
+    spec = parser.database(args)
+    with dbspec.connect(spec.url, serverSelectionTimeoutMS=SERVER_TIMEOUT_MS) as client:
+        db = client[spec.db_name]
         try:
             if args.sweep:
                 sweep = db[SWEEPS].find_one({"_id": args.sweep})
@@ -615,7 +600,7 @@ def status(argv) -> int:
             states = point_states(db, sweep["experiment"], sweep["points"], sweep.get("stale_after",
                                                                                     claims.DEFAULT_STALE_AFTER))
         except pymongo.errors.PyMongoError as error:
-            print(f"error: {dbspec.unreachable(dbspec.DbSpec(url, db_name), error)}", file=sys.stderr)
+            print(f"error: {dbspec.unreachable(spec, error)}", file=sys.stderr)
             return 2
     counts = Counter(s["state"] for s in states)
     rounds, total = sum(s["rounds"] for s in states), sum(s["work"] for s in states)

@@ -12,22 +12,19 @@ import sys
 
 import pymongo.errors
 
-from ticketlab import dbspec
 from experiments.observers import default_failure_dir, failed_run_bundles, upload_failed_runs
-from ticketlab.cli import Parser
+from ticketlab import dbspec
+from ticketlab.cli import Parser, add_database
 
 
 def main(argv=None) -> int:
     parser = Parser(prog="python -m experiments.upload", description=__doc__.split("\n\n")[0])
-    dbspec.add_argument(parser)
+    add_database(parser)
     parser.add_argument("--failure-dir", default=None,
                         help=f"where the observer kept the runs (default: $TICKETLAB_FAILURE_DIR or "
                              f"{default_failure_dir()})")
     args = parser.parse_args(argv)
-    try:
-        spec = dbspec.parse(args.mongo_db)
-    except dbspec.DbSpecError as error:
-        parser.error(str(error))
+    spec = parser.database(args)
     pending = failed_run_bundles(args.failure_dir)
     if not pending:
         print(f"no runs waiting in {args.failure_dir or default_failure_dir()}")

@@ -132,6 +132,33 @@ def test_interrupt_marks_the_run_interrupted(db_server, db_name, ticketlab_env, 
     assert "Traceback" not in output
 
 
+def test_ticketlab_resume_continues_a_run_with_the_experiment_that_made_it(db_server, db_name, ticketlab_env,
+                                                                           reference):
+    """``ticketlab resume -m DB RUN_ID``: an interrupted lottery run continues as ``--resume`` does, to the
+    uninterrupted run's rounds; a run of an experiment that does not resume is refused in one line."""
+    spec = f"{db_server.address}:{db_name}"
+    db = db_server.client()[db_name]
+    process = start(spec, ticketlab_env, *RUN)
+    try:
+        wait_for(db["runs"], lambda doc: doc.get("info", {}).get("rounds"), process)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        stop(process)
+    assert db["runs"].find_one({"_id": 1})["status"] == "INTERRUPTED"
+    result = run_cli("ticketlab", "resume", "-m", spec, "1", "with", "training.threads=1", env=ticketlab_env)
+    assert result.returncode == 0 and "resuming run 1 after round" in result.stdout, result.stderr
+    run, expected = db["runs"].find_one({"_id": 1}), reference[0]
+    assert run["status"] == "COMPLETED" and db["runs"].count_documents({}) == 1
+    assert [r["final_hash"] for r in run["info"]["rounds"]] == [r["final_hash"] for r in expected["info"]["rounds"]]
+    supermask = run_cli("experiments.supermask", "with", "fast", "data.name=synthetic", "training.iterations=20",
+                        "supermask.sign_draws=0", "-m", spec, env=ticketlab_env)
+    assert supermask.returncode == 0, supermask.stderr
+    refused = run_cli("ticketlab", "resume", "-m", spec, "2", env=ticketlab_env)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and \
+        "run 2 is a supermask run: supermask runs are not resumed" in refused.stderr, refused.stderr
+
+
 def test_resume_refusals_are_one_line_and_write_nothing(db_server, ticketlab_env, reference):
     spec = f"{db_server.address}:resume_reference"
     db = db_server.client()["resume_reference"]

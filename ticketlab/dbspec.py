@@ -112,7 +112,8 @@ def parse(spec: str | None = None, db_name: str | None = None) -> DbSpec:
     if not spec:
         spec = os.environ.get(URI_VARIABLE, "")
         if not spec:
-            raise DbSpecError(f"no run database named: give -m {FORMS.replace(', or DB', ', or set')}")
+            raise DbSpecError(f"no run database named: give -m {FORMS.split(', or DB')[0]}, or set "
+                              f"${URI_VARIABLE}")
     spec = spec.strip()
     if "://" in spec:
         url, name = _uri_database(spec)
@@ -161,22 +162,3 @@ def unreachable(spec: DbSpec, error: BaseException) -> str:
     why = f"{error.__class__.__name__}: {reason.group(1).strip()}" if reason else error.__class__.__name__
     return f"cannot reach the run database at {scrub(spec.url)} (database {spec.db_name!r}; {why}); start a " \
            f"local one with: ticketlab db start"
-
-
-def add_argument(parser, required: bool = False) -> None:
-    """The ``-m/--mongo_db`` option of a command line (argparse), the same in every command."""
-    parser.add_argument("-m", "--mongo_db", metavar="DB_SPEC", required=required, default=None,
-                        help=f"the run database: {FORMS} (default: ${URI_VARIABLE})")
-
-
-# ------------------------------------------------------------------------------------------------ compatibility
-
-def observer_kwargs(spec: str | None) -> dict:
-    """MongoObserver arguments (url, db_name) of a ``-m`` spec."""
-    return parse(spec).observer_kwargs()
-
-
-def parse_db_spec(spec: str | None) -> tuple[str, str]:
-    """(MongoDB URL, database name) of a ``-m`` spec."""
-    parsed = parse(spec)
-    return parsed.url, parsed.db_name

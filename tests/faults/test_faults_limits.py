@@ -119,7 +119,7 @@ def test_password_not_printed_nor_stored(db_server, fault_env, fault_table):
 def test_password_in_a_uri_spec_is_scrubbed(db_server, fault_env):
     from ticketlab import dbspec
     try:
-        dbspec.parse_db_spec("mongodb://USER:PASSWORD@127.0.0.1:1/db?authSource=admin")
+        dbspec.parse("mongodb://USER:PASSWORD@127.0.0.1:1/db?authSource=admin")
     except ValueError:
         pytest.skip("-m mongodb://user:pw@host/DB is not accepted yet (issue 9)")
     secret = "S3cret-Pw-14"
