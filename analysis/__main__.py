@@ -18,11 +18,10 @@ import sys
 
 import pandas as pd
 
-from analysis.query import QueryError, load_run_list, load_supermask_runs
+from analysis.query import QueryError, load_run_list
 from analysis.stats import ComparisonError
-from ticketlab import dbspec
+from ticketlab import dbspec, kinds
 from ticketlab.cli import Parser, add_database, python_command
-from ticketlab.schema import LOTTERY_COLUMNS, SUPERMASK_COLUMNS
 
 
 def _value(text: str):
@@ -55,49 +54,54 @@ def _age(moment, now) -> str:
 
 
 def runs_command(args, spec: dbspec.DbSpec) -> int:
-    """Every run, by run id, whatever its status (a run killed before finishing a round too), and how to continue
-    the lottery runs that did not finish."""
+    """Every run of every kind, by run id, whatever its status (a run killed before finishing a round too), and how
+    to continue the runs of a resumable kind that did not finish."""
     where = parse_where(args.where)
-    lottery, supermask = (load_run_list(spec, where=where, experiment=kind) for kind in ("lottery", "supermask"))
-    if lottery.empty and supermask.empty:
+    listed = {name: load_run_list(spec, where=where, experiment=name) for name in kinds.names()}
+    if all(runs.empty for runs in listed.values()):
         raise QueryError(f"no runs in database {spec.db_name!r}" + (f" matching {where}" if where else ""))
-    float_format = lambda v: f"{v:.4g}"  # noqa: E731
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    if not lottery.empty:
-        table = lottery.set_index("run_id").sort_index()
+    first = True
+    for name, runs in listed.items():
+        if runs.empty:
+            continue
+        kind = kinds.get(name)
+        table = runs.set_index("run_id").sort_index()
         table["heartbeat"] = [_age(t, now) for t in table["heartbeat"]]
-        print(f"lottery runs ({len(table)}): rounds finished (round 0 is the dense net), the last one's result, "
-              f"the last heartbeat")
-        print(table[["status", *LOTTERY_COLUMNS, "rounds_done", "percent_remaining", "test_acc",
-                     "heartbeat"]].to_string(float_format=float_format, na_rep="-"))
-        unfinished = table[table["status"] != "COMPLETED"]
-        if not unfinished.empty:
-            python, db = python_command(), shlex.quote(spec.option)
-            print(f"\n{len(unfinished)} lottery run(s) not COMPLETED; a run whose process died continues from its "
-                  f"last finished round with:")
-            for run_id, row in unfinished.head(10).iterrows():
-                alive = " (RUNNING: only if its process died)" if row["status"] == "RUNNING" else ""
-                print(f"  {python} -m experiments.lottery -m {db} --resume {run_id}    # {row['status']}, "
-                      f"{row['rounds_done']} round(s) finished{alive}")
-            if len(unfinished) > 10:
-                print(f"  ... and {len(unfinished) - 10} more")
-    if not supermask.empty:
-        done = load_supermask_runs(spec, where=where).set_index("run_id")
-        table = supermask.set_index("run_id").sort_index().join(done[["test_acc_mean", "expected_density"]])
-        table["heartbeat"] = [_age(t, now) for t in table["heartbeat"]]
-        print(f"{'' if lottery.empty else chr(10)}supermask runs ({len(table)}):")
-        print(table[["status", *SUPERMASK_COLUMNS, "test_acc_mean", "expected_density",
-                     "heartbeat"]].to_string(float_format=float_format, na_rep="-"))
+        print(("" if first else "\n") + f"{name} runs ({len(table)}):" + (
+            " rounds finished (round 0 is the dense net), the last one's result, the last heartbeat"
+            if kind.per_round else ""))
+        print(table[["status", *kind.columns, *(["rounds_done"] if kind.per_round else []), *kind.results,
+                     "heartbeat"]].to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))
+        if kind.resumable:
+            print_resume_commands(kind, table, spec)
+        first = False
     return 0
+
+
+def print_resume_commands(kind, table: pd.DataFrame, spec: dbspec.DbSpec) -> None:
+    """How each run of ``table`` that is not COMPLETED continues (its kind resumes dead runs)."""
+    unfinished = table[table["status"] != "COMPLETED"]
+    if unfinished.empty:
+        return
+    python, db = python_command(), shlex.quote(spec.option)
+    print(f"\n{len(unfinished)} {kind.name} run(s) not COMPLETED; a run whose process died continues from its last "
+          f"finished round with:")
+    for run_id, row in unfinished.head(10).iterrows():
+        alive = " (RUNNING: only if its process died)" if row["status"] == "RUNNING" else ""
+        print(f"  {python} -m {kind.module} -m {db} --resume {run_id}    # {row['status']}, "
+              f"{row['rounds_done']} round(s) finished{alive}")
+    if len(unfinished) > 10:
+        print(f"  ... and {len(unfinished) - 10} more")
 
 
 def report_command(args, spec: dbspec.DbSpec) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # a command writes files: no window
-    from analysis.report import KINDS, write_report
+    from analysis.report import write_report
 
-    result = write_report(spec, None, args.out, parse_where(args.where), kinds=args.experiment or KINDS,
+    result = write_report(spec, None, args.out, parse_where(args.where), kinds=args.experiment,
                           replicas=args.replicas)
     print(f"report written to {args.out}/report.md ({len(result['files'])} files)")
     for line in result["summary"]:
@@ -122,8 +126,8 @@ def add_arguments(command: argparse.ArgumentParser, name: str) -> None:
                               "(training.lr); KEY=A,B matches any of A, B")
     if name == "report":
         command.add_argument("--out", required=True, help="folder for tables and figures")
-        command.add_argument("--experiment", action="append", choices=("lottery", "supermask"),
-                             help="the runs to report on (repeatable; default both)")
+        command.add_argument("--experiment", action="append", choices=kinds.names(),
+                             help="the kind of runs to report on (repeatable; default every kind)")
         command.add_argument("--replicas", choices=("first", "last", "mean"), default="first",
                              help="two runs of one seed of one condition are one sample: use its first run "
                                   "(default), its last, or their mean")

@@ -1,7 +1,7 @@
 """The run database as tidy pandas frames, read from Sacred's ``runs`` collection at the time of the call.
 
 ``load_runs`` returns one row per (lottery run, finished round); ``load_supermask_runs`` one row per Supermask
-run; ``load_curves`` the learning curves (Sacred's ``metrics`` collection) of chosen runs. Each is one projected
+run (both are ``load_kind``: the frame of any kind of experiment, ``ticketlab.kinds``); ``load_curves`` the learning curves (Sacred's ``metrics`` collection) of chosen runs. Each is one projected
 ``find`` on the collection Sacred writes: what any writer put there (ticketlab's observer, Sacred's own
 MongoObserver, another client's update or delete, a run still RUNNING) is what comes back, with no cache.
 ``where`` filters run on the server (``$in`` on the config path), then exactly on the client (``True`` is not
@@ -11,8 +11,7 @@ Columns: ``run_id``, ``status``, ``experiment``, every config value (short names
 ``ticketlab.schema.CONFIG_COLUMNS`` such as ``criterion``, ``arch``, ``seed``; every other value under its dotted
 path, such as ``training.eval_every``), ``condition`` (``ticketlab.identity.condition_hash``: equal for the seeds of
 one condition), ``science`` (the science version that made the run, ``unknown`` before runs recorded it) and the
-record fields (``ticketlab.schema.ROUND_FIELDS`` or
-``SUPERMASK_FIELDS``).
+fields of the kind's record (``ticketlab.schema.ROUND_FIELDS``, ``SUPERMASK_FIELDS``, ...).
 
 When to use which: these frames for tables, statistics and figures over many runs; incense
 (``incense.ExperimentLoader(mongo_uri, db_name).find_by_id(run_id)``) to open one run as an object and download
@@ -29,9 +28,9 @@ import pandas as pd
 import pymongo
 import pymongo.errors
 
-from ticketlab import dbspec
+from ticketlab import dbspec, kinds
 from ticketlab.identity import condition_hash, version_of
-from ticketlab.schema import CONFIG_COLUMNS, ROUND_FIELDS, SUPERMASK_FIELDS, column_of, flatten, path_of
+from ticketlab.schema import CONFIG_COLUMNS, column_of, flatten, path_of
 
 # frame columns that are run fields, not config: column -> run document field
 RUN_FIELDS = {"run_id": "_id", "status": "status", "experiment": "experiment.name"}
@@ -175,6 +174,42 @@ def _run_columns(docs: list[dict]) -> dict[str, list]:
     return columns
 
 
+def _empty(*columns: str) -> dict[str, list]:
+    """The columns of a frame of no runs: run and config columns, ``condition``, ``science`` and ``columns``."""
+    return {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": [],
+            "science": [], **{c: [] for c in columns}}
+
+
+def load_kind(experiment: str, mongo: str | None = None, db_name: str | None = None,
+              where: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """The results of the runs of one kind (``ticketlab.kinds``): for a kind with a record per round (lottery runs),
+    one row per (run, round it finished); else one row per run (its record's fields None until it finishes). Run and
+    config columns, ``condition``, ``science`` and the record's fields (``Kind.fields``)."""
+    return _load_kind(experiment, mongo, db_name, where)[0]
+
+
+def _load_kind(experiment: str, mongo, db_name, where) -> tuple[pd.DataFrame, list]:
+    """``load_kind``'s frame, and the ids of the runs it read (those without a finished round too)."""
+    kind = kinds.get(experiment)
+    fields = kind.fields
+    if not kind.per_round:
+        docs = _find(mongo, db_name, kind.name, where, {"status": 1, "experiment.name": 1, "config": 1,
+                                                        "info.science": 1, **{f"info.{f}": 1 for f in fields}})
+        data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()} if docs else _empty()
+        for field in fields:
+            data[field] = _array([(d.get("info") or {}).get(field) for d in docs])
+        return pd.DataFrame(data), [d["_id"] for d in docs]
+    docs = _find(mongo, db_name, kind.name, where,
+                 {"status": 1, "experiment.name": 1, "config": 1, "info.rounds": 1, "info.science": 1})
+    records = [((d.get("info") or {}).get("rounds") or []) for d in docs]
+    counts = [len(r) for r in records]
+    data = {column: np.repeat(_array(values), counts) for column, values in _run_columns(docs).items()} if docs \
+        else _empty()
+    for field, values in zip(fields, _record_columns([record for run in records for record in run], fields)):
+        data[field] = _array(values)
+    return pd.DataFrame(data), [d["_id"] for d in docs]
+
+
 def load_runs(mongo: str | None = None, db_name: str | None = None, where: Mapping[str, Any] | None = None,
               metrics: bool | Iterable[str] | None = None):
     """One row per (lottery run, round it finished): run and config columns, ``condition``, ``ROUND_FIELDS``.
@@ -184,71 +219,56 @@ def load_runs(mongo: str | None = None, db_name: str | None = None, where: Mappi
     Runs of every status are returned (``status`` says which); a run still RUNNING has the rounds it finished, a
     run with no finished round has no row. ``metrics=True`` (every metric) or a list of metric names also loads
     the learning curves of these runs: the result is then ``(runs, curves)`` (see ``load_curves``)."""
-    docs = _find(mongo, db_name, "lottery", where,
-                 {"status": 1, "experiment.name": 1, "config": 1, "info.rounds": 1, "info.science": 1})
-    records = [((d.get("info") or {}).get("rounds") or []) for d in docs]
-    counts = [len(r) for r in records]
-    data = {column: np.repeat(_array(values), counts) for column, values in _run_columns(docs).items()}
-    if not docs:
-        data = {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": [],
-                "science": []}
-    for field, values in zip(ROUND_FIELDS, _record_columns([record for run in records for record in run])):
-        data[field] = _array(values)
-    runs = pd.DataFrame(data)
+    runs, ids = _load_kind("lottery", mongo, db_name, where)
     if metrics is None or metrics is False:
         return runs
-    ids = [d["_id"] for d in docs]
     return runs, load_curves(mongo, db_name, ids, None if metrics is True else list(metrics))
-
-
-_ROUND_GETTER = operator.itemgetter(*ROUND_FIELDS)
-
-
-def _record_columns(records: list[dict]) -> list[tuple]:
-    """The ROUND_FIELDS columns of round records (None where a record lacks a field)."""
-    if not records:
-        return [()] * len(ROUND_FIELDS)
-    try:
-        return list(zip(*map(_ROUND_GETTER, records)))
-    except KeyError:  # a record without some field (an older run, another writer): slower, same result
-        return [tuple(record.get(field) for record in records) for field in ROUND_FIELDS]
-
-
-def load_run_list(mongo: str | None = None, db_name: str | None = None, where: Mapping[str, Any] | None = None,
-                  experiment: str = "lottery") -> pd.DataFrame:
-    """One row per run of ``experiment``, whatever its status and whether or not it finished a round (a run
-    killed in round 0 is here; ``load_runs`` has rows for finished rounds only): run and config columns,
-    ``condition``, ``heartbeat`` (Sacred's last beat, UTC; None before the first) and, for lottery runs,
-    ``rounds_done`` and the last finished round's ``percent_remaining`` and ``test_acc`` (NaN before round 0)."""
-    rounds = {f"info.rounds.{f}": 1 for f in ("round", "percent_remaining", "test_acc")}
-    docs = _find(mongo, db_name, experiment, where, {"status": 1, "experiment.name": 1, "config": 1,
-                                                     "heartbeat": 1, "start_time": 1, "info.science": 1, **rounds})
-    if not docs:
-        return pd.DataFrame({"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS},
-                             "condition": [], "science": [], "heartbeat": [], "rounds_done": [],
-                             "percent_remaining": [], "test_acc": []})
-    data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()}
-    data["heartbeat"] = [d.get("heartbeat") or d.get("start_time") for d in docs]
-    if experiment == "lottery":
-        last = [((d.get("info") or {}).get("rounds") or [{}])[-1] for d in docs]
-        data["rounds_done"] = _array([len((d.get("info") or {}).get("rounds") or []) for d in docs])
-        for field in ("percent_remaining", "test_acc"):
-            data[field] = np.asarray([r.get(field, np.nan) for r in last], dtype=np.float64)
-    return pd.DataFrame(data)
 
 
 def load_supermask_runs(mongo: str | None = None, db_name: str | None = None,
                         where: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """One row per Supermask run: run and config columns, ``condition`` and ``SUPERMASK_FIELDS`` (None while the
     run has not finished)."""
-    docs = _find(mongo, db_name, "supermask", where, {"status": 1, "experiment.name": 1, "config": 1,
-                                                      "info.science": 1,
-                                                      **{f"info.{f}": 1 for f in SUPERMASK_FIELDS}})
-    data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()} if docs else \
-        {"run_id": [], "status": [], "experiment": [], **{c: [] for c in CONFIG_COLUMNS}, "condition": [],
-         "science": []}
-    for field in SUPERMASK_FIELDS:
-        data[field] = _array([(d.get("info") or {}).get(field) for d in docs])
+    return load_kind("supermask", mongo, db_name, where)
+
+
+def _record_columns(records: list[dict], fields: list[str]) -> list[tuple]:
+    """The ``fields`` columns of round records (None where a record lacks a field)."""
+    if not records:
+        return [()] * len(fields)
+    getter = operator.itemgetter(*fields) if len(fields) > 1 else lambda record: (record[fields[0]],)
+    try:
+        return list(zip(*map(getter, records)))
+    except KeyError:  # a record without some field (an older run, another writer): slower, same result
+        return [tuple(record.get(field) for record in records) for field in fields]
+
+
+def load_run_list(mongo: str | None = None, db_name: str | None = None, where: Mapping[str, Any] | None = None,
+                  experiment: str = "lottery") -> pd.DataFrame:
+    """One row per run of ``experiment``, whatever its status and whether or not it finished a round (a run
+    killed in round 0 is here; ``load_runs`` has rows for finished rounds only): run and config columns,
+    ``condition``, ``heartbeat`` (Sacred's last beat, UTC; None before the first) and the kind's listed results
+    (``Kind.results``): for a kind with rounds, ``rounds_done`` and the last finished round's (NaN before round 0),
+    else the run's (None before it finishes)."""
+    kind = kinds.get(experiment)
+    where_results = "info.rounds." if kind.per_round else "info."
+    results = {f"{where_results}{f}": 1 for f in (("round", *kind.results) if kind.per_round else kind.results)}
+    docs = _find(mongo, db_name, kind.name, where, {"status": 1, "experiment.name": 1, "config": 1,
+                                                    "heartbeat": 1, "start_time": 1, "info.science": 1, **results})
+    listed = (("rounds_done",) if kind.per_round else ()) + kind.results
+    if not docs:
+        return pd.DataFrame(_empty("heartbeat", *listed))
+    data: dict[str, Any] = {c: _array(v) for c, v in _run_columns(docs).items()}
+    data["heartbeat"] = [d.get("heartbeat") or d.get("start_time") for d in docs]
+    infos = [d.get("info") or {} for d in docs]
+    if kind.per_round:
+        last = [(info.get("rounds") or [{}])[-1] for info in infos]
+        data["rounds_done"] = _array([len(info.get("rounds") or []) for info in infos])
+        for field in kind.results:
+            data[field] = np.asarray([r.get(field, np.nan) for r in last], dtype=np.float64)
+    else:
+        for field in kind.results:
+            data[field] = _array([info.get(field) for info in infos])
     return pd.DataFrame(data)
 
 

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable, Sequence
 
 import pandas as pd
 
 from analysis import figures, masks as mask_analysis
 from analysis.conditions import condition_columns
-from analysis.query import QueryError, load_runs, load_supermask_runs, resolve
+from analysis.query import QueryError, load_kind, resolve
 from analysis.stats import ComparisonError, one_per_point
 from analysis.tables import markdown_table
+from ticketlab.kinds import KINDS
+from ticketlab.registry import Registry
 
 
 def sparsest_summary(table: pd.DataFrame, metric: str) -> list[str]:
@@ -93,57 +96,75 @@ def _lottery_section(runs: pd.DataFrame, out: Path,
     return files, summary, notes, sections
 
 
-KINDS = ("lottery", "supermask")  # the experiments a report covers
+def studies_section(runs: pd.DataFrame, kind, spec, out: Path, replicas: str,
+                    masks: bool) -> tuple[list[Path], list[str], list[str], list[str]]:
+    """The runs of a kind with a record per round (lottery runs): ``runs.csv``, every study of
+    ``ticketlab.schema.STUDIES`` the runs support, one comparison per setting, early stopping and, with ``masks``,
+    what the masks are (``analysis.masks``). (files, summary lines, notes, report.md sections)."""
+    runs.to_csv(out / "runs.csv", index=False)
+    completed = runs[runs["status"] == "COMPLETED"]
+    notes = [f"{completed['run_id'].nunique()} completed {kind.name} runs of {runs['run_id'].nunique()}"]
+    files, summary, more_notes, sections = _lottery_section(runs, out, replicas)
+    files, notes = [out / "runs.csv", *files], notes + more_notes
+    if masks:
+        more_files, more_sections, more_notes = mask_analysis.report_section(runs, spec, None, out)
+        files, sections, notes = files + more_files, sections + more_sections, notes + more_notes
+    return files, summary, notes, sections
 
 
-def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, kinds=KINDS,
+def summary_section(runs: pd.DataFrame, kind, spec, out: Path, replicas: str,
+                    masks: bool) -> tuple[list[Path], list[str], list[str], list[str]]:
+    """The runs of a kind with one record per run: ``<kind>_runs.csv`` and the mean of its ``metric`` over seeds per
+    setting (``<kind>_summary.md``). (files, summary lines, notes, report.md sections)."""
+    csv, md = out / f"{kind.name}_runs.csv", out / f"{kind.name}_summary.md"
+    runs.to_csv(csv, index=False)
+    done, seen = one_per_point(runs[runs["status"] == "COMPLETED"], replicas)
+    notes = [f"{kind.name}: {note}" for note in seen]
+    columns = condition_columns(done)
+    text = done.assign(**{c: done[c].map(str) for c in columns})
+    group = [c for c in columns if text[c].nunique() > 1] or [c for c in ("arch", "data") if c in done]
+    table = text.groupby(group, dropna=False)[kind.metric].agg(["count", "mean", "std"]).reset_index()
+    title, label = kind.title or f"{kind.name} runs", kind.metric_label or kind.metric
+    md.write_text(f"# {title}: {label} ({kind.metric}), mean over seeds\n\n" + markdown_table(table))
+    summary = [f"[{kind.name}] {' '.join(f'{c}={r[c]}' for c in group)}: {label} {r['mean']:.4f} over "
+               f"{r['count']} seed(s)" for r in table.to_dict("records")]
+    return [csv, md], summary, notes, [f"### {title}", "", markdown_table(table)]
+
+
+# a kind's section of the report (``Kind.report``): (runs, kind, database, folder, replicas, masks) ->
+# (files, summary lines, notes, report.md sections)
+SECTIONS: Registry[Callable] = Registry("report section")
+SECTIONS.add("studies", studies_section)
+SECTIONS.add("summary", summary_section)
+
+
+def write_report(mongo, db_name: str | None, out_dir: str | Path, where=None, kinds: Sequence[str] | None = None,
                  replicas: str = REPLICAS, masks: bool = True) -> dict:
     """Write the report; returns {"files": [...], "summary": [...], "notes": [...]}.
 
-    ``mongo``/``db_name`` as for ``analysis.load_runs``; ``kinds``: the experiments it covers (the study's own
-    report: lottery runs only). The runs are grouped by setting (configs that differ in more than a study's
-    factor, the seed and execution keys): each setting gets its own comparison, in a folder named by the keys that
-    set it apart, never pooled with another. Each point counts once (``replicas``: which of its runs, see
-    ``analysis.stats.one_per_point``); the notes say how many replicas there were. ``masks``: when runs stored
-    their masks (artifacts), a section on what the masks are (``analysis.masks``: overlaps against chance, sign
-    flips, the mask-0 prediction), in ``masks/``."""
-    unknown = [kind for kind in kinds if kind not in KINDS]
-    if unknown or not kinds:
-        raise QueryError(f"kinds={list(kinds)!r} is not valid; valid choices: {', '.join(KINDS)}")
+    ``mongo``/``db_name`` as for ``analysis.load_runs``; ``kinds``: the kinds of experiment it covers (default every
+    kind, ``ticketlab.kinds``; the study's own report: lottery runs only), each in its section (``SECTIONS``). The
+    runs are grouped by setting (configs that differ in more than a study's factor, the seed and execution keys):
+    each setting gets its own comparison, in a folder named by the keys that set it apart, never pooled with
+    another. Each point counts once (``replicas``: which of its runs, see ``analysis.stats.one_per_point``); the
+    notes say how many replicas there were. ``masks``: when runs stored their masks (artifacts), a section on what
+    the masks are (``analysis.masks``: overlaps against chance, sign flips, the mask-0 prediction), in ``masks/``."""
+    kinds = list(KINDS.names() if kinds is None else kinds)
+    if not kinds or any(kind not in KINDS for kind in kinds):
+        raise QueryError(f"kinds={kinds!r} is not valid; valid choices: {', '.join(KINDS.names())}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = resolve(mongo, db_name)
-    runs = load_runs(spec, where=where) if "lottery" in kinds else pd.DataFrame()
-    supermasks = load_supermask_runs(spec, where=where) if "supermask" in kinds else pd.DataFrame()
-    if runs.empty and supermasks.empty:
+    frames = {kind: load_kind(kind, spec, where=where) for kind in kinds}
+    if all(frame.empty for frame in frames.values()):
         raise QueryError(f"no {' or '.join(kinds)} runs in database {spec.db_name!r}"
                          + (f" matching {where}" if where else ""))
     files, summary, notes, sections = [], [], [], []
-    if not runs.empty:
-        runs.to_csv(out / "runs.csv", index=False)
-        files.append(out / "runs.csv")
-        completed = runs[runs["status"] == "COMPLETED"]
-        notes.append(f"{completed['run_id'].nunique()} completed lottery runs of {runs['run_id'].nunique()}")
-        more_files, summary, more_notes, sections = _lottery_section(runs, out, replicas)
-        files += more_files
-        notes += more_notes
-        if masks:
-            more_files, more_sections, more_notes = mask_analysis.report_section(runs, spec, None, out)
-            files, sections, notes = files + more_files, sections + more_sections, notes + more_notes
-    if not supermasks.empty:
-        supermasks.to_csv(out / "supermask_runs.csv", index=False)
-        done, seen = one_per_point(supermasks[supermasks["status"] == "COMPLETED"], replicas)
-        notes += [f"supermask: {note}" for note in seen]
-        columns = condition_columns(done)
-        text = done.assign(**{c: done[c].map(str) for c in columns})
-        group = [c for c in columns if text[c].nunique() > 1] or [c for c in ("arch", "data") if c in done]
-        table = text.groupby(group, dropna=False)["test_acc_mean"].agg(["count", "mean", "std"]).reset_index()
-        (out / "supermask_summary.md").write_text("# Learned Supermasks: test accuracy (mean over mask samples)"
-                                                  "\n\n" + markdown_table(table))
-        files += [out / "supermask_runs.csv", out / "supermask_summary.md"]
-        summary += [f"[supermask] {' '.join(f'{c}={r[c]}' for c in group)}: test acc {r['mean']:.4f} over "
-                    f"{r['count']} seed(s)" for r in table.to_dict("records")]
-        sections += ["### Learned Supermasks", "", markdown_table(table)]
+    for name, frame in frames.items():
+        if not frame.empty:
+            kind = KINDS.get(name)
+            parts = SECTIONS.get(kind.report)(frame, kind, spec, out, replicas, masks)
+            files, summary, notes, sections = (a + b for a, b in zip((files, summary, notes, sections), parts))
     index = ["# ticketlab report", "", f"database `{spec.db_name}`" + (f", where {where}" if where else ""), "",
              "## Summary", "", *[f"- {line}" for line in summary], "", "## Figures and tables", "", *sections,
              "## Notes", "", *[f"- {line}" for line in notes], "", "## Files", "",

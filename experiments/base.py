@@ -7,7 +7,7 @@
   ``ResilientMongoObserver`` (``ticketlab.dbspec``). The password never reaches the run document: the recorded
   option is scrubbed. An unreachable database stops the run before it starts, in one line. Observers are
   attached only from the command line: library calls (``ex.run(...)``) and tests choose their own.
-* ``--resume RUN_ID`` (experiments made with ``resumable=True``) continues a run that died, in its own document,
+* ``--resume RUN_ID`` (experiments of a resumable kind, ``ticketlab.kinds``) continues a run that died, in its own document,
   with its stored config (``experiments.resume``).
 * SIGTERM, like Ctrl-C, interrupts a run: Sacred records it INTERRUPTED instead of leaving it RUNNING.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib
 import os
 import signal
 import sys
@@ -33,8 +34,7 @@ from experiments import resume
 from experiments.errors import ConfigError, RunDatabaseError
 from experiments.observers import ResilientMongoObserver
 from masking import models
-from ticketlab import dbspec
-from ticketlab import identity
+from ticketlab import dbspec, identity, kinds
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
 SETTINGS.HOST_INFO.INCLUDE_CPU_INFO = False
@@ -73,10 +73,12 @@ def sigterm_interrupts():
 
 
 class TicketlabExperiment(Experiment):
-    def __init__(self, name: str, ingredients=(), resumable: bool = False):
-        super().__init__(name, ingredients=list(ingredients),
-                         additional_cli_options=[resume_option, other_science_option] if resumable else None)
-        self.resumable = resumable  # its runs continue from their last finished round (--resume RUN_ID)
+    """The Sacred experiment of a kind (``ticketlab.kinds``: its name, and whether its runs resume)."""
+
+    def __init__(self, kind: str, ingredients=()):
+        self.kind = kinds.get(kind)
+        super().__init__(kind, ingredients=list(ingredients),
+                         additional_cli_options=[resume_option, other_science_option] if self.kind.resumable else None)
         self.captured_out_filter = apply_backspaces_and_linefeeds
         self.checks = []  # check(config, database or None) before a run starts: a ConfigError stops it, unwritten
 
@@ -95,7 +97,7 @@ class TicketlabExperiment(Experiment):
             run = self.current_run
             options = run.meta_info.get("options", {}) if run else {}
             hint = ""
-            if run is not None and run._id is not None and options.get("--mongo_db") and self.resumable:
+            if run is not None and run._id is not None and options.get("--mongo_db") and self.kind.resumable:
                 command = resume.resume_command(run._id, options["--mongo_db"], experiment=self.path)
                 hint = f"; continue it with: python {' '.join(command[1:])}"
             print(f"ticketlab: run {run._id if run else ''} INTERRUPTED{hint}", file=sys.stderr)
@@ -123,7 +125,7 @@ class TicketlabExperiment(Experiment):
             run = super()._create_run(command_name, config_updates, named_configs, info, meta_info, options)
         except ConfigAddedError as error:  # Sacred's message spans lines: one line naming the unknown keys
             raise ConfigError(f"unknown config key {', '.join(sorted(error.__conflicting_configs__))}; see the "
-                              f"valid keys with: python -m experiments.{self.path} print_config") from None
+                              f"valid keys with: python -m {self.kind.module} print_config") from None
         if command_name in (None, self.default_command):
             for check in self.checks:  # before the run starts: nothing is written when one fails
                 check(run.config, observer.runs.database if observer is not None else None)
@@ -144,6 +146,17 @@ class TicketlabExperiment(Experiment):
         except pymongo.errors.PyMongoError as error:
             raise RunDatabaseError(dbspec.unreachable(parsed, error)) from None
         return observer
+
+
+def kind_module(kind: str):
+    """The module of a kind (``ticketlab.kinds``): its Sacred experiment ``ex`` and, when it trains in populations,
+    what ``experiments.population`` asks of it."""
+    return importlib.import_module(kinds.get(kind).module)
+
+
+def experiment(kind: str) -> TicketlabExperiment:
+    """The Sacred experiment of a kind (``ticketlab.kinds``)."""
+    return kind_module(kind).ex
 
 
 def _serialize_heartbeats(run) -> None:

@@ -33,7 +33,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from masking.registry import Registry
+from ticketlab.registry import Registry
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

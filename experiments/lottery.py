@@ -49,7 +49,8 @@ from experiments.ingredients.criterion import criterion_ingredient, role_rates
 from experiments.ingredients.pruning import pruning_ingredient
 from experiments.ingredients.treatment import treatment_ingredient
 from experiments.progress import Progress
-from masking import hashing, lottery, models
+from masking import hashing, lottery, models, population_procedures
+from masking.population import MemberFailed
 from masking.pruning import Mask
 from masking.training import Diverged, TrainingConfig, eval_points
 from ticketlab import schema
@@ -57,7 +58,7 @@ from ticketlab import schema
 ex = TicketlabExperiment("lottery", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, training_ing.training_ingredient, criterion_ingredient,
     treatment_ingredient, pruning_ingredient,
-], resumable=True)
+])
 
 
 @ex.config
@@ -211,6 +212,46 @@ def begin_record(_run, setup: lottery.Setup, data_source: str, _config, artifact
                       "rounds": _run.info.get("rounds", []) if stored else [], "execution": execution})
     if artifacts and not (stored and "init.pt" in stored.artifact_names):
         artifacts.save("init.pt", cpu(setup.init_weights))
+
+
+# ------------------------------------------------------------------- members of a population (experiments.population)
+
+
+def member_spec() -> lottery.LotterySpec:
+    """A member's procedure: that of the run created last (captured functions read its config)."""
+    return lottery_spec()
+
+
+def population_refusal(config: dict) -> str | None:
+    """What a population cannot train side by side (the open questions' trajectory sources), or None."""
+    if config["criterion"].get("source", "init_final") != "init_final":
+        return f"criterion.source={config['criterion']['source']!r}"
+    return None
+
+
+def train_population(members, data, device, dtype, execution: dict, fail, echo) -> None:
+    """Train the members' rounds in lockstep (``masking.population_procedures``), each recorded as its single run
+    records it; ``fail(member, error)`` closes a member whose loss diverged."""
+    graphs = members[0].run.config["training"]["graphs"]
+    setups = [lottery.setup(member.spec, data, device, dtype=dtype, graphs=graphs) for member in members]
+    for member, setup in zip(members, setups):
+        member.artifacts = ArtifactWriter(member.run) if member.run.config["save_artifacts"] else None
+        begin_record(member.run, setup, data.source, member.run.config, member.artifacts, execution)
+    iterations = members[0].spec.training.iterations
+
+    def on_eval(index, k, point):
+        log_eval(members[index].run, k, iterations, point)
+
+    for results in population_procedures.lottery_rounds(setups, on_eval):
+        for member, result in zip(members, results):
+            if isinstance(result, MemberFailed):
+                fail(member, result)
+            elif result is not None:
+                record_round(member.run, result, iterations, member.artifacts, member.spec.sources)
+                member.echo_line(round_line(result.record, iterations), echo)
+    for member in members:
+        if not member.failed:
+            member.run.result = member.run.info["rounds"][-1]["test_acc"]
 
 
 @ex.main

@@ -35,7 +35,7 @@ import pymongo
 import pymongo.errors
 from sacred.observers import MongoObserver
 
-from ticketlab import schema
+from ticketlab import kinds, schema
 from ticketlab.dbspec import DbSpec, connect, scrub, scrub_all
 
 # how long one database call waits for an unreachable server (TICKETLAB_DB_TIMEOUT_MS overrides)
@@ -107,10 +107,10 @@ class ResilientMongoObserver(MongoObserver):
 
     @staticmethod
     def tag_values(config: dict, experiment: str | None = "lottery") -> list[list[tuple[str, str | None]]]:
-        """Per group of the experiment's ``schema.TAG_GROUPS`` (other experiments: lottery's), the run's values as
-        (text, short text or None)."""
+        """Per tag group of the run's kind (``ticketlab.kinds``; a run of no kind registered here: lottery's), the
+        run's values as (text, short text or None)."""
         flat, groups = schema.flatten(config), []
-        for group in schema.TAG_GROUPS.get(experiment, schema.TAG_GROUPS["lottery"]):
+        for group in (kinds.get(experiment) if experiment in kinds.KINDS else kinds.get("lottery")).tags:
             values = []
             for tag in group:
                 if tag.when and flat.get(tag.when[0]) != tag.when[1]:
@@ -123,7 +123,7 @@ class ResilientMongoObserver(MongoObserver):
 
     @classmethod
     def tags(cls, config: dict, experiment: str | None = "lottery") -> list[str]:
-        """A run's Omniboard tags: per group of ``schema.TAG_GROUPS``, its values joined by "/"; a group longer than
+        """A run's Omniboard tags: per tag group of its kind, its values joined by "/"; a group longer than
         ``schema.TAG_MAX_CHARS`` (longer tags are cut in Omniboard's Tags cell) takes its values' short forms one
         after the other until it fits, or becomes one tag per value when it has none."""
         tags = []

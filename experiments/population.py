@@ -1,23 +1,29 @@
-"""Lottery runs (or learned Supermasks) trained together as one population, each stored as its own Sacred run.
+"""Runs of a kind trained together as one population, each stored as its own Sacred run.
 
     python -m experiments.population -m 127.0.0.1:27017:lottery \\
         --members "criterion.name=large_final,seed=1; criterion.name=random,seed=1; seed=2" \\
         with reduced data.name=fashion_mnist
 
 ``--members`` lists the members, separated by ``;``; each is a list of ``with`` arguments (``KEY=VALUE`` or named
-configs, separated by ``,`` or spaces) on top of the shared arguments after ``with``. Members may differ in
-``seed``, ``criterion`` and ``treatment`` only (``masking.population_procedures``); anything else that differs
-is reported in one line before any run starts, as is any bad value. The population trains on one device, the
-members' shared ``training.device`` (``auto``: the GPU when there is one). ``--experiment supermask`` trains learned
-Supermasks whose members differ in ``seed`` and ``supermask`` settings.
+configs, separated by ``,`` or spaces) on top of the shared arguments after ``with``. Members may differ in the
+config sections their kind's ``member_keys`` name only (``ticketlab.kinds``: lottery runs in ``seed``,
+``criterion`` and ``treatment``; ``--experiment supermask``, learned Supermasks, in ``seed`` and ``supermask``);
+anything else that differs is reported in one line before any run starts, as is any bad value. The population
+trains on one device, the members' shared ``training.device`` (``auto``: the GPU when there is one).
 
-Every member is a run of ``experiments.lottery`` in its own right: Sacred creates it from the member's config
+Every member is a run of its kind's experiment in its own right: Sacred creates it from the member's config
 (``ex._create_run``, the same observers ``-m`` gives a single run) and it stores exactly what a single run stores
-(``info.rounds``, metrics, artifacts, captured output: ``experiments.lottery``'s own recording functions), plus
+(``info.rounds``, metrics, artifacts, captured output: the experiment's own recording functions), plus
 ``info.population``: ``{"id", "size", "index", "device"}``. Its events (started, heartbeats, completed, failed) are
-driven here, one member at a time, while ``masking.population_procedures`` trains all members in lockstep. A
-member whose loss goes non-finite is marked FAILED alone; the others finish. Analysis, Omniboard and the sweep's
-skip-if-done see members as the single runs they are. ``run_population`` is the same for notebooks and the sweep.
+driven here, one member at a time, while the kind's module trains all members in lockstep. A member whose loss goes
+non-finite is marked FAILED alone; the others finish. Analysis, Omniboard and the sweep's skip-if-done see members as
+the single runs they are. ``run_population`` is the same for notebooks and the sweep.
+
+A kind trains in populations when its ``member_keys`` name some sections and its module offers
+``member_spec()`` (the procedure of the run created last: captured functions read its config),
+``population_refusal(config)`` (what a population cannot train side by side, or None) and
+``train_population(members, data, device, dtype, execution, fail, echo)`` (``fail(member, error)`` for a member
+whose loss diverged).
 """
 
 from __future__ import annotations
@@ -30,22 +36,17 @@ import uuid
 from typing import Sequence
 
 import torch
-
 from sacred.arg_parser import get_config_updates
 from sacred.utils import SacredError
 
-from experiments import lottery as lottery_exp
-from experiments import supermask as supermask_exp
-from experiments.base import ArtifactWriter, sigterm_interrupts
+from experiments.base import ArtifactWriter, kind_module, sigterm_interrupts
 from experiments.ingredients import data as data_ing
-from masking import lottery, population, population_procedures
+from masking import population
 from masking import training as masking_training
 from masking.population import MemberFailed
+from ticketlab import kinds
 from ticketlab.cli import Parser, add_database
 from ticketlab.schema import EXECUTION_KEYS, flatten
-
-# config keys members of one population may differ in, by experiment
-MEMBER_KEYS = {"lottery": ("seed", "criterion", "treatment"), "supermask": ("seed", "supermask")}
 
 
 class MemberOutput:
@@ -68,11 +69,12 @@ class MemberOutput:
 class Member:
     """One member: its Sacred run (created, not started), its procedure's spec, its output and artifacts."""
 
-    experiment: str  # lottery or supermask
+    experiment: str  # its kind (``ticketlab.kinds``)
     run: object
-    spec: object  # lottery.LotterySpec or supermask_training.SupermaskSpec
+    spec: object  # its kind's procedure: lottery.LotterySpec, supermask_training.SupermaskSpec, ...
     output: MemberOutput = dataclasses.field(default_factory=MemberOutput)
     artifacts: ArtifactWriter | None = None
+    failed: bool = False  # its loss diverged: its run is closed FAILED, the others go on
 
     def echo_line(self, line: str, echo) -> None:
         self.output.write(line + "\n")
@@ -94,12 +96,22 @@ CPU_NOTE = ("note: no GPU here; on a CPU a population trains at about the speed 
 SHARED_EXECUTION_KEYS = frozenset({"training.device", "training.graphs"})
 
 
+def member_keys(experiment: str) -> tuple[str, ...]:
+    """The config sections members of a population of ``experiment`` may differ in; a ValueError naming the kinds
+    that train in populations when it is not one."""
+    keys = kinds.get(experiment).member_keys
+    if not keys:
+        raise ValueError(f"{experiment} runs do not train in populations; valid choices: "
+                         f"{', '.join(name for name, kind in kinds.KINDS.items() if kind.member_keys)}")
+    return keys
+
+
 def shared_config(config: dict, experiment: str = "lottery") -> dict:
     """A member's flat config without what members may differ in and without execution settings (but for the
     device: a population trains on one)."""
+    keys = member_keys(experiment)
     return {path: value for path, value in flatten(config).items()
-            if (path not in EXECUTION_KEYS or path in SHARED_EXECUTION_KEYS)
-            and path.split(".")[0] not in MEMBER_KEYS[experiment]}
+            if (path not in EXECUTION_KEYS or path in SHARED_EXECUTION_KEYS) and path.split(".")[0] not in keys}
 
 
 def first_difference(a: dict, b: dict) -> str | None:
@@ -112,11 +124,9 @@ def first_difference(a: dict, b: dict) -> str | None:
 
 def create_runs(member_updates: Sequence[Sequence[str]], shared: Sequence[str] = (), db_spec: str | None = None,
                 observers: Sequence = (), experiment: str = "lottery") -> list[Member]:
-    """One Sacred run of ``experiments.<experiment>`` per member, configured and validated (config hooks run),
-    none started; a ValueError when two members cannot share a population."""
-    if experiment not in MEMBER_KEYS:
-        raise ValueError(f"unknown experiment {experiment!r}; valid choices: {', '.join(MEMBER_KEYS)}")
-    module = lottery_exp if experiment == "lottery" else supermask_exp
+    """One Sacred run of its kind's experiment per member, configured and validated (config hooks run), none
+    started; a ValueError when two members cannot share a population."""
+    keys, module = member_keys(experiment), kind_module(experiment)
     members: list[Member] = []
     for updates in member_updates:
         config_updates, named_configs = get_config_updates([*shared, *updates])
@@ -128,25 +138,14 @@ def create_runs(member_updates: Sequence[Sequence[str]], shared: Sequence[str] =
                                           shared_config(run.config, experiment))
             if difference:
                 raise ValueError(f"member {len(members)} cannot share a population with member 0 ({difference}); "
-                                 f"members may differ in {', '.join(MEMBER_KEYS[experiment])} only")
-        unsupported = _unsupported(run.config, experiment)
+                                 f"members may differ in {', '.join(keys)} only")
+        unsupported = module.population_refusal(run.config)
         if unsupported:
             raise ValueError(f"member {len(members)}: {unsupported} does not run in a population yet; run it as a "
                              f"single run")
         # captured functions read the config of the run made last: build the member's spec now
-        spec = lottery_exp.lottery_spec() if experiment == "lottery" else supermask_exp.supermask_spec()
-        members.append(Member(experiment, run, spec))
+        members.append(Member(experiment, run, module.member_spec()))
     return members
-
-
-def _unsupported(config: dict, experiment: str) -> str | None:
-    """The config value a population cannot train side by side (the open questions' trajectory sources and
-    Supermasks started from a mask), or None."""
-    if experiment == "lottery" and config["criterion"].get("source", "init_final") != "init_final":
-        return f"criterion.source={config['criterion']['source']!r}"
-    if experiment == "supermask" and config["supermask"].get("start", "scratch") != "scratch":
-        return f"supermask.start={config['supermask']['start']!r}"
-    return None
 
 
 def run_population(member_updates: Sequence[Sequence[str]], shared: Sequence[str] = (), db_spec: str | None = None,
@@ -176,65 +175,23 @@ def train(members: Sequence[Member], population_id: str | None = None, echo=prin
         run._output_file = member.output
         run._emit_started()
         run._start_heartbeat()
-    live = list(members)
+
+    def fail(member: Member, error: MemberFailed) -> None:
+        member.echo_line(f"FAILED: {error}", echo)
+        member.failed = True
+        _finish(member, error=error)
+
     try:
-        if members[0].experiment == "lottery":
-            _train_lottery(members, live, data, device, dtype, execution, echo)
-        else:
-            _train_supermask(members, live, data, device, dtype, execution, echo)
+        kind_module(members[0].experiment).train_population(members, data, device, dtype, execution, fail, echo)
     except BaseException as error:  # the population itself failed or was interrupted: so does every live member
-        for member in live:
-            _finish(member, error=error)
+        for member in members:
+            if not member.failed:
+                _finish(member, error=error)
         raise
-    for member in live:
-        _finish(member)
+    for member in members:
+        if not member.failed:
+            _finish(member)
     return [member.run for member in members]
-
-
-def _fail(member: Member, error: MemberFailed, live: list[Member], echo) -> None:
-    member.echo_line(f"FAILED: {error}", echo)
-    _finish(member, error=error)
-    live.remove(member)
-
-
-def _train_lottery(members: Sequence[Member], live: list[Member], data, device, dtype, execution, echo) -> None:
-    graphs = members[0].run.config["training"]["graphs"]
-    setups = [lottery.setup(member.spec, data, device, dtype=dtype, graphs=graphs) for member in members]
-    for member, setup in zip(members, setups):
-        member.artifacts = ArtifactWriter(member.run) if member.run.config["save_artifacts"] else None
-        lottery_exp.begin_record(member.run, setup, data.source, member.run.config, member.artifacts, execution)
-    iterations = members[0].spec.training.iterations
-
-    def on_eval(index, k, point):
-        lottery_exp.log_eval(members[index].run, k, iterations, point)
-
-    for results in population_procedures.lottery_rounds(setups, on_eval):
-        for member, result in zip(members, results):
-            if isinstance(result, MemberFailed):
-                _fail(member, result, live, echo)
-            elif result is not None:
-                lottery_exp.record_round(member.run, result, iterations, member.artifacts, member.spec.sources)
-                member.echo_line(lottery_exp.round_line(result.record, iterations), echo)
-    for member in live:
-        member.run.result = member.run.info["rounds"][-1]["test_acc"]
-
-
-def _train_supermask(members: Sequence[Member], live: list[Member], data, device, dtype, execution,
-                     echo) -> None:
-    def on_eval(index, point):
-        supermask_exp.log_eval(members[index].run, point)
-
-    results = population_procedures.supermasks([member.spec for member in members], data, on_eval, device=device,
-                                               dtype=dtype, graphs=members[0].run.config["training"]["graphs"])
-    for member, result in zip(members, results):
-        if isinstance(result, MemberFailed):
-            _fail(member, result, live, echo)
-            continue
-        run = member.run
-        run.info["start_mask"] = None  # members start from scratch (create_runs refuses other starts)
-        member.echo_line(supermask_exp.record_result(run, result, data.source, run.config,
-                                                     run.config["save_artifacts"], execution), echo)
-        run.result = result.record.test_acc_mean
 
 
 def _finish(member: Member, error: BaseException | None = None) -> None:
@@ -267,7 +224,7 @@ def group_key(config: dict, experiment: str = "lottery") -> str:
 
 def group(configs: Sequence[dict], size: int, experiment: str = "lottery") -> list[list[int]]:
     """Indices of ``configs`` in populations of at most ``size``: configs equal but for what members may differ in
-    (``MEMBER_KEYS``) share one, in grid order; a point with no partner is a group of one."""
+    (their kind's ``member_keys``) share one, in grid order; a point with no partner is a group of one."""
     groups: dict[str, list[int]] = {}
     for index, config in enumerate(configs):
         groups.setdefault(group_key(config, experiment), []).append(index)
@@ -279,7 +236,8 @@ def main(argv=None) -> int:
                     epilog="Anything after 'with' applies to every member.")
     add_database(parser, help_text="the run database (each member a run; none: the runs are not stored)")
     parser.add_argument("--members", required=True, help="members separated by ';', each KEY=VALUE,KEY=VALUE")
-    parser.add_argument("--experiment", choices=list(MEMBER_KEYS), default="lottery")
+    parser.add_argument("--experiment", choices=[name for name, kind in kinds.KINDS.items() if kind.member_keys],
+                        default="lottery", help="the kind of the members' runs")
     args = parser.parse_with(sys.argv[1:] if argv is None else argv)
     parser.database(args, optional=True)
     try:

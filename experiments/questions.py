@@ -40,6 +40,7 @@ from analysis.query import QueryError, load_runs
 from analysis.stats import ComparisonError, compare
 from analysis.tables import markdown_table
 from experiments import localdb, sweep
+from experiments.base import experiment
 from ticketlab import dbspec
 from ticketlab.cli import Parser
 from ticketlab.identity import condition_hash
@@ -319,14 +320,11 @@ def scaling_report(db, s: Settings, out: Path) -> list[str]:
 def part_conditions(parts: list[Part], s: Settings) -> set[str]:
     """The conditions (``ticketlab.identity.condition_hash``) of every run ``parts`` start, resolved as the sweep
     resolves them."""
-    import importlib
-
     out = set()
     for part in parts:
         args, parser = sweep.parse_args(["-m", "h:1:db", "--experiment", part.experiment, *part.flags, "--seeds",
                                          s.seeds.split(",")[0], "with", *s.shared(part.experiment), *part.updates])
-        ex = importlib.import_module(f"experiments.{part.experiment}").ex
-        out |= {condition_hash(sweep.resolve(ex, args.shared + point))
+        out |= {condition_hash(sweep.resolve(experiment(part.experiment), args.shared + point))
                 for point in sweep.grid_points(sweep.build_axes(args, parser))}
     return out
 

@@ -33,8 +33,7 @@ import torch
 
 from experiments.errors import UserError
 from experiments.observers import SERVER_TIMEOUT_MS
-from ticketlab import dbspec
-from ticketlab import identity
+from ticketlab import dbspec, identity, kinds
 from ticketlab.cli import Parser, add_database
 from ticketlab.schema import EXECUTION_KEYS
 
@@ -50,7 +49,7 @@ class ResumeError(UserError):
 def resume_command(run_id: int, db_spec: str, updates: Sequence[str] = (), experiment: str = "lottery") -> list[str]:
     """The command that continues run ``run_id`` of database ``db_spec`` (``updates``: execution settings only,
     e.g. ``["training.threads=1"]``)."""
-    command = [sys.executable, "-m", f"experiments.{experiment}", "-m", db_spec, RESUME_FLAG, str(int(run_id))]
+    command = [sys.executable, "-m", kinds.get(experiment).module, "-m", db_spec, RESUME_FLAG, str(int(run_id))]
     return command + (["with", *updates] if updates else [])
 
 
@@ -213,15 +212,15 @@ def main(argv=None) -> int:
     args = parser.parse_with(sys.argv[1:] if argv is None else argv)
     parser.database(args)
     try:
-        name = stored_run(args.mongo_db, args.run_id).get("experiment", {}).get("name")
-    except ResumeError as error:
+        kind = kinds.get(stored_run(args.mongo_db, args.run_id).get("experiment", {}).get("name"))
+    except (ResumeError, ValueError) as error:
         parser.error(str(error))
-    experiment = importlib.import_module(f"experiments.{name}").ex
-    if not experiment.resumable:
-        parser.error(f"run {args.run_id} is a {name} run: {name} runs are not resumed (run it again)")
-    experiment.run_commandline([f"python -m experiments.{name}", "-m", args.mongo_db, RESUME_FLAG, args.run_id,
-                                *([OTHER_SCIENCE_FLAG] if args.other_science else []),
-                                *(["with", *args.shared] if args.shared else [])])
+    if not kind.resumable:
+        parser.error(f"run {args.run_id} is a {kind.name} run: {kind.name} runs are not resumed (run it again)")
+    experiment = importlib.import_module(kind.module).ex  # the kind's experiment: it imports this module
+    experiment.run_commandline([
+        f"python -m {kind.module}", "-m", args.mongo_db, RESUME_FLAG, args.run_id,
+        *([OTHER_SCIENCE_FLAG] if args.other_science else []), *(["with", *args.shared] if args.shared else [])])
     return 0
 
 

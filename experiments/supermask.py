@@ -33,7 +33,8 @@ from experiments.errors import ConfigError, RunFailed, run_name
 from experiments.ingredients.supermask import supermask_ingredient
 from experiments.progress import Progress
 from experiments.resume import load_tensors
-from masking import hashing, models, rng, start_mask, supermask_training
+from masking import hashing, models, population_procedures, rng, start_mask, supermask_training
+from masking.population import MemberFailed
 from masking.training import Diverged
 from ticketlab import identity
 
@@ -173,6 +174,40 @@ def record_result(_run, result: supermask_training.SupermaskResult, data_source:
             f"{record.eval_samples} masks (early stop at {record.early_stop_iteration}), expected density "
             f"{record.expected_density:.3f}, untrained {record.untrained_test_acc_mean:.4f}, "
             f"{1000 * record.train_seconds / _config['training']['iterations']:.2f} s/1k it")
+
+
+# ------------------------------------------------------------------- members of a population (experiments.population)
+
+
+def member_spec() -> supermask_training.SupermaskSpec:
+    """A member's procedure: that of the run created last (captured functions read its config)."""
+    return supermask_spec()
+
+
+def population_refusal(config: dict) -> str | None:
+    """What a population cannot train side by side (Supermasks started from a mask), or None."""
+    if config["supermask"].get("start", "scratch") != "scratch":
+        return f"supermask.start={config['supermask']['start']!r}"
+    return None
+
+
+def train_population(members, data, device, dtype, execution: dict, fail, echo) -> None:
+    """Train the members side by side (``masking.population_procedures``), each recorded as its single run records
+    it; ``fail(member, error)`` closes a member whose loss diverged."""
+    def on_eval(index, point):
+        log_eval(members[index].run, point)
+
+    results = population_procedures.supermasks([member.spec for member in members], data, on_eval, device=device,
+                                               dtype=dtype, graphs=members[0].run.config["training"]["graphs"])
+    for member, result in zip(members, results):
+        if isinstance(result, MemberFailed):
+            fail(member, result)
+            continue
+        run = member.run
+        run.info["start_mask"] = None  # members start from scratch (population_refusal refuses other starts)
+        member.echo_line(record_result(run, result, data.source, run.config, run.config["save_artifacts"],
+                                       execution), echo)
+        run.result = result.record.test_acc_mean
 
 
 @ex.main

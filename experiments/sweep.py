@@ -7,32 +7,24 @@
         --mem 8G --gpus all --workers 40 ... with ...
     python -m experiments.sweep status -m HOST:27017:lottery          # the latest sweep, read from the database
 
-The grid is the product of ``--criteria``, ``--mask1``, ``--mask0``, ``--seeds`` and any ``--grid KEY=V1,V2``;
-everything after ``with`` applies to every run (config updates and named configs, as for the experiment).
-Every point is configured, and so validated, before anything starts. Each point is one unit of work: wherever it
-runs, it first claims its condition (``analysis.conditions.condition_hash`` of its config: everything but
-execution keys) in the run database (``experiments.claims``), so a point that is COMPLETED or claimed by a live
-holder is never started twice, by this sweep or any other on any host; a point whose holder died (no heartbeat
-for ``--stale-after`` seconds) is taken over and its run resumed from its last finished round. Each run is
-``python -m experiments.<experiment> with ... -m DB`` in its own process pinned to ``--threads`` threads (default
-1: two single-thread processes beat one two-thread process). Executors (``--executor``):
-
-- ``local`` (default): ``--workers`` runs at a time on this machine; ``--gpus 0,1 --runs-per-gpu 2`` gives each
-  slot its own device (``training.device=cuda:N``), so four runs share two GPUs.
-- ``dask``: each unit is a task on a Dask distributed cluster: ``--scheduler tcp://HOST:PORT`` (one started with
-  ``dask scheduler`` and ``dask worker`` processes, each started in a ticketlab checkout or install with
-  ``--nthreads 1``) or ``--scheduler local`` (a LocalCluster of ``--workers`` processes on 127.0.0.1). With
-  ``--gpus``, a task needs the worker resource ``GPU`` (1 / ``--runs-per-gpu``): start one worker per GPU with
-  ``CUDA_VISIBLE_DEVICES=N dask worker ... --resources GPU=1``; its runs use ``training.device=cuda``.
-  ``--scheduler local --gpus 0,1`` starts those workers itself, one per GPU.
-- ``slurm``: sbatch job arrays (``--workers`` array tasks at a time) with ``--partition``, ``--time``, ``--mem``,
-  ``--threads`` CPUs per task and one GPU per task with ``--gpus``; logs in ``--logs`` (slurm-JOB_TASK.out).
+The grid is the product of the shorthand flags (``--criteria``, ``--mask1``, ``--mask0``: ``schema.SWEEP_AXES``, for
+the kinds that take them), ``--seeds`` and any ``--grid KEY=V1,V2``; everything after ``with`` applies to every run
+(config updates and named configs, as for the experiment). Every point is configured, and so validated, before
+anything starts. Each point is one unit of work: wherever it runs, it first claims its point
+(``ticketlab.identity.point_hash`` of its config: everything but execution keys) in the run database
+(``experiments.claims``), so a point that is COMPLETED or claimed by a live holder is never started twice, by this
+sweep or any other on any host; a point whose holder died (no heartbeat for ``--stale-after`` seconds) is taken over
+and its run resumed from its last finished round. Each run is ``python -m <the kind's module> with ... -m DB`` in
+its own process pinned to ``--threads`` threads (default 1: two single-thread processes beat one two-thread
+process). Where the units run is the executor's (``--executor``, ``experiments.executors``: ``local``, the default,
+``--workers`` at a time on this machine, with ``--gpus`` a device per slot; ``dask``; ``slurm``): each declares its
+own flags and checks.
 
 The sweep shows the rounds done across all its runs with an ETA and which runs are running, retries a failed or
 lost unit up to ``--retries`` times (it resumes), waits for points another sweep holds, and exits non-zero if
-any point failed. ``--detach`` leaves the work running (local: a background sweep process; dask: the tasks stay
-on the cluster; slurm: the jobs stay queued); ``python -m experiments.sweep status -m DB`` reports it later.
-Runs kept on disk while the database was down are uploaded first. Per-run logs go to ``--logs``.
+any point failed. ``--detach`` leaves the work running (how is the executor's); ``python -m experiments.sweep
+status -m DB`` (``ticketlab status``) reports it later. Runs kept on disk while the database was down are uploaded
+first. Per-run logs go to ``--logs``.
 """
 
 from __future__ import annotations
@@ -40,12 +32,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib
 import itertools
 import os
 import secrets
-import shutil
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -57,17 +46,17 @@ from sacred.arg_parser import get_config_updates
 from sacred.initialize import create_run
 from tqdm import tqdm
 
-from experiments import claims
-from experiments.executors import FAILED, HELD, LOST, Unit
+from experiments import claims, executors
+from experiments.base import experiment as experiment_of
+from experiments.executors import EXECUTORS, FAILED, HELD, LOST, Unit
 from experiments.localdb import home_dir
 from experiments.observers import SERVER_TIMEOUT_MS, upload_failed_runs
 from experiments.progress import clock
-from ticketlab import dbspec
+from ticketlab import dbspec, kinds
 from ticketlab.cli import Parser, add_database
 from ticketlab.identity import point_hash, science_version, version_of
+from ticketlab.schema import SWEEP_AXES
 
-EXPERIMENTS = ("lottery", "supermask")
-EXECUTORS = ("local", "dask", "slurm")
 SWEEPS = "sweeps"  # one document per sweep: its points, for ``status``
 
 
@@ -111,13 +100,6 @@ def points_to_run(hashes: list[str], done: dict[str, set[str]], keep_other_versi
     what = "counted as done (--keep-other-versions)" if keep_other_versions else \
         f"run again with this code's science version {current} (--keep-other-versions counts them done)"
     return todo, f"sweep: {points} point(s) were completed only by other science versions ({versions}): {what}"
-
-
-def work_of(experiment: str, config: dict) -> tuple[int, int | None]:
-    """Units of progress of one run: (its rounds, training steps per round) for a lottery run, else (1, None)."""
-    if experiment == "lottery":
-        return config["pruning"]["rounds"] + 1, config["training"]["iterations"]
-    return 1, None
 
 
 def _last_steps(db, run_ids: list) -> dict:
@@ -309,14 +291,12 @@ def parse_args(argv):
                                      epilog="Anything after 'with' is passed to every run. "
                                             "'python -m experiments.sweep status -m DB' reports a sweep.")
     add_database(parser)
-    parser.add_argument("--experiment", choices=EXPERIMENTS, default="lottery")
-    parser.add_argument("--criteria", help="comma-separated criterion.name values")
-    parser.add_argument("--mask1", help="comma-separated treatment.mask1 values")
-    parser.add_argument("--mask0", help="comma-separated treatment.mask0 values")
-    parser.add_argument("--seeds", default="1", help="comma-separated seeds (default 1)")
+    parser.add_argument("--experiment", choices=kinds.names(), default="lottery", help="the kind of experiment")
+    for flag, path in SWEEP_AXES.items():
+        parser.add_argument(f"--{flag}", default="1" if path == "seed" else None,
+                            help=f"comma-separated {path} values" + (" (default 1)" if path == "seed" else ""))
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
                         help="another grid axis over any config key (repeatable)")
-    parser.add_argument("--executor", choices=EXECUTORS, default="local", help="where runs execute (default local)")
     parser.add_argument("--workers", type=int, default=2,
                         help="runs at a time (local; dask --scheduler local; slurm: array tasks at a time)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (and Slurm CPUs) per run (default 1)")
@@ -332,12 +312,6 @@ def parse_args(argv):
                         help="count a point done when a COMPLETED run of it was made by another science version "
                              "(masking/ changed since); by default such points are run again")
     parser.add_argument("--detach", action="store_true", help="start the work, leave it running, and return")
-    parser.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT|local", help="dask: the scheduler")
-    parser.add_argument("--partition", default=None, help="slurm: the partition")
-    parser.add_argument("--time", default=None, dest="time_limit", help="slurm: time limit per run, e.g. 12:00:00")
-    parser.add_argument("--mem", default=None, help="slurm: memory per run, e.g. 8G")
-    parser.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
-                        help="slurm: another sbatch option, e.g. --sbatch=--account=lab (repeatable)")
     parser.add_argument("--logs", type=Path, default=None, help="folder for per-run logs")
     parser.add_argument("--dry-run", action="store_true", help="list what would run, run nothing")
     parser.add_argument("--population", type=population_size, default=1, metavar="K|auto",
@@ -347,6 +321,7 @@ def parse_args(argv):
                              "the GPU's memory and measured step time (experiments.population_size; 1 on a CPU)")
     parser.add_argument("--failure-dir", default=None, help="where runs kept during a database outage wait")
     parser.add_argument("--sweep-id", default=None, help=argparse.SUPPRESS)  # a detached local sweep's own id
+    executors.add_arguments(parser)  # --executor and each executor's own flags
     return parser.parse_with(argv), parser
 
 
@@ -361,11 +336,13 @@ def population_size(text: str) -> int | str:
 
 
 def build_axes(args, parser) -> dict[str, list[str]]:
+    """The grid: the shorthand flags the kind takes (``schema.SWEEP_AXES``), then ``--grid``s, then the seeds."""
     axes = {}
-    for flag, key in (("criteria", "criterion.name"), ("mask1", "treatment.mask1"), ("mask0", "treatment.mask0")):
-        if getattr(args, flag):
-            if args.experiment != "lottery":
-                parser.error(f"--{flag} applies to the lottery experiment only")
+    for flag, key in SWEEP_AXES.items():
+        if key != "seed" and getattr(args, flag):
+            if flag not in kinds.get(args.experiment).axes:
+                takers = " and ".join(kind.name for _, kind in kinds.KINDS.items() if flag in kind.axes)
+                parser.error(f"--{flag} applies to the {takers} experiment only")
             axes[key] = getattr(args, flag).split(",")
     for item in args.grid:
         key, _, values = item.partition("=")
@@ -377,7 +354,8 @@ def build_axes(args, parser) -> dict[str, list[str]]:
 
 
 def check_execution(args, parser) -> list[str] | None:
-    """Executor flags checked before anything starts (one line naming the bad value); local GPU devices."""
+    """The command line's execution flags checked before anything starts (one line naming the bad value), then the
+    executor's own (``Executor.check``); the devices of this machine's slots, if the executor has them."""
     if args.workers < 1 or args.threads < 1 or args.runs_per_gpu < 1 or args.retries < 0:
         parser.error("--workers, --threads and --runs-per-gpu must be at least 1, --retries at least 0")
     if args.stale_after <= claims.SACRED_BEAT:
@@ -385,73 +363,12 @@ def check_execution(args, parser) -> list[str] | None:
                      f"{claims.SACRED_BEAT:g} s")
     if args.population != "auto" and args.population < 1:
         parser.error(f"--population {args.population} must be at least 1")
-    if (args.population == "auto" or args.population > 1) and (args.executor != "local" or args.detach):
-        parser.error("--population runs on this machine: it takes --executor local (with --gpus or without), "
-                     "not --detach")
-    if args.executor == "dask":
-        if not args.scheduler:
-            parser.error("--executor dask needs --scheduler tcp://HOST:PORT (or --scheduler local)")
-        if args.scheduler != "local" and "://" not in args.scheduler:
-            parser.error(f"--scheduler {args.scheduler!r} is not tcp://HOST:PORT or local")
-        if args.detach and args.scheduler == "local":
-            parser.error("--detach needs a scheduler that outlives this command (--scheduler tcp://HOST:PORT)")
-    elif args.scheduler:
-        parser.error(f"--scheduler applies to --executor dask, not {args.executor}")
-    if args.executor == "slurm" and not shutil.which("sbatch"):
-        parser.error("--executor slurm: sbatch is not on PATH (run the sweep on a Slurm login node)")
-    if args.executor != "slurm" and (args.partition or args.time_limit or args.mem or args.sbatch):
-        parser.error(f"--partition, --time, --mem and --sbatch apply to --executor slurm, not {args.executor}")
-    args.gpu_ids = None  # this machine's GPUs that the runs use (local executor; a local Dask cluster)
-    if args.gpus is None or not (args.executor == "local" or args.scheduler == "local"):
-        return None
-    import torch
-
-    try:
-        args.gpu_ids = gpu_ids(args.gpus, torch.cuda.device_count())
-    except ValueError as error:
-        parser.error(str(error))
-    if args.executor != "local":
-        return None
-    return [f"cuda:{i}" for i in args.gpu_ids for _ in range(args.runs_per_gpu)]
-
-
-def gpu_ids(spec: str, count: int) -> list[int]:
-    """The GPU ids ``--gpus`` names (``0,1`` or ``all``) on a machine with ``count`` GPUs; a ValueError in one line
-    naming the valid choices otherwise."""
-    valid = f"valid: 0..{count - 1} or all" if count else "no CUDA device on this machine"
-    try:
-        ids = list(range(count)) if spec == "all" else [int(i) for i in spec.split(",")]
-    except ValueError:
-        ids = None
-    if not ids or any(not 0 <= i < count for i in ids):
-        raise ValueError(f"--gpus {spec!r} names no usable GPU ({valid})")
-    return ids
-
-
-def make_executor(args, db, logs: Path, devices: list[str] | None, population_key=None):
-    """The executor ``args`` name; with ``population_key`` (a unit's population group), local populations."""
-    from experiments import executors
-
-    if population_key is not None:
-        return executors.PopulationExecutor(len(devices) if devices else args.workers, args.population,
-                                            population_key, list(args.shared), args.threads, logs, devices)
-    if args.executor == "local":
-        return executors.LocalExecutor(len(devices) if devices else args.workers, devices)
-    if args.executor == "dask":
-        return executors.DaskExecutor(args.scheduler, args.workers, 1 / args.runs_per_gpu if args.gpus else None,
-                                      [str(i) for i in args.gpu_ids] if args.gpu_ids else None)
-    return executors.SlurmExecutor(db, logs, args.threads, args.workers, args.partition, args.time_limit, args.mem,
-                                   1 if args.gpus else 0, args.sbatch)
-
-
-def detach_local(argv: list[str], sweep_id: str, logs: Path) -> int:
-    """The same sweep as a background process in its own session, outliving this command."""
-    command = [sys.executable, "-m", "experiments.sweep", "--sweep-id", sweep_id,
-               *[a for a in argv if a != "--detach"]]
-    out = open(logs / "sweep.out", "ab")
-    process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               start_new_session=True)
-    return process.pid
+    executor = executors.chosen(args, parser)
+    if (args.population == "auto" or args.population > 1) and (not executor.populations or args.detach):
+        takers = ", ".join(name for name, other in EXECUTORS.items() if other.populations)
+        parser.error(f"--population runs on this machine: it takes --executor {takers} (with --gpus or without), "
+                     f"not --detach")
+    return executor.check(args, parser)
 
 
 def main(argv=None) -> int:
@@ -461,7 +378,7 @@ def main(argv=None) -> int:
     args, parser = parse_args(argv)
     devices = check_execution(args, parser)
     spec = parser.database(args)
-    experiment = importlib.import_module(f"experiments.{args.experiment}").ex
+    experiment = experiment_of(args.experiment)
     axes = build_axes(args, parser)
     labels = [" ".join(point) for point in grid_points(axes)]
     points = [args.shared + point for point in grid_points(axes)]
@@ -492,30 +409,17 @@ def main(argv=None) -> int:
 
 def run_grid(args, argv, db, experiment: str, labels, points, configs, done: dict[str, set[str]], devices) -> int:
     """Run the grid's points that are not done (``done``: ``completed_hashes``) with the executor ``args`` name,
-    or, with ``--population K``, in populations (``executors.PopulationExecutor``): every unit claims its point."""
+    or, with ``--population K``, in populations (``Executor.create_population``): every unit claims its point."""
     hashes = [point_hash(c) for c in configs]
     todo, versions = points_to_run(hashes, done, args.keep_other_versions)
     if versions:
         print(versions)
     science = None if args.keep_other_versions else science_version()
-    workers = len(devices) if devices else args.workers
-    where = {"local": f"{workers} workers x {args.threads} thread(s)"
-                      + (f" on {', '.join(sorted(set(devices)))}" if devices else ""),
-             "dask": f"Dask scheduler {args.scheduler}", "slurm": "Slurm job arrays"}[args.executor]
-    keys = None
-    if args.population > 1:  # compatible points trained together (experiments.population)
-        from experiments import population
-
-        keys = {i: population.group_key(configs[i], args.experiment) for i in todo}
-        groups = population.group([configs[i] for i in todo], args.population, args.experiment)
-        alone = sum(len(members) == 1 for members in groups)
-        where = (f"as {len(groups) - alone} population(s) of at most {args.population} and {alone} single run(s), "
-                 f"{workers} at a time x {args.threads} thread(s)"
-                 + (f" on {', '.join(sorted(set(devices)))}" if devices else ""))
+    where, keys, note = plan(args, configs, todo, devices)
     print(f"sweep: {len(points)} runs in the grid, {len(points) - len(todo)} already completed, {len(todo)} to run "
-          f"{where if keys is not None else 'with ' + where}")
-    if keys is not None and len(groups) > alone and not torch_cuda_available():
-        print(f"sweep: {population.CPU_NOTE}")
+          f"{where}")
+    if note:
+        print(f"sweep: {note}")
     if not todo:
         print("sweep: nothing to run")
         return 0
@@ -526,22 +430,46 @@ def run_grid(args, argv, db, experiment: str, labels, points, configs, done: dic
     sweep_id = args.sweep_id or datetime.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
     logs = (args.logs or home_dir() / "sweep_logs" / sweep_id).resolve()
     logs.mkdir(parents=True, exist_ok=True)
+    kind = kinds.get(args.experiment)
     records = [{"index": i, "label": labels[i], "updates": points[i], "condition": hashes[i], "science": science,
-                **dict(zip(("work", "steps"), work_of(args.experiment, configs[i])))} for i in range(len(points))]
+                **dict(zip(("work", "steps"), kind.work(configs[i])))} for i in range(len(points))]
     db[SWEEPS].replace_one({"_id": sweep_id}, {
         "_id": sweep_id, "experiment": experiment, "executor": args.executor, "created": claims.utcnow(),
         "host": os.uname().nodename, "logs": str(logs), "detached": args.detach, "points": records,
         "stale_after": args.stale_after, "command": ["python", "-m", "experiments.sweep", *argv]}, upsert=True)
-    if args.detach and args.executor == "local":
-        pid = detach_local(argv, sweep_id, logs)
-        print(f"sweep {sweep_id}: running in the background (pid {pid}; output in {logs / 'sweep.out'}); "
-              f"see it with: python -m experiments.sweep status -m {args.mongo_db} --sweep {sweep_id}")
-        return 0
     units = [Unit(index=i, experiment=args.experiment, updates=points[i], condition=hashes[i],
                   db_spec=args.mongo_db, threads=args.threads, device="cuda" if args.gpus and not devices else None,
                   stale_after=args.stale_after, log=str(logs / f"run_{i:04d}.log"), science=science) for i in todo]
+    return execute(args, argv, db, sweep_id, logs, units, [records[i] for i in todo], devices, keys)
+
+
+def plan(args, configs, todo: list[int], devices) -> tuple[str, dict | None, str]:
+    """How the points to run go, for the sweep's first line; with ``--population K``, each point's population
+    group (``experiments.population.group_key``); and a note for a population sweep on a CPU."""
+    if args.population <= 1:
+        return "with " + EXECUTORS.get(args.executor).describe(args, devices), None, ""
+    from experiments import population  # compatible points trained together
+
+    keys = {i: population.group_key(configs[i], args.experiment) for i in todo}
+    groups = population.group([configs[i] for i in todo], args.population, args.experiment)
+    alone = sum(len(members) == 1 for members in groups)
+    where = (f"as {len(groups) - alone} population(s) of at most {args.population} and {alone} single run(s), "
+             f"{len(devices) if devices else args.workers} at a time x {args.threads} thread(s)"
+             + (f" on {', '.join(sorted(set(devices)))}" if devices else ""))
+    return where, keys, population.CPU_NOTE if len(groups) > alone and not torch_cuda_available() else ""
+
+
+def execute(args, argv, db, sweep_id: str, logs: Path, units: list[Unit], records: list[dict], devices,
+            keys: dict | None) -> int:
+    """The units through the executor to the end (``drive``), or left running (``--detach``)."""
+    executor_class = EXECUTORS.get(args.executor)
+    see = f"see {{}} with: python -m experiments.sweep status -m {args.mongo_db} --sweep {sweep_id}"
+    if args.detach and (how := executor_class.detach_sweep(argv, sweep_id, logs)):
+        print(f"sweep {sweep_id}: {how}; {see.format('it')}")
+        return 0
     try:
-        executor = make_executor(args, db, logs, devices, None if keys is None else (lambda unit: keys[unit.index]))
+        executor = executor_class.create(args, db, logs, devices) if keys is None else \
+            executor_class.create_population(args, logs, devices, lambda unit: keys[unit.index])
     except (OSError, RuntimeError) as error:
         print(f"error: the {args.executor} executor did not start: {error}", file=sys.stderr)
         return 2
@@ -549,10 +477,9 @@ def run_grid(args, argv, db, experiment: str, labels, points, configs, done: dic
         if args.detach:
             executor.submit([dataclasses.replace(u, token=f"{sweep_id}/{u.index}/1") for u in units])
             executor.detach()
-            print(f"sweep {sweep_id}: {len(units)} units left running on {args.executor}; see them with: "
-                  f"python -m experiments.sweep status -m {args.mongo_db} --sweep {sweep_id}")
+            print(f"sweep {sweep_id}: {len(units)} units left running on {args.executor}; {see.format('them')}")
             return 0
-        progress = Progress(db, experiment, [records[i] for i in todo], args.stale_after)
+        progress = Progress(db, kinds.get(args.experiment).name, records, args.stale_after)
         try:
             failed = drive(executor, units, db, sweep_id, args.retries, args.stale_after, progress)
         finally:
@@ -562,7 +489,7 @@ def run_grid(args, argv, db, experiment: str, labels, points, configs, done: dic
         return 2
     finally:
         executor.close()
-    print(f"sweep: {len(todo) - len(failed)} of {len(todo)} runs completed; logs in {logs}")
+    print(f"sweep: {len(units) - len(failed)} of {len(units)} runs completed; logs in {logs}")
     for unit, outcome in failed.values():
         print(f"  FAILED ({outcome}): with {' '.join(unit.updates)}  (log: {unit.log})", file=sys.stderr)
     return 1 if failed else 0

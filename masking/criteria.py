@@ -23,8 +23,8 @@ from typing import Callable
 
 import torch
 
-from masking.registry import Registry
 from masking.rng import randperm
+from ticketlab.registry import Registry
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -35,9 +35,9 @@ import torch
 from masking import criteria, hashing, models, rng, treatments
 from masking.evaluation import evaluate
 from masking.pruning import Mask, apply_ticket, layer_rates, prune, schedule
-from masking.registry import Registry
 from masking.training import (DataSplits, FitResult, Placed, TrainingConfig, check_graphs, data_shape, eval_points,
                               fit_config, place)
+from ticketlab.registry import Registry
 from ticketlab.schema import RoundRecord
 
 OnEval = Callable[[int, dict[str, float]], None]  # (round, evaluation point: iteration, train_loss, val_loss, val_acc)

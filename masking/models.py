@@ -25,9 +25,9 @@ from torch.nn import functional as F
 
 from masking.initializers import glorot_normal_
 from masking.layers import MaskedConv2d, MaskedLinear
-from masking.registry import Registry
 from masking.rng import seeded
 from masking.supermask import SupermaskConv2d, SupermaskLinear, set_signed_constant
+from ticketlab.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,8 +38,8 @@ from torch.nn import functional as F
 
 from masking.evaluation import scores
 from masking.layers import guard_optimizer, masked_layers
-from masking.registry import Registry
 from masking.rng import generator_device, randperm
+from ticketlab.registry import Registry
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
 OPTIMIZERS.add("adam", lambda params, lr, **kw: torch.optim.Adam(params, lr=lr, fused=True, **kw))

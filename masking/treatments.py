@@ -12,8 +12,8 @@ from typing import Callable
 import torch
 
 from masking.initializers import glorot_normal_
-from masking.registry import Registry
 from masking.rng import generator_device, randperm, random_signs
+from ticketlab.registry import Registry
 
 InitFn = Callable[..., torch.Tensor]
 Mask1Fn = Callable[[torch.Tensor, torch.Tensor, torch.Generator | None, InitFn], torch.Tensor]

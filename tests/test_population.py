@@ -420,6 +420,7 @@ def test_sweep_population_on_a_device_slot_trains_there(db_server, db_name, tick
     (``training.device=...``); members record the device they trained on. Here a slot named "cpu" stands in for
     a GPU's (the CUDA path is the same command with cuda:N)."""
     from experiments import sweep
+    from experiments.base import experiment
 
     for key, value in ticketlab_env.items():
         monkeypatch.setenv(key, value)
@@ -428,7 +429,7 @@ def test_sweep_population_on_a_device_slot_trains_there(db_server, db_name, tick
     args, _ = sweep.parse_args(argv)
     grid = sweep.grid_points(sweep.build_axes(args, None))
     labels, points = [" ".join(point) for point in grid], [args.shared + point for point in grid]
-    configs = [sweep.resolve(sweep.importlib.import_module("experiments.lottery").ex, point) for point in points]
+    configs = [sweep.resolve(experiment("lottery"), point) for point in points]
     db = db_server.client()[db_name]
 
     def run_on_cpu_slot():

@@ -124,9 +124,9 @@ def test_a_local_dask_cluster_gives_each_gpu_its_own_worker():
     each running --runs-per-gpu units at a time. GPU ids are only names here: no GPU is needed to check this."""
     from experiments import executors, sweep
 
-    assert sweep.gpu_ids("2,5", 8) == [2, 5] and sweep.gpu_ids("all", 2) == [0, 1]
+    assert executors.gpu_ids("2,5", 8) == [2, 5] and executors.gpu_ids("all", 2) == [0, 1]
     with pytest.raises(ValueError, match=r"^--gpus '3' names no usable GPU \(valid: 0..1 or all\)$"):
-        sweep.gpu_ids("3", 2)
+        executors.gpu_ids("3", 2)
 
     def probe():  # what a unit and the run process it starts see
         import os

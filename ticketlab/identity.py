@@ -8,9 +8,10 @@
   one point (a rerun, a population member beside a single run, a CPU run beside a GPU run) are *replicas*: never two
   samples.
 * **science version**: ``science_version()``, a hash of the science code (``SCIENCE_SOURCES``: the ``masking``
-  package, and ``experiments/datasets.py`` which reads, splits and scales the data) with comments, docstrings and
-  formatting left out (``normalized_source``: Python's syntax tree, so renaming a variable, changing a constant or
-  any statement counts; a comment, a docstring, blank lines or line breaks do not). Every run records it
+  package, ``experiments/datasets.py`` which reads, splits and scales the data, and the modules
+  ``$TICKETLAB_PLUGINS`` names, which may add criteria, nets or data sets: ``ticketlab.registry``) with comments,
+  docstrings and formatting left out (``normalized_source``: Python's syntax tree, so renaming a variable, changing
+  a constant or any statement counts; a comment, a docstring, blank lines or line breaks do not). Every run records it
   (``info.science``, with the git commit and whether the checkout had uncommitted changes); runs of two science
   versions are different settings, never pooled, and the sweep does not count a point done by another version.
 
@@ -28,6 +29,7 @@ import subprocess
 from pathlib import Path
 from typing import Mapping
 
+from ticketlab.registry import plugin_files
 from ticketlab.schema import EXECUTION_KEYS, LATER_KEYS, SEED_KEY, flatten
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,19 +99,21 @@ def normalized_source(text: str) -> str:
 
 
 def science_files(root: Path = ROOT) -> list[Path]:
+    """The science code: ``SCIENCE_SOURCES`` under ``root``, then the plugin modules' files."""
     files = []
     for source in SCIENCE_SOURCES:
         path = root / source
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return files
+    return files + plugin_files()
 
 
 @functools.lru_cache(maxsize=None)
 def science_version(root: Path = ROOT) -> str:
-    """The science version of the code at ``root``: a hash over ``SCIENCE_SOURCES``' normalized sources."""
+    """The science version of the code at ``root``: a hash over ``science_files``' normalized sources."""
     digest = hashlib.sha256()
     for path in science_files(root):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else f"plugin:{path.name}"
+        digest.update(name.encode() + b"\0")
         digest.update(normalized_source(path.read_text()).encode() + b"\0")
     return digest.hexdigest()[:12]
 
