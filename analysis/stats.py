@@ -124,6 +124,12 @@ def paired_with_baseline(df: pd.DataFrame, factor: str, baseline: str) -> tuple[
 
 def pair_seeds(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list, list[str]]:
     """The seeds two groups of one point each share with equal initial weights, and one line per seed left out."""
+    for group in (a, b):
+        twice = sorted(group.loc[group["seed"].duplicated(), "seed"].unique().tolist())
+        if twice:
+            raise ComparisonError(f"seed(s) {', '.join(map(str, twice))} appear in more than one run of one group: "
+                                  f"the runs differ in a column the comparison does not name (pass run_id, "
+                                  f"condition and science columns so replicas and settings can be told apart)")
     ha, hb = a.set_index("seed")["init_hash"], b.set_index("seed")["init_hash"]
     shared = sorted(s for s in set(ha.index) & set(hb.index) if ha[s] == hb[s])
     left = [f"seed {s}: only one side has it" for s in sorted(set(ha.index) ^ set(hb.index), key=str)]

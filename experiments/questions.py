@@ -37,13 +37,13 @@ from statsmodels.stats.multitest import multipletests
 from analysis import figures
 from analysis import masks as mask_analysis
 from analysis.query import QueryError, load_runs
-from analysis.stats import ComparisonError, compare
+from analysis.stats import ComparisonError, compare, one_per_point
 from analysis.tables import markdown_table
 from experiments import localdb, sweep
 from experiments.base import experiment
 from ticketlab import dbspec
 from ticketlab.cli import Parser
-from ticketlab.identity import condition_hash
+from ticketlab.identity import condition_hash, version_of
 
 DB_NAME = "lottery"
 ARCH, DATA = "lenet300_100", "fashion_mnist"
@@ -140,13 +140,32 @@ def mask0_parts(s: Settings) -> list[Part]:
 # ------------------------------------------------------------------------------------------------ reading runs
 
 
-def _docs(db, experiment: str, s: Settings) -> list[dict]:
+def _docs(db, experiment: str, s: Settings, parts: list[Part]) -> list[dict]:
+    """The completed runs of ``experiment`` that ``parts`` start at settings ``s`` (their exact conditions, seeds
+    ``s.seeds``): runs of other studies or commands in the same database are left out, whatever they share."""
     query = {"experiment.name": experiment, "status": "COMPLETED", "config.data.name": DATA,
              "config.arch.name": ARCH, "config.training.iterations": s.iterations,
              "config.seed": {"$in": [int(x) for x in s.seeds.split(",")]}}
     if experiment == "lottery":
         query["config.pruning.rounds"] = s.rounds
-    return list(db["runs"].find(query, {"config": 1, "info": 1, "status": 1}))
+    wanted = part_conditions([p for p in parts if p.experiment == experiment], s)
+    docs = db["runs"].find(query, {"config": 1, "info": 1, "status": 1}).sort("_id", 1)
+    return [doc for doc in docs if condition_hash(doc["config"]) in wanted]
+
+
+def _identity(doc: dict) -> dict:
+    """The columns that name a run's point (``analysis.stats.POINT``) and the run."""
+    return {"run_id": doc["_id"], "condition": condition_hash(doc["config"]), "science": version_of(doc)}
+
+
+def first_per_point(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with one run per point (the first): a replica of a seed is not a second sample; a line says so."""
+    if df.empty:
+        return df
+    df, notes = one_per_point(df, "first")
+    for note in notes:
+        print(f"  ({note})")
+    return df
 
 
 def lottery_rows(docs: list[dict], label: Callable[[dict], str | None]) -> pd.DataFrame:
@@ -157,11 +176,11 @@ def lottery_rows(docs: list[dict], label: Callable[[dict], str | None]) -> pd.Da
         if name is None:
             continue
         for record in doc["info"].get("rounds", []):
-            rows.append({"label": name, "seed": doc["config"]["seed"], "arch": ARCH, "data": DATA,
+            rows.append({**_identity(doc), "label": name, "seed": doc["config"]["seed"], "arch": ARCH, "data": DATA,
                          "status": doc["status"], "init_hash": record["init_hash"], "round": record["round"],
                          "percent_remaining": record["percent_remaining"], "test_acc": record["test_acc"],
                          "untrained_test_acc": record["untrained_test_acc"]})
-    return pd.DataFrame(rows)
+    return first_per_point(pd.DataFrame(rows))
 
 
 def supermask_rows(docs: list[dict]) -> pd.DataFrame:
@@ -169,10 +188,10 @@ def supermask_rows(docs: list[dict]) -> pd.DataFrame:
     for doc in docs:
         cfg, info = doc["config"]["supermask"], doc["info"]
         start = "scratch" if cfg["start"] == "scratch" else f"from {cfg.get('start_criterion')}"
-        rows.append({"start": start, "seed": doc["config"]["seed"], "arch": ARCH, "data": DATA,
+        rows.append({**_identity(doc), "start": start, "seed": doc["config"]["seed"], "arch": ARCH, "data": DATA,
                      "status": doc["status"], "init_hash": info["init_hash"], "round": 0, "percent_remaining": 100.0,
                      **{k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}})
-    return pd.DataFrame(rows)
+    return first_per_point(pd.DataFrame(rows))
 
 
 # ------------------------------------------------------------------------------------------------ reports
@@ -208,7 +227,8 @@ def q9_report(db, s: Settings, out: Path) -> list[str]:
              f"{s.iterations} steps). Baseline: init_final of the same criterion; random for reference. "
              f"(large_final with iter_final equals init_final: not run.)\n"]
     for criterion in ("large_final", "magnitude_increase"):
-        docs = [d for d in _docs(db, "lottery", s) if d["config"]["criterion"]["name"] in (criterion, "random")]
+        docs = [d for d in _docs(db, "lottery", s, q9_parts(s))
+                if d["config"]["criterion"]["name"] in (criterion, "random")]
         df = lottery_rows(docs, label)
         if df.empty or "init_final" not in set(df["label"]):
             lines.append(f"## {criterion}\n\n(no completed runs yet)\n")
@@ -247,7 +267,7 @@ def _bars(df: pd.DataFrame, factor: str, metrics: dict[str, str], title: str, ca
 
 
 def q8_report(db, s: Settings, out: Path) -> list[str]:
-    df = supermask_rows(_docs(db, "supermask", s))
+    df = supermask_rows(_docs(db, "supermask", s, q8_parts(s)))
     lines = ["# Q8: Supermasks started from a heuristic mask (supermask.start)\n",
              f"Scores start at logit(0.9) where a start mask keeps a weight and logit(0.1) where it prunes it; the "
              f"start masks keep {START_PERCENT:g}% of each layer by large_final or at random (large_final scored on "
@@ -274,7 +294,7 @@ def q8_report(db, s: Settings, out: Path) -> list[str]:
 
 
 def q7_report(db, s: Settings, out: Path) -> list[str]:
-    df = supermask_rows(_docs(db, "supermask", s))
+    df = supermask_rows(_docs(db, "supermask", s, q8_parts(s)))
     lines = ["# Q7: sign randomisation of learned Supermasks\n",
              "Each learned Supermask (the Q8 runs) evaluated at its early-stopping point over the same weights with "
              "their signs: kept (learned), random (magnitudes kept, 5 sign draws), all flipped, and signed "
@@ -295,7 +315,8 @@ def q7_report(db, s: Settings, out: Path) -> list[str]:
 
 
 def scaling_report(db, s: Settings, out: Path) -> list[str]:
-    docs = [d for d in _docs(db, "lottery", s) if d["config"]["criterion"]["name"] == "large_final_same_sign"
+    docs = [d for d in _docs(db, "lottery", s, scaling_parts(s))
+            if d["config"]["criterion"]["name"] == "large_final_same_sign"
             and d["config"]["treatment"]["mask1"] == "original" and d["config"]["treatment"]["mask0"] == "zero"]
     df = lottery_rows(docs, lambda cfg: cfg["data"].get("preprocess", "unit"))
     lines = ["# Input scaling: the untrained large_final_same_sign Supermask by data.preprocess\n",

@@ -175,6 +175,7 @@ class Progress:
                         bar_format="{l_bar}{bar}| {n:.1f}/{total} rounds [{elapsed}<{remaining}, {rate_fmt}{postfix}]")
         self.total, self.first, self.started = sum(p["work"] for p in points), done, time.monotonic()
         self.last = self.last_line = time.monotonic()
+        self.failed = 0
 
     def _read(self):
         try:
@@ -182,8 +183,9 @@ class Progress:
         except pymongo.errors.PyMongoError:
             return None  # the database is down for a moment: the bar waits
 
-    def refresh(self, failed: int, every: float = 2.0) -> None:
-        if time.monotonic() - self.last < every:
+    def refresh(self, failed: int, every: float = 2.0, final: bool = False) -> None:
+        self.failed = failed
+        if time.monotonic() - self.last < every and not final:
             return
         self.last = time.monotonic()
         states = self._read()
@@ -192,7 +194,7 @@ class Progress:
         self.states = states
         done = sum(s["rounds"] for s in states)
         if not self.tty:
-            if time.monotonic() - self.last_line >= self.LINE_EVERY or self.last == 0:
+            if time.monotonic() - self.last_line >= self.LINE_EVERY or final:
                 self.last_line = time.monotonic()
                 print(self.line(done, failed), file=sys.stderr, flush=True)
             return
@@ -213,8 +215,8 @@ class Progress:
                 f"elapsed {clock(elapsed)}, ETA {eta}")
 
     def close(self) -> None:
-        self.last = 0
-        self.refresh(0)
+        """The last state: the bar drawn once more, or on a file one last line."""
+        self.refresh(self.failed, final=True)
         self.bar.close()
 
 

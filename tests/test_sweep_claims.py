@@ -85,13 +85,13 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(db):
 def killed_hand_run(run_id=1, rounds=0, status="RUNNING", save_artifacts=True, heartbeat=None, seed=1) -> dict:
     """The run document a SIGKILL leaves of a lottery run started by hand (no claim): RUNNING, its heartbeat where
     the process died, ``rounds`` round records listed (the artifacts of later rounds may be stored too)."""
-    from analysis.conditions import condition_hash
+    from ticketlab.identity import condition_hash, point_hash
 
     config = {"seed": seed, "save_artifacts": save_artifacts, "arch": {"name": "lenet300_100"},
               "criterion": {"name": "large_final"}}
     return {"_id": run_id, "experiment": {"name": "lottery"}, "status": status, "config": config,
             "start_time": datetime.datetime(2026, 12, 4, 10, 0, 0), "heartbeat": heartbeat,
-            "info": {"condition_hash": condition_hash(config),
+            "info": {"condition": condition_hash(config), "point": point_hash(config),
                      "rounds": [{"round": k, "final_hash": f"h{k}"} for k in range(rounds)]},
             "artifacts": [{"name": n} for n in ("init.pt", "round_00.pt", "round_01.pt")]}
 
@@ -104,20 +104,20 @@ def test_the_takeover_of_issue_25_decided_from_its_documents_and_timings(db):
     beat = datetime.datetime(2026, 12, 4, 10, 0, 20)
     doc = killed_hand_run(heartbeat=beat)
     db["runs"].insert_one(doc)
-    condition = doc["info"]["condition_hash"]
-    (run,) = claims.unfinished_runs(db, "lottery", condition)
+    point = doc["info"]["point"]
+    (run,) = claims.unfinished_runs(db, "lottery", point)
     seconds = lambda s: beat + datetime.timedelta(seconds=s)  # noqa: E731
     assert claims.run_alive(run, None, 15, now=seconds(14.9)), "a heartbeat fresher than --stale-after: waits"
     assert not claims.run_alive(run, None, 15, now=seconds(15.1))
     assert not claims.run_alive(run, None, 15, now=seconds(17))  # when the sweep of the issue looked
     assert claims.mark_dead(db, 1) and not claims.mark_dead(db, 1)
-    (run,) = claims.unfinished_runs(db, "lottery", condition)
+    (run,) = claims.unfinished_runs(db, "lottery", point)
     assert run["status"] == "INTERRUPTED"
     assert claims.takeover([run], "lottery", resumable=True) == \
         claims.Takeover(1, "resumed run 1 at round 0 (no finished round stored)")
     # the same run had its round 0 record listed: resumed after it
     db["runs"].update_one({"_id": 1}, {"$set": {"info.rounds": [{"round": 0}]}})
-    assert claims.takeover(claims.unfinished_runs(db, "lottery", condition), "lottery", True) == \
+    assert claims.takeover(claims.unfinished_runs(db, "lottery", point), "lottery", True) == \
         claims.Takeover(1, "resumed run 1 after round 0")
 
 
@@ -127,8 +127,8 @@ def test_takeover_resumes_the_most_advanced_run_that_can_be_resumed(db):
     runs = [killed_hand_run(1, rounds=0, status="INTERRUPTED"), killed_hand_run(2, rounds=2, save_artifacts=False),
             killed_hand_run(3, rounds=1, status="FAILED"), killed_hand_run(4, rounds=1, status="INTERRUPTED")]
     db["runs"].insert_many(runs)
-    condition = runs[0]["info"]["condition_hash"]
-    found = claims.unfinished_runs(db, "lottery", condition)
+    point = runs[0]["info"]["point"]
+    found = claims.unfinished_runs(db, "lottery", point)
     assert [r["_id"] for r in found] == [2, 4, 3, 1]
     assert claims.takeover(found, "lottery", True) == claims.Takeover(4, "resumed run 4 after round 0")
     assert claims.takeover(found[:1], "lottery", True) == claims.Takeover(
@@ -137,4 +137,4 @@ def test_takeover_resumes_the_most_advanced_run_that_can_be_resumed(db):
         None, "started anew: supermask runs do not resume (run 2 was left unfinished)")
     assert claims.takeover([], "lottery", True) is None
     db["runs"].update_one({"_id": 4}, {"$set": {"status": "COMPLETED"}})
-    assert [r["_id"] for r in claims.unfinished_runs(db, "lottery", condition)] == [2, 3, 1]
+    assert [r["_id"] for r in claims.unfinished_runs(db, "lottery", point)] == [2, 3, 1]
