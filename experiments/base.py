@@ -32,8 +32,10 @@ from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds
 
 from experiments import resume
 from experiments.errors import ConfigError, RunDatabaseError
+from experiments.ingredients import default
 from experiments.observers import ResilientMongoObserver
 from masking import models
+from masking.lottery import LotterySpec
 from ticketlab import dbspec, identity, kinds
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
@@ -177,21 +179,17 @@ def store_now(run) -> None:
     run._emit_heartbeat()
 
 
-PAPER_CONFIG_NAMES = {"lenet300_100": "paper_fc", "conv2": "paper_conv2", "conv4": "paper_conv4",
-                      "conv6": "paper_conv6", "resnet20": "resnet20_cifar10"}
-
-
 def add_paper_configs(ex: Experiment, lottery: bool) -> None:
-    """Named configs ``paper_fc``, ``paper_conv2``, ``paper_conv4``, ``paper_conv6`` (and ``resnet20_cifar10``): the
-    net, data set and iterations (from ``masking.models``' registry); lottery runs also get its optimizer, rate and
-    batch size (the paper's Adam at batch 60; He et al.'s SGD at batch 128 for ResNet-20) and 24 rounds."""
-    for arch, name in PAPER_CONFIG_NAMES.items():
-        spec = models.spec(arch)
+    """A named config per registered architecture (``masking.models.ARCHS``, its ``config_name``: ``paper_fc``,
+    ``paper_conv2``, ``paper_conv4``, ``paper_conv6``, ``resnet20_cifar10``, and those of plugin families): the net,
+    its data set and iterations; lottery runs also get its optimizer, rate and batch size (the paper's Adam at batch
+    60; He et al.'s SGD at batch 128 for ResNet-20) and 24 rounds."""
+    for arch, spec in models.ARCHS.items():
         config = {"arch": {"name": arch}, "data": {"name": spec.dataset}, "training": {"iterations": spec.iterations}}
         if lottery:
             config["training"].update(optimizer=spec.optimizer, lr=spec.lr, batch_size=spec.batch_size)
-            config["pruning"] = {"rounds": 24}
-        ex.add_named_config(name, config)
+            config["pruning"] = {"rounds": default(LotterySpec, "rounds")}
+        ex.add_named_config(spec.config_name, config)
 
 
 def identity_info(run, config, execution: dict, data_source: str) -> dict:

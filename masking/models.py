@@ -45,6 +45,11 @@ class ArchSpec:
     blocks: int = 0  # resnet: basic blocks per stage (``conv`` then holds the stage widths)
     optimizer: str = "adam"  # the usual optimizer (masking.training registry) and batch size for this net
     batch_size: int = 60
+    paper_config: str = ""  # the experiments' named config of its paper settings (default ``paper_<name>``)
+
+    @property
+    def config_name(self) -> str:
+        return self.paper_config or f"paper_{self.name}"
 
 
 ARCHS: Registry[ArchSpec] = Registry("architecture")
@@ -56,7 +61,8 @@ def register(spec: ArchSpec) -> ArchSpec:
     return ARCHS.add(spec.name, spec)
 
 
-register(ArchSpec("lenet300_100", "mnist", (1, 28, 28), (), (300, 100), {"fc": 0.2, "output": 0.1}, 1.2e-3, 50_000))
+register(ArchSpec("lenet300_100", "mnist", (1, 28, 28), (), (300, 100), {"fc": 0.2, "output": 0.1}, 1.2e-3, 50_000,
+                  paper_config="paper_fc"))
 register(ArchSpec("conv2", "cifar10", (3, 32, 32), (64, 64, "M"), (256, 256),
                   {"conv": 0.1, "fc": 0.2, "output": 0.1}, 2e-4, 20_000))
 register(ArchSpec("conv4", "cifar10", (3, 32, 32), (64, 64, "M", 128, 128, "M"), (256, 256),

@@ -78,4 +78,5 @@ class ResNet(Prunable, nn.Module):
 
 FAMILIES.add("resnet", ResNet)
 register(ArchSpec("resnet20", "cifar10", (3, 32, 32), (16, 32, 64), (), {"conv": 0.1, "output": 0.1}, 0.1, 64_000,
-                  family="resnet", blocks=3, optimizer="sgd_he2016", batch_size=128))
+                  family="resnet", blocks=3, optimizer="sgd_he2016", batch_size=128,
+                  paper_config="resnet20_cifar10"))

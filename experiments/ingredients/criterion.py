@@ -3,6 +3,7 @@
 from sacred import Ingredient
 
 from experiments.errors import ConfigError, check_choice, check_number
+from experiments.ingredients import default
 from experiments.ingredients.arch import arch_ingredient, spec
 from masking import criteria, lottery
 from masking.training import TrainingConfig
@@ -12,14 +13,14 @@ criterion_ingredient = Ingredient("criterion", ingredients=[arch_ingredient])  #
 
 @criterion_ingredient.config
 def config():
-    name = "large_final"  # mask criterion: which weights a round keeps (11 choices, see docs/protocol.md)
+    name = default(lottery.LotterySpec, "criterion")  # mask criterion: which weights a round keeps (11 choices, see docs/protocol.md)
     fc_rate = None  # fraction of alive fc weights pruned per round; None: the paper's (0.2)
     output_rate = None  # fraction of alive output-layer weights pruned per round; None: the paper's (0.1)
     conv_rate = None  # fraction of alive conv weights pruned per round; None: the paper's (0.1; conv6 0.15)
     # which two weight states of the previous round the criterion scores (as its init and final weights), <a>_<b>
     # with a, b in init, final, best (minimum validation loss), iter (the weights after source_iteration steps):
     # init_final (the paper's), init_best, iter_final, init_iter
-    source = "init_final"
+    source = "_".join(default(lottery.LotterySpec, "sources"))
     source_iteration = None  # the step t of the iter state: an evaluation step (a multiple of training.eval_every)
 
 

@@ -3,13 +3,15 @@
 from sacred import Ingredient
 
 from experiments.errors import check_number
+from experiments.ingredients import default
+from masking.lottery import LotterySpec
 
 pruning_ingredient = Ingredient("pruning")
 
 
 @pruning_ingredient.config
 def config():
-    rounds = 24  # pruning rounds after the dense round 0 (24: about 0.5% of fc weights remain, as in the paper)
+    rounds = default(LotterySpec, "rounds")  # pruning rounds after the dense round 0 (24: about 0.5% of fc weights remain, as in the paper)
 
 
 @pruning_ingredient.named_config

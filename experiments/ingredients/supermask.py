@@ -3,7 +3,9 @@
 from sacred import Ingredient
 
 from experiments.errors import ConfigError, check_choice, check_number
+from experiments.ingredients import default
 from masking import criteria
+from masking.supermask_training import SupermaskSpec
 
 supermask_ingredient = Ingredient("supermask")
 STARTS = ("scratch", "run", "criterion")
@@ -11,10 +13,10 @@ STARTS = ("scratch", "run", "criterion")
 
 @supermask_ingredient.config
 def config():
-    signed_constant = False  # train the mask over signed-constant weights (std * sign(w_init)) instead of w_init
-    rescale = False  # dynamic weight rescaling: scale each layer by size / ones in the sampled mask, every pass
-    score_init = 0.0  # initial score of every weight (0: keep probability sigmoid(0) = 0.5)
-    eval_samples = 10  # test accuracy is the mean over this many mask samples (accuracies averaged)
+    signed_constant = default(SupermaskSpec, "signed_constant")  # train the mask over signed-constant weights (std * sign(w_init)) instead of w_init
+    rescale = default(SupermaskSpec, "rescale")  # dynamic weight rescaling: scale each layer by size / ones in the sampled mask, every pass
+    score_init = default(SupermaskSpec, "score_init")  # initial score of every weight (0: keep probability sigmoid(0) = 0.5)
+    eval_samples = default(SupermaskSpec, "eval_samples")  # test accuracy is the mean over this many mask samples (accuracies averaged)
     sign_draws = 5  # after training, accuracy with random signs over this many sign draws (also flipped signs and
     # signed constants; each over eval_samples masks); 0: skip
     # where the scores start: scratch (score_init everywhere), run (the mask of round start_round of the finished
@@ -28,8 +30,8 @@ def config():
     start_criterion = "large_final"
     start_percent = 30.0
     start_iterations = None  # None: training.iterations
-    p_keep = 0.9
-    p_drop = 0.1
+    p_keep = default(SupermaskSpec, "p_keep")
+    p_drop = default(SupermaskSpec, "p_drop")
 
 
 @supermask_ingredient.config_hook

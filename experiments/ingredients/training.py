@@ -9,6 +9,7 @@ import torch
 from sacred import Ingredient
 
 from experiments.errors import ConfigError, check_choice, check_number
+from experiments.ingredients import default
 from experiments.ingredients.arch import arch_ingredient, spec
 from masking import population, training
 
@@ -20,11 +21,11 @@ SUPERMASK_LR = 0.1  # Adam on the Supermask scores (scores start at 0, so steps 
 
 @training_ingredient.config
 def config():
-    optimizer = "adam"  # adam (fused), sgd, or sgd_he2016 (ResNet: momentum 0.9, wd 1e-4, lr / 10 at 32k and 48k)
+    optimizer = default(training.TrainingConfig, "optimizer")  # adam (fused), sgd, or sgd_he2016 (ResNet: momentum 0.9, wd 1e-4, lr / 10 at 32k and 48k)
     lr = None  # learning rate; None: the paper's for the arch (lottery) or 0.1 on the scores (supermask)
     iterations = None  # training steps per round; None: the paper's for the arch (50k fc, 20k/25k/30k conv)
-    batch_size = 60  # examples per step
-    eval_every = 100  # steps between validation evaluations (early stopping keeps the best)
+    batch_size = default(training.TrainingConfig, "batch_size")  # examples per step
+    eval_every = default(training.TrainingConfig, "eval_every")  # steps between validation evaluations (early stopping keeps the best)
     threads = 1  # torch intra-op threads (0: torch's default, all cores, up to 30x slower when the cores are busy)
     device = "auto"  # auto (CUDA when available, else cpu), cpu, cuda or cuda:N
     graphs = "auto"  # auto (on a GPU, each training step one CUDA graph: same numbers, less launch time) or off

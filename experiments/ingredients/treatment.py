@@ -4,15 +4,17 @@ weights' frozen values) applied before each retraining round."""
 from sacred import Ingredient
 
 from experiments.errors import check_choice
+from experiments.ingredients import default
 from masking import treatments
+from masking.lottery import LotterySpec
 
 treatment_ingredient = Ingredient("treatment")
 
 
 @treatment_ingredient.config
 def config():
-    mask1 = "original"  # kept weights start from: original (rewind), reinit, reshuffle, constant, signed_*
-    mask0 = "zero"  # pruned weights are frozen at: zero, init, zero_if_toward_zero, random_zero
+    mask1 = default(LotterySpec, "mask1")  # kept weights start from: original (rewind), reinit, reshuffle, constant, signed_*
+    mask0 = default(LotterySpec, "mask0")  # pruned weights are frozen at: zero, init, zero_if_toward_zero, random_zero
 
 
 @treatment_ingredient.config_hook
