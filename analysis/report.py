@@ -122,7 +122,8 @@ def summary_section(runs: pd.DataFrame, kind, spec, out: Path, replicas: str,
     notes = [f"{kind.name}: {note}" for note in seen]
     columns = condition_columns(done)
     text = done.assign(**{c: done[c].map(str) for c in columns})
-    group = [c for c in columns if text[c].nunique() > 1] or [c for c in ("arch", "data") if c in done]
+    group = [c for c in columns if text[c].nunique() > 1] or [c for c in ("arch", "data") if c in done] \
+        or ["experiment"]  # a kind with no arch or data (one of one's own): all its runs, one setting
     table = text.groupby(group, dropna=False)[kind.metric].agg(["count", "mean", "std"]).reset_index()
     title, label = kind.title or f"{kind.name} runs", kind.metric_label or kind.metric
     md.write_text(f"# {title}: {label} ({kind.metric}), mean over seeds\n\n" + markdown_table(table))
