@@ -36,6 +36,7 @@ from experiments.ingredients import default
 from experiments.observers import ResilientMongoObserver
 from masking import models
 from masking.lottery import LotterySpec
+from masking.training import TrainingConfig
 from ticketlab import dbspec, identity, kinds
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
@@ -187,7 +188,8 @@ def add_paper_configs(ex: Experiment, lottery: bool) -> None:
     for arch, spec in models.ARCHS.items():
         config = {"arch": {"name": arch}, "data": {"name": spec.dataset}, "training": {"iterations": spec.iterations}}
         if lottery:
-            config["training"].update(optimizer=spec.optimizer, lr=spec.lr, batch_size=spec.batch_size)
+            config["training"].update(optimizer=spec.optimizer or default(TrainingConfig, "optimizer"), lr=spec.lr,
+                                      batch_size=spec.batch_size or default(TrainingConfig, "batch_size"))
             config["pruning"] = {"rounds": default(LotterySpec, "rounds")}
         ex.add_named_config(spec.config_name, config)
 

@@ -43,8 +43,8 @@ class ArchSpec:
     num_classes: int = 10
     family: str = "plain"  # which FAMILIES builder makes the net
     blocks: int = 0  # resnet: basic blocks per stage (``conv`` then holds the stage widths)
-    optimizer: str = "adam"  # the usual optimizer (masking.training registry) and batch size for this net
-    batch_size: int = 60
+    optimizer: str | None = None  # its usual optimizer (masking.training registry) and batch size; None: the
+    batch_size: int | None = None  # defaults of masking.training.TrainingConfig (the paper's Adam at batch 60)
     paper_config: str = ""  # the experiments' named config of its paper settings (default ``paper_<name>``)
 
     @property

@@ -5,6 +5,8 @@ CUDA graphs.
 (outside the condition hash), and what was used is recorded in ``info.execution``.
 """
 
+import dataclasses
+
 import torch
 from sacred import Ingredient
 
@@ -64,10 +66,10 @@ def resolve(config, command_name, logger):
 
 
 @training_ingredient.capture
-def training_config(optimizer, lr, iterations, batch_size, eval_every) -> training.TrainingConfig:
-    """The resolved training settings as the library's ``TrainingConfig``."""
-    return training.TrainingConfig(iterations=iterations, lr=lr, batch_size=batch_size, eval_every=eval_every,
-                                   optimizer=optimizer)
+def training_config(_config) -> training.TrainingConfig:
+    """The resolved training settings as the library's ``TrainingConfig``: each of its fields from the key of that
+    name (a hyper-parameter of its own is one field there and one line in ``config``)."""
+    return training.TrainingConfig(**{f.name: _config[f.name] for f in dataclasses.fields(training.TrainingConfig)})
 
 
 @training_ingredient.capture
