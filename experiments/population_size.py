@@ -27,6 +27,7 @@ import torch
 
 from experiments import datasets
 from masking import models, population, rng, supermask, training
+from ticketlab import kinds
 
 MEMORY_SHARE = 0.8  # of the device's free memory, for the populations running on it (the rest: CUDA, fragments)
 PROBE_SIZES = (2, 8)  # populations whose peak memory gives the cost of one member
@@ -54,14 +55,14 @@ class Probe:
     """Populations of the grid's net on ``device``, built, stepped and timed."""
 
     def __init__(self, config: dict, experiment: str, device: torch.device):
-        self.device, self.experiment = device, experiment
+        self.device = device
         train = config["training"]
         self.batch_size, self.optimizer, self.lr = train["batch_size"], train["optimizer"], train["lr"]
         self.dtype = population.dtype_of(train["dtype"])
         self.graphs = training.use_graphs(train["graphs"], device, self.optimizer)
         self.shape = input_shape(config)
-        kind = "supermask" if experiment == "supermask" else "masked"
-        self.net = models.build(config["arch"]["name"], kind=kind, input_shape=self.shape).to(device, self.dtype)
+        self.kind = kinds.get(experiment).net  # masked, or supermask nets
+        self.net = models.build(config["arch"]["name"], kind=self.kind, input_shape=self.shape).to(device, self.dtype)
         gen = torch.Generator().manual_seed(0)
         examples = max(2 * self.batch_size, config["data"]["val_size"])  # the validation set's size, evaluated
         self.train = (torch.rand(examples, *self.shape, generator=gen).to(device, self.dtype),
@@ -74,7 +75,7 @@ class Probe:
     def trainee(self, size: int) -> training.Trainee:
         nets = [copy.deepcopy(self.net) for _ in range(size)]
         for k, net in enumerate(nets):
-            if self.experiment == "supermask":
+            if self.kind == "supermask":
                 supermask.set_generator(net, rng.seeded(k, self.device))
         stack = population.Stack(nets)
         optimizer = population.make_optimizer(stack, self.optimizer, self.lr, self.graphs)

@@ -38,6 +38,7 @@ class Kind:
     resumable: bool = False  # a dead run continues from its last finished round (``--resume``, the sweep)
     member_keys: tuple[str, ...] = ()  # config sections members of one population may differ in (none: no population)
     tags: tuple = ()  # its Omniboard tag groups (``schema.Tag``)
+    net: str = "masked"  # the ``masking.models.build`` kind of its nets (``experiments.population_size`` probes it)
 
     @property
     def fields(self) -> list[str]:
@@ -68,4 +69,4 @@ register(Kind("lottery", "experiments.lottery", schema.RoundRecord, per_round=Tr
 register(Kind("supermask", "experiments.supermask", schema.SupermaskRecord, info=schema.SUPERMASK_INFO,
               columns=schema.SUPERMASK_COLUMNS, results=("test_acc_mean", "expected_density"),
               title="Learned Supermasks", metric="test_acc_mean", metric_label="test acc",
-              member_keys=("seed", "supermask"), tags=schema.TAG_GROUPS["supermask"]))
+              member_keys=("seed", "supermask"), tags=schema.TAG_GROUPS["supermask"], net="supermask"))
