@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup study db-stop omniboard test test-all faults bench gpu-check
+.PHONY: setup study db-stop omniboard test test-all journey faults bench gpu-check
 setup:
 	@bash scripts/setup.sh
 
@@ -21,6 +21,9 @@ test: setup  ## the default test suite (about 7 min on 2 cores after set-up)
 
 test-all: setup  ## every test, also those marked slow and the fault suite (a few minutes more)
 	$(PY) -m pytest -m ""
+
+journey: setup  ## the README's journey at tiny sizes, in order, into one database (about 8 min on 2 cores)
+	$(PY) -m pytest tests/test_journey.py -m "journey and not slow" -p no:cacheprovider
 
 faults: setup  ## the fault suite: real faults against real processes; prints one table of what was lost (nothing)
 	$(PY) -m pytest tests/faults -m "faults and not slow" -p no:cacheprovider

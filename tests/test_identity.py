@@ -203,7 +203,9 @@ def test_a_supermask_starts_only_from_a_finished_lottery_mask_of_its_arch_and_da
     _lottery(spec, ticketlab_env, "seed=1")  # run 1: COMPLETED, synthetic
     diverged = _lottery(spec, ticketlab_env, "training.lr=1e30", check=False)  # run 2: FAILED
     assert diverged.returncode != 0
-    _lottery(spec, ticketlab_env, "seed=1", "data.synthetic_shape=cifar", "arch.name=conv2")  # run 3: conv2
+    _lottery(spec, ticketlab_env, "seed=1", "data.synthetic_shape=cifar", "arch.name=conv2",  # run 3: conv2, small
+             "training.iterations=10", "training.eval_every=10", "data.synthetic_train=500", "data.synthetic_test=100",
+             "data.val_size=100", "pruning.rounds=1")
     start = ["supermask.start=run", "supermask.start_round=1"]
     for run_id, why in ((2, "run 2 is FAILED, not COMPLETED"), (3, "run 3 pruned arch.name='conv2', this run has "
                                                                    "arch.name='lenet300_100'"),

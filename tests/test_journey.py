@@ -7,8 +7,9 @@ every command it prints, every open-question study (``experiments.questions all`
 lottery run killed right after it printed a finished round and resumed with the command ``ticketlab runs`` prints,
 and a report over everything. A step that fails names what the user would have seen.
 
-``TINY`` runs in the default suite (a few minutes); ``FULL`` is the same journey at the README's sizes (the study
-and the questions at their defaults) and is marked slow.
+``TINY`` is ``make journey`` (marked ``journey``: about 8 minutes on 2 cores, so apart from the default suite; CI runs
+it after ``make test``); ``FULL`` is the same journey at the README's sizes (the study and the questions at their
+defaults) and is also marked slow (``make test-all``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ from experiments.localdb import free_port
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
-pytestmark = pytest.mark.skipif(not datasets.DEBIAN_FASHION_MNIST.is_dir(),
-                                reason="Debian's dataset-fashion-mnist is not installed (make setup)")
+pytestmark = [pytest.mark.journey,
+              pytest.mark.skipif(not datasets.DEBIAN_FASHION_MNIST.is_dir(),
+                                 reason="Debian's dataset-fashion-mnist is not installed (make setup)")]
 
 
 @dataclasses.dataclass(frozen=True)
