@@ -58,7 +58,16 @@ class DatabaseServer:
         return f"mongodb://{self.address}"
 
     def start(self, timeout: float = 60, detach: bool = False) -> "DatabaseServer":
-        """Start the server and wait until it answers; ``detach`` lets it outlive this process."""
+        """Start the server and wait until it answers; ``detach`` lets it outlive this process. A port another process
+        holds is a RuntimeError: the server answering there would not be this one (its data elsewhere)."""
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port left in TIME_WAIT is free
+            try:
+                probe.bind((self.host, self.port))
+            except OSError:
+                raise RuntimeError(f"port {self.port} on {self.host} is in use by another process (another run "
+                                   f"database, with its data elsewhere?): choose another with --port, or stop "
+                                   f"that one") from None
         self.storage.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.storage.with_suffix(".log"), "ab")
         self.process = subprocess.Popen(
@@ -127,6 +136,15 @@ def ensure_running(home: str | Path | None = None, port: int = DEFAULT_PORT) -> 
     return server.address
 
 
+def running_or_say(home: Path, port: int) -> str | None:
+    """``ensure_running``, or None after one line on stderr saying why the database could not start."""
+    try:
+        return ensure_running(home, port)
+    except (RuntimeError, FileNotFoundError) as error:
+        print(f"error: the run database did not start: {error}", file=sys.stderr)
+        return None
+
+
 def stop(home: str | Path | None = None, timeout: float = 30) -> bool:
     """Stop ``home``'s background server cleanly (SIGTERM, then wait); False when none was running."""
     home = home_dir(home)
@@ -157,10 +175,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     home = home_dir(args.home)
     if args.command == "start":
-        try:
-            address = ensure_running(home, args.port)
-        except (RuntimeError, FileNotFoundError) as error:
-            print(f"error: {error}", file=sys.stderr)
+        address = running_or_say(home, args.port)
+        if address is None:
             return 1
         print(f"run database at {address} (data in {home / 'db'}); runs: -m {address}:{args.db}  "
               f"(or export TICKETLAB_MONGO_URI=mongodb://{address}/{args.db})")

@@ -673,7 +673,9 @@ def main(argv=None) -> int:
     names = GROUPS.get(args.study, [args.study])
     home = localdb.home_dir(args.home)
     started = time.monotonic()
-    address = localdb.ensure_running(home, args.port)
+    address = localdb.running_or_say(home, args.port)
+    if address is None:
+        return 1
     spec = f"{address}:{DB_NAME}"
     print(f"questions: run database at {address} (data in {home / 'db'})")
     code = 0

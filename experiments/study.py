@@ -43,7 +43,9 @@ def main(argv=None) -> int:
     home = localdb.home_dir(args.home)
     started = time.monotonic()
 
-    address = localdb.ensure_running(home, args.port)
+    address = localdb.running_or_say(home, args.port)
+    if address is None:
+        return 1
     spec = f"{address}:{DB_NAME}"
     print(f"study: run database at {address} (data in {home / 'db'})")
     settings = {"data.name": "fashion_mnist", "arch.name": "lenet300_100", "pruning.rounds": args.rounds,

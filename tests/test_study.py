@@ -26,6 +26,25 @@ def test_localdb_start_status_stop_keeps_data(tmp_path):
         run_cli("experiments.localdb", "stop", *env_home)
 
 
+def test_a_port_another_home_holds_is_refused_in_one_line(tmp_path):
+    """Two homes, one port: the second start used to report the first home's server as its own (its runs then went
+    into the other database). Now one line, exit 1, and nothing written in the second home; the study says so too."""
+    port = str(localdb.free_port())
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_cli("experiments.localdb", "start", "--home", str(first), "--port", port).returncode == 0
+    try:
+        for module, args in (("experiments.localdb", ["start"]), ("experiments.study", [])):
+            refused = run_cli(module, *args, "--home", str(second), "--port", port)
+            lines = [line for line in refused.stderr.splitlines() if line.strip()]
+            assert refused.returncode == 1 and refused.stdout == "", refused.stdout
+            assert lines == [f"error: the run database did not start: port {port} on 127.0.0.1 is in use by another "
+                             f"process (another run database, with its data elsewhere?): choose another with "
+                             f"--port, or stop that one"], refused.stderr
+            assert not second.exists()
+    finally:
+        run_cli("experiments.localdb", "stop", "--home", str(first))
+
+
 @pytest.mark.skipif(not datasets.DEBIAN_FASHION_MNIST.is_dir(), reason="Fashion-MNIST not installed")
 def test_study_runs_reports_and_reuses(tmp_path):
     args = ["--home", str(tmp_path), "--port", str(localdb.free_port()), "--criteria", "large_final,random",
