@@ -178,12 +178,16 @@ def test_database_frozen(own_server, fault_env, reference, fault_table):
     try:
         before_injection(runs)
         training = sum(live(p) for p in runs)
-        server.process.send_signal(signal.SIGSTOP)  # 4 s frozen: longer than the client's 1 s timeout
+        # frozen 4 s (longer than the client's 1 s timeout) and until a run's write waits on it, 20 s at most: on a
+        # busy machine a run may not write within the first 4 s
+        server.process.send_signal(signal.SIGSTOP)
+        frozen_at = time.monotonic()
         waiting, stopped = 0, False  # bytes of the runs' writes the frozen server holds unread; its state
-        for _ in range(20):
+        while time.monotonic() - frozen_at < 4 or (not waiting and time.monotonic() - frozen_at < 20):
             time.sleep(0.2)
             stopped = stopped or psutil.Process(server.process.pid).status() == psutil.STATUS_STOPPED
             waiting = max(waiting, pending_bytes(server.port))
+        seconds = time.monotonic() - frozen_at
         server.process.send_signal(signal.SIGCONT)
         outputs = [finish(p) for p in runs]
     finally:
@@ -196,7 +200,7 @@ def test_database_frozen(own_server, fault_env, reference, fault_table):
     up = run_cli("experiments.upload", "-m", spec, env=fault_env)  # a run that had to keep its bundle uploads it
     assert up.returncode == 0, up.stderr
     finished, lost, duplicated, rounds_lost = audit(db, references)
-    fault_table(f"database SIGSTOP 4 s (client timeout 1 s; {waiting} bytes of writes waiting), SIGCONT",
+    fault_table(f"database SIGSTOP {seconds:.0f} s (client timeout 1 s; {waiting} bytes of writes waiting), SIGCONT",
                 injected=int(frozen), finished=finished, lost=lost, duplicated=duplicated, rounds_lost=rounds_lost)
     assert (lost, duplicated, rounds_lost) == (0, 0, 0)
 
