@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import pymongo.errors
 from statsmodels.stats.multitest import multipletests
 
 from analysis import figures
@@ -693,6 +694,12 @@ def main(argv=None) -> int:
             lines = STUDIES[name].report(client[DB_NAME], settings, out)
             (out / "report.md").write_text("\n".join(lines) + "\n")
             print(f"questions: {name} report in {out / 'report.md'}")
+    except (pymongo.errors.PyMongoError, QueryError) as error:
+        why = error if isinstance(error, QueryError) else f"the run database at {address} stopped answering " \
+                                                           f"({type(error).__name__})"
+        print(f"error: no reports: {why}; what completed is stored: run the same command again when the database "
+              f"answers (it retrains nothing done)", file=sys.stderr)
+        return 1
     finally:
         client.close()
     print(f"questions: done after {time.monotonic() - started:.0f} s")

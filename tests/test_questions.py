@@ -240,3 +240,27 @@ def test_a_claims_outcome_is_held_not_held_or_cannot_be_told():
     assert outcome(table([0.01, 0.02, 0.03], [False] * 3), "signed_reinit", +1)[0] == \
         "cannot be told at these settings"
     assert outcome(None, "signed_reinit", +1)[0] == "cannot be told at these settings"
+
+
+def test_a_database_lost_while_the_reports_are_written_is_one_line(tmp_path, monkeypatch, capsys):
+    """Seen in a fresh-clone run of `questions all`: the local database died (out of memory) after the sweeps and
+    the report phase ended in a pymongo traceback. Now one line that says what is kept and what to do; exit 1."""
+    import dataclasses
+
+    import pymongo.errors
+
+    from experiments import localdb, questions
+
+    def lost(db, s, out):
+        raise pymongo.errors.ServerSelectionTimeoutError("127.0.0.1:1: [Errno 111] Connection refused")
+
+    monkeypatch.setitem(questions.STUDIES, "q9", dataclasses.replace(questions.STUDIES["q9"], report=lost))
+    port = str(localdb.free_port())
+    try:
+        code = questions.main(["q9", "--report-only", "--home", str(tmp_path), "--port", port])
+    finally:
+        localdb.stop(tmp_path)
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"error: no reports: the run database at 127.0.0.1:{port} stopped answering "
+                          f"(ServerSelectionTimeoutError); what completed is stored: run the same command again")
