@@ -3,7 +3,8 @@
 Every line is the mean over seeds with a t-based 95% band, clipped to the metric's range (``metric_bounds``:
 accuracies in [0, 1], the early-stopping iteration in [0, iterations]); the x-axis is logarithmic with 100% on the
 left. Each name keeps one style in every figure (``style``): the baselines of the studies (random, original, zero)
-black and dashed, every other name its own color (``color``). A marker ``*`` above a point says the condition
+black and dashed (in a figure whose baseline is another name: grey and dotted, "(reference)"), every other name
+its own color (``color``). A marker ``*`` above a point says the condition
 differs from the baseline there (``stats.compare``, Holm-corrected); the markers of different conditions at one
 point are stacked, not drawn over each other. One function per study of the paper; each writes PNG and PDF and
 returns the paths.
@@ -38,6 +39,7 @@ _NAMES = [
 COLORS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(_NAMES)}
 NICE_TICKS = [100, 70, 50, 30, 20, 10, 7, 5, 3, 2, 1, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01]
 BASELINE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 2.2, "zorder": 5}
+REFERENCE_STYLE = {"color": "dimgray", "linestyle": ":", "linewidth": 1.8, "zorder": 4}
 
 
 STAR_STEP_POINTS = 7  # vertical offset between the significance markers of two conditions at one point
@@ -95,9 +97,13 @@ def plot_vs_remaining(df: pd.DataFrame, factor: str, baseline: str | None, metri
     for name, line in bands.groupby(factor, sort=True):
         line = line.sort_values("percent_remaining", ascending=False)
         is_base = name == baseline
-        line_style = (styles or {}).get(name) or style(name)
+        # a control (random, ...) that is not this figure's baseline is a reference: grey and dotted, so it never
+        # looks like the baseline
+        reference = not is_base and baseline is not None and style(name) is BASELINE_STYLE
+        line_style = (styles or {}).get(name) or (REFERENCE_STYLE if reference else style(name))
         ax.plot(line["percent_remaining"], line["mean"], marker="o", markersize=3,
-                label=f"{name} (baseline)" if is_base else name, **line_style)
+                label=f"{name} (baseline)" if is_base else f"{name} (reference)" if reference else name,
+                **line_style)
         ax.fill_between(line["percent_remaining"], line["low"], line["high"], color=line_style["color"],
                         alpha=0.12 if is_base else 0.2, linewidth=0)
         if significance is not None and not is_base:

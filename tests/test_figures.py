@@ -122,3 +122,18 @@ def test_significance_markers_at_the_top_are_drawn_inside_the_axes():
         assert box.y0 <= y and y + half <= box.y1 + 0.5, (y, half, box)
     assert any("bands: 95% t-interval over seeds" in t.get_text() for t in ax.texts)
     plt.close(fig)
+
+
+def test_a_control_that_is_not_the_figures_baseline_is_a_grey_dotted_reference():
+    """Q9's figure compares mask sources against init_final and shows random for reference: random was drawn black
+    and dashed like a baseline (a fresh-clone user could not tell the two apart). Now grey, dotted, "(reference)"."""
+    df = runs({n: [[0.5, 0.6, 0.7], [0.52, 0.61, 0.69]] for n in ("init_final", "init_best", "random")}, "test_acc",
+              "label")
+    fig, ax = plt.subplots()
+    figures.plot_vs_remaining(df, "label", "init_final", "test_acc", ax, "test accuracy")
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"init_final (baseline)", "init_best", "random (reference)"}
+    reference, base = lines["random (reference)"], lines["init_final (baseline)"]
+    assert reference.get_linestyle() == ":" and mcolors.to_hex(reference.get_color()) == mcolors.to_hex("dimgray")
+    assert base.get_linestyle() == "--" and mcolors.to_hex(base.get_color()) == "#000000"  # the baseline's style
+    plt.close(fig)
