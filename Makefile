@@ -16,7 +16,7 @@ db-stop:  ## stop the local run database started by `make study` (its data stay)
 omniboard: setup  ## Omniboard on the study's database: http://127.0.0.1:9000/sacred
 	$(PY) -m experiments.omniboard -m $$($(PY) -m experiments.localdb start | sed -n 's/.*-m \([^ ]*\).*/\1/p')
 
-test: setup  ## the default test suite (about 15 min on 2 cores after set-up)
+test: setup  ## the default test suite (15 min on 2 cores after set-up)
 	$(PY) -m pytest
 
 test-all: setup  ## every test, also those marked slow and the fault suite (a few minutes more)
