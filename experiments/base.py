@@ -32,12 +32,12 @@ from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds
 
 from experiments import resume
 from experiments.errors import ConfigError, RunDatabaseError
-from experiments.ingredients import default
 from experiments.observers import ResilientMongoObserver
 from masking import models
 from masking.lottery import LotterySpec
 from masking.training import TrainingConfig
 from ticketlab import dbspec, identity, kinds
+from ticketlab.params import default
 
 SETTINGS.HOST_INFO.INCLUDE_GPU_INFO = False
 SETTINGS.HOST_INFO.INCLUDE_CPU_INFO = False

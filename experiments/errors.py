@@ -6,6 +6,8 @@ from typing import Iterable
 
 from sacred.utils import SacredError
 
+from ticketlab import params
+
 
 class UserError(SacredError):
     """A mistake a user can fix, printed as one line by Sacred's command line (no traceback)."""
@@ -36,22 +38,27 @@ def run_name(run) -> str:
 
 
 def check_choice(key: str, value, choices: Iterable[str]) -> None:
-    choices = list(choices)
-    if value not in choices:
-        raise ConfigError(f"{key}={value!r} is not valid; valid choices: {', '.join(choices)}")
+    check(key, value, params.choice(tuple(choices)))
 
 
 def check_number(key: str, value, *, low=None, high=None, integer=False, low_open=False, high_open=False,
                  allow_none=False) -> None:
     """Check that ``value`` is a number (an int if ``integer``) in the given range; None only if ``allow_none``."""
-    if value is None and allow_none:
-        return
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        raise ConfigError(f"{key}={value!r} is not valid; it must be {'an integer' if integer else 'a number'}")
-    bad = (low is not None and (value <= low if low_open else value < low)) or \
-          (high is not None and (value >= high if high_open else value > high))
-    if bad:
-        lo = "" if low is None else f"{'(' if low_open else '['}{low}"
-        hi = "" if high is None else f"{high}{')' if high_open else ']'}"
-        raise ConfigError(f"{key}={value!r} is out of range; valid range: {lo or '(-inf'}, {hi or 'inf)'}")
+    check(key, value, params.number(low, high, integer=integer, low_open=low_open, high_open=high_open,
+                                    none=allow_none))
+
+
+def check(key: str, value, rule: params.Check) -> None:
+    """``rule``'s check of ``value`` as a ConfigError (one line: the key, the value, the valid choices)."""
+    try:
+        rule.check(key, value)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def check_declared(prefix: str, values: dict, declared) -> None:
+    """Every declared parameter's check (``ticketlab.params``) on ``values``, as a ConfigError."""
+    try:
+        params.check_all(prefix, values, declared)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None

@@ -37,6 +37,7 @@ from masking import hashing, models, population_procedures, rng, start_mask, sup
 from masking.population import MemberFailed
 from masking.training import Diverged
 from ticketlab import identity
+from ticketlab.params import params
 
 ex = TicketlabExperiment("supermask", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, supermask_ingredient, training_ing.training_ingredient,
@@ -152,11 +153,9 @@ def start_mask_of(run, seed, data, start, start_run, start_round, start_criterio
 @ex.capture
 def supermask_spec(seed, arch, supermask: dict, start=None) -> supermask_training.SupermaskSpec:
     """The run's procedure, from its config (``start``: the mask the scores start from, ``start_mask_of``)."""
-    return supermask_training.SupermaskSpec(
-        arch=arch["name"], seed=seed, training=training_ing.training_config(),
-        signed_constant=supermask["signed_constant"], rescale=supermask["rescale"],
-        score_init=supermask["score_init"], eval_samples=supermask["eval_samples"],
-        start_mask=start, p_keep=supermask["p_keep"], p_drop=supermask["p_drop"], sign_draws=supermask["sign_draws"])
+    declared = {p.key: supermask[p.key] for p in params(supermask_training.SupermaskSpec)}
+    return supermask_training.SupermaskSpec(arch=arch["name"], seed=seed, training=training_ing.training_config(),
+                                            start_mask=start, **declared)
 
 
 def record_result(_run, result: supermask_training.SupermaskResult, data_source: str, _config,

@@ -37,6 +37,7 @@ from masking.evaluation import evaluate
 from masking.pruning import Mask, apply_ticket, layer_rates, prune, schedule
 from masking.training import (DataSplits, FitResult, Placed, TrainingConfig, check_graphs, data_shape, eval_points,
                               fit_config, place)
+from ticketlab.params import choice, number, param
 from ticketlab.registry import Registry
 from ticketlab.schema import RoundRecord
 
@@ -51,13 +52,19 @@ class LotterySpec:
     arch: str  # masking.models name
     seed: int
     training: TrainingConfig
-    criterion: str = "large_final"  # masking.criteria name
-    mask1: str = "original"  # masking.treatments mask-1 action
-    mask0: str = "zero"  # masking.treatments mask-0 action
-    rounds: int = 24  # pruning rounds after the dense round 0
+    criterion: str = param("large_final", "mask criterion: which weights a round keeps ({choices}; "
+                           "docs/protocol.md)", choice(lambda: criteria.names()), key="name")
+    mask1: str = param("original", "kept weights start from: {choices} (original: rewound to their initial values)", choice(lambda: treatments.mask1_names()))
+    mask0: str = param("zero", "pruned weights are frozen at: {choices}", choice(lambda: treatments.mask0_names()))
+    rounds: int = param(24, "pruning rounds after the dense round 0 (24: about 0.5% of fc weights remain, as in the "
+                        "paper)", number(low=0, integer=True))
     role_rates: Mapping[str, float] | None = None  # per-round prune fraction by layer role; None: the arch's
-    sources: tuple[str, str] = ("init", "final")  # the two trajectory states the criterion compares (SOURCES)
-    source_iteration: int | None = None  # the step t of the "iter" source (an evaluation step of a round)
+    sources: tuple[str, str] = param(("init", "final"), "the two weight states of the previous round the criterion "
+                                     "scores as its init and final weights, <a>_<b> with a, b in init, final, best "
+                                     "(minimum validation loss), iter (after source_iteration steps): init_final (the "
+                                     "paper's), init_best, iter_final, init_iter", key="source", config="init_final")
+    source_iteration: int | None = param(None, "the step t of the iter state: an evaluation step before a round's "
+                                         "last (a multiple of training.eval_every)")
 
 
 @dataclasses.dataclass

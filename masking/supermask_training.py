@@ -29,6 +29,7 @@ import torch
 from masking import hashing, models, rng
 from masking import supermask as layers
 from masking.training import DataSplits, Placed, TrainingConfig, data_shape, fit_config, place
+from ticketlab.params import FLAG, number, param
 from ticketlab.schema import SupermaskRecord
 
 
@@ -39,14 +40,22 @@ class SupermaskSpec:
     arch: str
     seed: int
     training: TrainingConfig
-    signed_constant: bool = False  # train the mask over std * sign(w_init) instead of w_init
-    rescale: bool = False  # dynamic weight rescaling
-    score_init: float = 0.0  # initial score of every weight
-    eval_samples: int = 10  # test accuracy: mean over this many mask samples
+    signed_constant: bool = param(False, "train the mask over signed-constant weights (std * sign(w_init)) instead "
+                                  "of w_init", FLAG)
+    rescale: bool = param(False, "dynamic weight rescaling: scale each layer by size / ones in the sampled mask, every "
+                          "pass", FLAG)
+    score_init: float = param(0.0, "initial score of every weight (0: keep probability sigmoid(0) = 0.5)", number())
+    eval_samples: int = param(10, "test accuracy is the mean over this many mask samples (accuracies averaged)",
+                              number(low=1, integer=True))
     start_mask: Mapping[str, torch.Tensor] | None = None  # start the scores from this mask (by weight name)
-    p_keep: float = 0.9  # start keep probability where start_mask keeps a weight
-    p_drop: float = 0.1  # ... and where it prunes it
-    sign_draws: int = 0  # > 0: after training, accuracy with random (this many draws) and flipped signs, constants
+    p_keep: float = param(0.9, "start keep probability of the weights the start mask keeps (scores = logit(p))",
+                          number(low=0, high=1, low_open=True, high_open=True))
+    p_drop: float = param(0.1, "start keep probability of the weights the start mask prunes",
+                          number(low=0, high=1, low_open=True, high_open=True))
+    # the library's default: none (callers opt in); an experiment's: 5
+    sign_draws: int = param(0, "after training, accuracy with random signs over this many sign draws (also flipped "
+                            "signs and signed constants; each over eval_samples masks); 0: skip",
+                            number(low=0, integer=True), config=5)
 
 
 @dataclasses.dataclass

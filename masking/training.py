@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from masking.evaluation import scores
 from masking.layers import guard_optimizer, masked_layers
 from masking.rng import generator_device, randperm
+from ticketlab.params import choice, number, param
 from ticketlab.registry import Registry
 
 OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
@@ -106,11 +107,15 @@ def place(data: DataSplits, device: str | torch.device = "cpu", dtype: torch.dty
 class TrainingConfig:
     """How one round (or one Supermask run) trains: optimizer, learning rate, steps, batch, evaluation cadence."""
 
-    iterations: int
-    lr: float
-    batch_size: int = 60
-    eval_every: int = 100
-    optimizer: str = "adam"
+    iterations: int = param(help="training steps per round; None: the paper's for the arch (50k fc, 20k/25k/30k conv)",
+                            check=number(low=1, integer=True, none=True), config=None)
+    lr: float = param(help="learning rate; None: the paper's for the arch (lottery) or 0.1 on the scores (supermask)",
+                      check=number(low=0, low_open=True, none=True), config=None)
+    batch_size: int = param(60, "examples per step", number(low=1, integer=True))
+    eval_every: int = param(100, "steps between validation evaluations (early stopping keeps the best)",
+                            number(low=1, integer=True))
+    optimizer: str = param("adam", "{choices} (adam: torch's fused Adam; sgd_he2016: ResNet's SGD, momentum 0.9, "
+                           "wd 1e-4, lr / 10 at 32k and 48k)", choice(lambda: OPTIMIZERS.names()))
 
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")

@@ -2,21 +2,15 @@
 
 from sacred import Ingredient
 
-from experiments.errors import check_choice
+from experiments.ingredients import declare
 from masking import models
+from ticketlab.params import Param, choice
 
 arch_ingredient = Ingredient("arch")
 
 
-@arch_ingredient.config
-def config():
-    name = "lenet300_100"  # network: lenet300_100, conv2, conv4, conv6 (docs/protocol.md) or resnet20
-
-
-@arch_ingredient.config_hook
-def validate(config, command_name, logger):
-    check_choice("arch.name", config["arch"]["name"], models.names())
-    return {}
+declare(arch_ingredient, [Param("name", "lenet300_100", "network: {choices} (docs/protocol.md)",
+                                choice(lambda: models.names()))])
 
 
 @arch_ingredient.capture
