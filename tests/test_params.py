@@ -16,6 +16,7 @@ from masking.supermask_training import SupermaskSpec
 from masking.training import TrainingConfig
 from tests.conftest import run_cli
 from ticketlab.params import choice, number, param, params
+from ticketlab import schema
 from ticketlab.registry import Registry
 
 SHAPES: Registry[int] = Registry("shape")
@@ -73,19 +74,8 @@ def test_params_names_what_a_dataclass_declares():
 
 @pytest.mark.parametrize("experiment", ["experiments.lottery", "experiments.supermask"])
 def test_print_config_documents_every_setting_with_its_declared_default(ticketlab_env, experiment):
-    result = run_cli(experiment, "print_config", env=ticketlab_env)
-    assert result.returncode == 0, result.stderr
-    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in result.stdout.splitlines()]
-    settings = [line for line in lines if " = " in line]
-    assert len(settings) > 25
-    undocumented = [line.strip() for line in settings if not re.search(r" # \S", line)]
-    assert not undocumented, undocumented
-    shown, section = {}, ""
-    for line in lines:
-        if re.match(r"  (\w+):$", line):
-            section = line.strip()[:-1]
-        elif m := re.match(r"\s+(\w+) = (\S+)", line):
-            shown[f"{section}.{m.group(1)}"] = m.group(2)
+    shown, undocumented = shown_settings(experiment, ticketlab_env)
+    assert len(shown) > 25 and not undocumented, undocumented
     where = {"criterion": "criterion", "sources": "criterion", "mask1": "treatment", "mask0": "treatment",
              "rounds": "pruning"}
     declared = [("training", p) for p in params(TrainingConfig)] + (
@@ -94,3 +84,27 @@ def test_print_config_documents_every_setting_with_its_declared_default(ticketla
     for section, p in declared:
         if p.key not in ("lr", "iterations"):  # the arch's, filled in
             assert shown[f"{section}.{p.key}"] == repr(p.default), p.key
+
+
+def test_the_short_columns_name_settings_the_experiments_declare(ticketlab_env):
+    """The run frame's short column names (``ticketlab.schema.CONFIG_COLUMNS``: ``criterion`` for
+    ``criterion.name``) each point at a setting one of the experiments shows; every other setting is a column under
+    its dotted path by itself."""
+    shown = {path for experiment in ("experiments.lottery", "experiments.supermask")
+             for path in shown_settings(experiment, ticketlab_env)[0]}
+    assert {"seed", "criterion.name", "training.lr"} <= shown
+    assert not {path for path in schema.CONFIG_COLUMNS.values() if path not in shown}
+
+
+def shown_settings(experiment: str, env: dict) -> tuple[dict[str, str], list[str]]:
+    """What ``print_config`` shows: {dotted path: value as printed}, and the lines without documentation."""
+    result = run_cli(experiment, "print_config", env=env)
+    assert result.returncode == 0, result.stderr
+    shown, undocumented, section = {}, [], ""
+    for line in (re.sub(r"\x1b\[[0-9;]*m", "", line) for line in result.stdout.splitlines()):
+        if re.match(r"  (\w+):$", line):
+            section = line.strip()[:-1] + "."
+        elif m := re.match(r"(\s+)(\w+) = (\S+)", line):
+            shown[(section if len(m.group(1)) > 2 else "") + m.group(2)] = m.group(3)
+            undocumented += [] if re.search(r" # \S", line) else [line.strip()]
+    return shown, undocumented
