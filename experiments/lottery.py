@@ -43,6 +43,7 @@ from experiments import resume
 from experiments.errors import ConfigError, RunFailed, run_name
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, identity_info, store_now
 from experiments.ingredients import arch as arch_ing
+from experiments.ingredients import declared_of
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
 from experiments.ingredients.criterion import criterion_ingredient, role_rates
@@ -54,6 +55,7 @@ from masking.population import MemberFailed
 from masking.pruning import Mask
 from masking.training import Diverged, TrainingConfig, eval_points
 from ticketlab import schema
+from ticketlab.params import field_values
 
 ex = TicketlabExperiment("lottery", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, training_ing.training_ingredient, criterion_ingredient,
@@ -195,13 +197,14 @@ def cpu(tensors):
 
 
 @ex.capture
-def lottery_spec(seed, arch, criterion, treatment, pruning: dict) -> lottery.LotterySpec:
-    """The run's procedure, from its config."""
+def lottery_spec(seed, arch, _config) -> lottery.LotterySpec:
+    """The run's procedure, from its config: each declared ``LotterySpec`` parameter from the ingredient that shows
+    it (a parameter of its own is its field, named in one of them)."""
+    declared = {}
+    for ingredient in (criterion_ingredient, treatment_ingredient, pruning_ingredient):
+        declared.update(field_values(declared_of(ingredient), _config[ingredient.path], lottery.LotterySpec))
     return lottery.LotterySpec(arch=arch["name"], seed=seed, training=training_ing.training_config(),
-                               criterion=criterion["name"], mask1=treatment["mask1"], mask0=treatment["mask0"],
-                               rounds=pruning["rounds"], role_rates=role_rates(),
-                               sources=lottery.parse_sources(criterion["source"]),
-                               source_iteration=criterion["source_iteration"])
+                               role_rates=role_rates(), **declared)
 
 
 def begin_record(_run, setup: lottery.Setup, data_source: str, _config, artifacts: ArtifactWriter | None,

@@ -37,7 +37,7 @@ from masking import hashing, models, population_procedures, rng, start_mask, sup
 from masking.population import MemberFailed
 from masking.training import Diverged
 from ticketlab import identity
-from ticketlab.params import params
+from ticketlab.params import field_values, params
 
 ex = TicketlabExperiment("supermask", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, supermask_ingredient, training_ing.training_ingredient,
@@ -153,7 +153,7 @@ def start_mask_of(run, seed, data, start, start_run, start_round, start_criterio
 @ex.capture
 def supermask_spec(seed, arch, supermask: dict, start=None) -> supermask_training.SupermaskSpec:
     """The run's procedure, from its config (``start``: the mask the scores start from, ``start_mask_of``)."""
-    declared = {p.key: supermask[p.key] for p in params(supermask_training.SupermaskSpec)}
+    declared = field_values(params(supermask_training.SupermaskSpec), supermask)
     return supermask_training.SupermaskSpec(arch=arch["name"], seed=seed, training=training_ing.training_config(),
                                             start_mask=start, **declared)
 

@@ -77,6 +77,9 @@ class Param:
     default: Any
     help: str
     check: Check | None = None
+    owner: type | None = None  # the dataclass whose field it is (None: a setting of the ingredient's own)
+    field: str | None = None  # that field's name
+    parse: Callable[[Any], Any] | None = None  # the field's value of a config value, where they differ
 
     def value(self):
         return self.default() if callable(self.default) else self.default
@@ -86,12 +89,12 @@ class Param:
 
 
 def param(default=MISSING, help: str = "", check: Check | None = None, *, key: str | None = None,
-          config=MISSING) -> Any:
+          config=MISSING, parse: Callable[[Any], Any] | None = None) -> Any:
     """A dataclass field declaring a parameter: its default (none: the field is required), one-line help and check.
     ``key``: its config key when the config names it otherwise (``criterion.name`` for ``criterion``); ``config``:
     its config value when that differs from the field's default (None where the config derives it from the arch,
-    a string where the field holds a parsed value)."""
-    return dataclasses.field(default=default, metadata={"param": (help, check, key, config)})
+    a string where the field holds a parsed value, which ``parse`` makes of it)."""
+    return dataclasses.field(default=default, metadata={"param": (help, check, key, config, parse)})
 
 
 def params(cls: type, *names: str) -> list[Param]:
@@ -102,9 +105,17 @@ def params(cls: type, *names: str) -> list[Param]:
         raise KeyError(f"{cls.__name__} declares no parameter {', '.join(missing)}; it declares {', '.join(fields)}")
     out = []
     for name in names or fields:
-        help, check, key, config = fields[name].metadata["param"]
-        out.append(Param(key or name, fields[name].default if config is MISSING else config, help, check))
+        help, check, key, config, parse = fields[name].metadata["param"]
+        out.append(Param(key or name, fields[name].default if config is MISSING else config, help, check, cls, name,
+                         parse))
     return out
+
+
+def field_values(declared: Iterable[Param], values: dict, owner: type | None = None) -> dict:
+    """{field name: value} of the declared parameters of ``owner`` (any dataclass when None) read from a config's
+    ``values`` (parsed where the field holds a parsed value): the keyword arguments that build the dataclass."""
+    return {p.field: p.parse(values[p.key]) if p.parse else values[p.key] for p in declared
+            if p.owner is not None and (owner is None or p.owner is owner)}
 
 
 def default(cls: type, name: str):

@@ -45,3 +45,8 @@ def declare(ingredient, declared: list[Param]) -> list[Param]:
 
     ingredient.config_hook(check)
     return declared
+
+
+def declared_of(ingredient) -> list[Param]:
+    """The parameters ``declare`` made ``ingredient``'s config."""
+    return [p for config in ingredient.configurations if isinstance(config, DeclaredConfig) for p in config.declared]

@@ -5,8 +5,6 @@ procedure's ``TrainingConfig``), threads, device, CUDA graphs and dtype.
 (outside the condition hash), and what was used is recorded in ``info.execution``.
 """
 
-import dataclasses
-
 import torch
 from sacred import Ingredient
 
@@ -14,7 +12,7 @@ from experiments.errors import ConfigError
 from experiments.ingredients import declare
 from experiments.ingredients.arch import arch_ingredient, spec
 from masking import population, training
-from ticketlab.params import Param, choice, number, params
+from ticketlab.params import Param, choice, field_values, number, params
 
 # its config hook reads the arch (iterations, lr defaults) and, when present, the supermask ingredient (lr default)
 training_ingredient = Ingredient("training", ingredients=[arch_ingredient])
@@ -62,7 +60,7 @@ def resolve(config, command_name, logger):
 def training_config(_config) -> training.TrainingConfig:
     """The resolved training settings as the library's ``TrainingConfig``: each of its fields from the key of that
     name (a hyper-parameter of its own is one field there: ``ticketlab.params``)."""
-    return training.TrainingConfig(**{f.name: _config[f.name] for f in dataclasses.fields(training.TrainingConfig)})
+    return training.TrainingConfig(**field_values(params(training.TrainingConfig), _config))
 
 
 @training_ingredient.capture
