@@ -17,7 +17,7 @@ omniboard: setup  ## Omniboard on the study's database: http://127.0.0.1:9000/sa
 	$(PY) -m experiments.omniboard -m $$($(PY) -m experiments.localdb start | sed -n 's/.*-m \([^ ]*\).*/\1/p')
 
 test: setup  ## the default test suite (15 min on 2 cores after set-up)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 test-all: setup  ## every test, also those marked slow and the fault suite (a few minutes more)
 	$(PY) -m pytest -m ""

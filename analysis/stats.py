@@ -163,17 +163,10 @@ class _Skip(Exception):
     pass
 
 
-def compare(df: pd.DataFrame, factor: str = "criterion", baseline: str = "random", metric: str = "test_acc",
-            correction: str | None = "holm", alpha: float = 0.05, completed_only: bool = True,
-            replicas: str = "refuse", paired: bool = True) -> pd.DataFrame:
-    """One row per (percent_remaining, condition != baseline); see the module docstring.
-
-    Columns: ``COLUMNS`` (``diff`` = condition mean - baseline mean with its 95% CI; ``significant`` is
-    p_holm < alpha with ``correction='holm'``; with ``correction=None`` there is no p_holm and p decides).
-    Comparisons that cannot be made (fewer than 2 seeds, constant groups) are left out and listed, with the reason,
-    in ``result.attrs["skipped"]``; seeds left out of a pairing in ``result.attrs["unpaired"]``; replicas met in
-    ``result.attrs["replicas"]`` (each warned about); if no comparison can be made, ComparisonError says why.
-    """
+def _checked(df: pd.DataFrame, factor: str, baseline: str, metric: str, correction: str | None,
+             completed_only: bool) -> tuple[pd.DataFrame, list[str]]:
+    """The runs ``compare`` compares (completed ones, unless told) and the conditions among them; a
+    ComparisonError saying why when there is nothing to compare."""
     for column in (factor, metric, "percent_remaining", "seed", "init_hash"):
         if column not in df:
             raise ComparisonError(f"no column {column!r} in the runs; columns: {', '.join(df.columns)}")
@@ -189,9 +182,14 @@ def compare(df: pd.DataFrame, factor: str = "criterion", baseline: str = "random
     if len(conditions) < 2:
         raise ComparisonError(f"only {factor}={baseline!r} is present: nothing to compare it with")
     check_comparable(data, factor)
-    data, replica_notes = one_per_point(data, replicas)
-    data = data.assign(_percent=data["percent_remaining"].round(PERCENT_DECIMALS))
+    return data, conditions
 
+
+def _comparisons(data: pd.DataFrame, conditions: list[str], factor: str, baseline: str, metric: str,
+                 paired: bool) -> tuple[list[dict], list[str], list[str]]:
+    """One row per (percent remaining, condition other than the baseline) that can be tested; the comparisons
+    left out, and the seeds left out of a pairing, each with its reason."""
+    data = data.assign(_percent=data["percent_remaining"].round(PERCENT_DECIMALS))
     rows, skipped, unpaired = [], [], []
     for percent, at_percent in data.groupby("_percent", sort=False):
         base_all = at_percent[at_percent[factor] == baseline]
@@ -219,6 +217,23 @@ def compare(df: pd.DataFrame, factor: str = "criterion", baseline: str = "random
                          "mean": group[metric].mean(), "std": group[metric].std(ddof=1), "n_baseline": len(base),
                          "mean_baseline": base[metric].mean(), "std_baseline": base[metric].std(ddof=1),
                          **result})
+    return rows, skipped, unpaired
+
+
+def compare(df: pd.DataFrame, factor: str = "criterion", baseline: str = "random", metric: str = "test_acc",
+            correction: str | None = "holm", alpha: float = 0.05, completed_only: bool = True,
+            replicas: str = "refuse", paired: bool = True) -> pd.DataFrame:
+    """One row per (percent_remaining, condition != baseline); see the module docstring.
+
+    Columns: ``COLUMNS`` (``diff`` = condition mean - baseline mean with its 95% CI; ``significant`` is
+    p_holm < alpha with ``correction='holm'``; with ``correction=None`` there is no p_holm and p decides).
+    Comparisons that cannot be made (fewer than 2 seeds, constant groups) are left out and listed, with the reason,
+    in ``result.attrs["skipped"]``; seeds left out of a pairing in ``result.attrs["unpaired"]``; replicas met in
+    ``result.attrs["replicas"]`` (each warned about); if no comparison can be made, ComparisonError says why.
+    """
+    data, conditions = _checked(df, factor, baseline, metric, correction, completed_only)
+    data, replica_notes = one_per_point(data, replicas)
+    rows, skipped, unpaired = _comparisons(data, conditions, factor, baseline, metric, paired)
     if not rows:
         raise ComparisonError("no comparison could be made: " + "; ".join(skipped))
     table = pd.DataFrame(rows)
