@@ -31,7 +31,9 @@ from sacred.commandline_options import cli_option
 from sacred.utils import ConfigAddedError, apply_backspaces_and_linefeeds
 
 from experiments import resume
+from experiments import errors
 from experiments.errors import ConfigError, RunDatabaseError
+from experiments.ingredients import SEED
 from experiments.observers import ResilientMongoObserver
 from masking import models
 from masking.lottery import LotterySpec
@@ -117,8 +119,8 @@ class TicketlabExperiment(Experiment):
             spec = os.environ[dbspec.URI_VARIABLE]
         resume_id = options.get(resume.RESUME_FLAG)
         seed = (config_updates or {}).get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ConfigError(f"seed={seed!r} is not valid; it must be an integer")
+        if seed is not None:
+            errors.check("seed", seed, SEED.check)
         if resume_id:
             doc = resume.stored_run(spec, resume_id)
             config_updates, info = resume.prepare(self.path, doc, config_updates, named_configs,

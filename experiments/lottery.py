@@ -43,7 +43,7 @@ from experiments import resume
 from experiments.errors import ConfigError, RunFailed, run_name
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, identity_info, store_now
 from experiments.ingredients import arch as arch_ing
-from experiments.ingredients import declared_of
+from experiments.ingredients import declare, declared_of
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
 from experiments.ingredients.criterion import criterion_ingredient, role_rates
@@ -55,7 +55,7 @@ from masking.population import MemberFailed
 from masking.pruning import Mask
 from masking.training import Diverged, TrainingConfig, eval_points
 from ticketlab import schema
-from ticketlab.params import field_values
+from ticketlab.params import FLAG, Param, field_values
 
 ex = TicketlabExperiment("lottery", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, training_ing.training_ingredient, criterion_ingredient,
@@ -63,9 +63,8 @@ ex = TicketlabExperiment("lottery", ingredients=[
 ])
 
 
-@ex.config
-def config():
-    save_artifacts = True  # store each round's final weights and mask (and the initial weights) as artifacts
+declare(ex, [Param("save_artifacts", True, "store each round's final weights and mask (and the initial weights) as "
+                   "artifacts", FLAG)])
 
 
 @ex.named_config

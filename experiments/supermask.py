@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from experiments.base import ArtifactWriter, TicketlabExperiment, add_paper_configs, identity_info
 from experiments.ingredients import arch as arch_ing
+from experiments.ingredients import declare
 from experiments.ingredients import data as data_ing
 from experiments.ingredients import training as training_ing
 from experiments.errors import ConfigError, RunFailed, run_name
@@ -37,16 +38,14 @@ from masking import hashing, models, population_procedures, rng, start_mask, sup
 from masking.population import MemberFailed
 from masking.training import Diverged
 from ticketlab import identity
-from ticketlab.params import field_values, params
+from ticketlab.params import FLAG, Param, field_values, params
 
 ex = TicketlabExperiment("supermask", ingredients=[
     arch_ing.arch_ingredient, data_ing.data_ingredient, supermask_ingredient, training_ing.training_ingredient,
 ])
 
 
-@ex.config
-def config():
-    save_artifacts = True  # store the final scores as an artifact
+declare(ex, [Param("save_artifacts", True, "store the final scores as an artifact", FLAG)])
 
 
 @ex.named_config

@@ -61,8 +61,8 @@ class LotterySpec:
     role_rates: Mapping[str, float] | None = None  # per-round prune fraction by layer role; None: the arch's
     sources: tuple[str, str] = param(("init", "final"), "the two weight states of the previous round the criterion "
                                      "scores as its init and final weights, <a>_<b> with a, b in init, final, best "
-                                     "(minimum validation loss), iter (after source_iteration steps): init_final (the "
-                                     "paper's), init_best, iter_final, init_iter", key="source", config="init_final",
+                                     "(minimum validation loss), iter (after source_iteration steps), e.g. init_final "
+                                     "(the paper's), init_best, iter_final, init_iter", key="source", config="init_final",
                                      parse=lambda text: parse_sources(text))
     source_iteration: int | None = param(None, "the step t of the iter state: an evaluation step before a round's "
                                          "last (a multiple of training.eval_every)")

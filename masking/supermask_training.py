@@ -48,9 +48,11 @@ class SupermaskSpec:
     eval_samples: int = param(10, "test accuracy is the mean over this many mask samples (accuracies averaged)",
                               number(low=1, integer=True))
     start_mask: Mapping[str, torch.Tensor] | None = None  # start the scores from this mask (by weight name)
-    p_keep: float = param(0.9, "start keep probability of the weights the start mask keeps (scores = logit(p))",
+    p_keep: float = param(0.9, "start keep probability of the weights the start mask keeps (scores = logit(p); "
+                          "supermask.start = run or criterion)",
                           number(low=0, high=1, low_open=True, high_open=True))
-    p_drop: float = param(0.1, "start keep probability of the weights the start mask prunes",
+    p_drop: float = param(0.1, "start keep probability of the weights the start mask prunes (start = run or "
+                          "criterion)",
                           number(low=0, high=1, low_open=True, high_open=True))
     # the library's default: none (callers opt in); an experiment's: 5
     sign_draws: int = param(0, "after training, accuracy with random signs over this many sign draws (also flipped "

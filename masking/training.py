@@ -107,7 +107,8 @@ def place(data: DataSplits, device: str | torch.device = "cpu", dtype: torch.dty
 class TrainingConfig:
     """How one round (or one Supermask run) trains: optimizer, learning rate, steps, batch, evaluation cadence."""
 
-    iterations: int = param(help="training steps per round; None: the paper's for the arch (50k fc, 20k/25k/30k conv)",
+    iterations: int = param(help="training steps per round (a Supermask run: its steps); None: the paper's for "
+                            "the arch (50k fc, 20k/25k/30k conv, 64k resnet20)",
                             check=number(low=1, integer=True, none=True), config=None)
     lr: float = param(help="learning rate; None: the paper's for the arch (lottery) or 0.1 on the scores (supermask)",
                       check=number(low=0, low_open=True, none=True), config=None)

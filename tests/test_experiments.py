@@ -130,6 +130,8 @@ def test_print_config_documents_and_resolves(ticketlab_env):
     ("training.iterations=0", "training.iterations=0 is out of range"),
     ("criterion.fc_rate=1.5", "criterion.fc_rate=1.5 is out of range; valid range: [0, 1)"),
     ("training.optimizer=adagrad", "training.optimizer='adagrad' is not valid; valid choices: adam, sgd"),
+    ("seed=-1", "seed=-1 is out of range; valid range: [0, 4294967295]"),
+    ("save_artifacts=maybe", "save_artifacts='maybe' is not valid; valid choices: True, False"),
 ])
 def test_bad_config_fails_before_any_run(db_server, db_name, ticketlab_env, update, message):
     result = run_cli("experiments.lottery", "with", *FAST, update, "-m", f"{db_server.address}:{db_name}",

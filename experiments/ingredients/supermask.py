@@ -2,7 +2,7 @@
 
 from sacred import Ingredient
 
-from experiments.errors import check_number
+from experiments.errors import ConfigError, check_number
 from experiments.ingredients import declare
 from masking import criteria
 from masking.supermask_training import SupermaskSpec
@@ -17,8 +17,8 @@ START = [
     Param("start", "scratch", "where the scores start: scratch (score_init everywhere), run (the mask of round "
           "start_round of the finished lottery run start_run, read from the run database given with -m) or criterion "
           "(a one-shot mask by start_criterion, start_percent, start_iterations)", choice(STARTS)),
-    Param("start_run", None, "start=run: the lottery run's id", number(low=1, integer=True, none=True)),
-    Param("start_round", None, "start=run: its round", number(low=0, integer=True, none=True)),
+    Param("start_run", None, "start=run (needed): the COMPLETED lottery run's id", number(low=1, integer=True, none=True)),
+    Param("start_round", None, "start=run (needed): its round", number(low=0, integer=True, none=True)),
     Param("start_criterion", "large_final", "start=criterion: the criterion ({choices}), scored from the seed's "
           "initial weights and the dense net trained for start_iterations steps with the arch's Adam rate",
           choice(lambda: criteria.names())),
@@ -34,6 +34,9 @@ declare(supermask_ingredient, params(SupermaskSpec) + START)
 def validate(config, command_name, logger):
     """A start from a run needs the run and its round."""
     cfg = config["supermask"]
+    if cfg["start"] == "run" and None in (cfg["start_run"], cfg["start_round"]):
+        raise ConfigError("supermask.start=run needs supermask.start_run (a COMPLETED lottery run's id) and "
+                          "supermask.start_round (its round)")
     if cfg["start"] == "run":
         check_number("supermask.start_run", cfg["start_run"], low=1, integer=True)
         check_number("supermask.start_round", cfg["start_round"], low=0, integer=True)
