@@ -54,7 +54,8 @@ class LotterySpec:
     training: TrainingConfig
     criterion: str = param("large_final", "mask criterion: which weights a round keeps ({choices}; "
                            "docs/protocol.md)", choice(lambda: criteria.names()), key="name")
-    mask1: str = param("original", "kept weights start from: {choices} (original: rewound to their initial values)", choice(lambda: treatments.mask1_names()))
+    mask1: str = param("original", "kept weights start from: {choices} (original: rewound to their initial values)",
+                       choice(lambda: treatments.mask1_names()))
     mask0: str = param("zero", "pruned weights are frozen at: {choices}", choice(lambda: treatments.mask0_names()))
     rounds: int = param(24, "pruning rounds after the dense round 0 (24: about 0.5% of fc weights remain, as in the "
                         "paper)", number(low=0, integer=True))
@@ -62,7 +63,8 @@ class LotterySpec:
     sources: tuple[str, str] = param(("init", "final"), "the two weight states of the previous round the criterion "
                                      "scores as its init and final weights, <a>_<b> with a, b in init, final, best "
                                      "(minimum validation loss), iter (after source_iteration steps), e.g. init_final "
-                                     "(the paper's), init_best, iter_final, init_iter", key="source", config="init_final",
+                                     "(the paper's), init_best, iter_final, init_iter", key="source",
+                                     config="init_final",
                                      parse=lambda text: parse_sources(text))
     source_iteration: int | None = param(None, "the step t of the iter state: an evaluation step before a round's "
                                          "last (a multiple of training.eval_every)")

@@ -48,7 +48,8 @@ class Check:
         else:
             kinds = (int,) if self.integer else (int, float)
             if isinstance(value, bool) or not isinstance(value, kinds):
-                raise ValueError(f"{key}={value!r} is not valid; it must be {'an integer' if self.integer else 'a number'}")
+                kind = "an integer" if self.integer else "a number"
+                raise ValueError(f"{key}={value!r} is not valid; it must be {kind}")
             low, high = self.low, self.high
             if (low is not None and (value <= low if self.low_open else value < low)) or \
                     (high is not None and (value >= high if self.high_open else value > high)):

@@ -17,7 +17,8 @@ START = [
     Param("start", "scratch", "where the scores start: scratch (score_init everywhere), run (the mask of round "
           "start_round of the finished lottery run start_run, read from the run database given with -m) or criterion "
           "(a one-shot mask by start_criterion, start_percent, start_iterations)", choice(STARTS)),
-    Param("start_run", None, "start=run (needed): the COMPLETED lottery run's id", number(low=1, integer=True, none=True)),
+    Param("start_run", None, "start=run (needed): the COMPLETED lottery run's id",
+          number(low=1, integer=True, none=True)),
     Param("start_round", None, "start=run (needed): its round", number(low=0, integer=True, none=True)),
     Param("start_criterion", "large_final", "start=criterion: the criterion ({choices}), scored from the seed's "
           "initial weights and the dense net trained for start_iterations steps with the arch's Adam rate",
